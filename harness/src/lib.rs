@@ -1,0 +1,1 @@
+//! capring harness library.

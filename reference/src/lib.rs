@@ -1,0 +1,1 @@
+//! Reference implementation library (filled in below).

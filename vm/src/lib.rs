@@ -1,0 +1,1 @@
+//! VM runner library.
