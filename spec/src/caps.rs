@@ -163,7 +163,9 @@ pub fn parse_name(given: &str) -> Result<Cap, CapNameError> {
         .iter()
         .map(|n| (strsim::levenshtein(n, bare), *n))
         .min()
-        .filter(|(d, _)| bare.bytes().any(|b| b.is_ascii_alphabetic()) && *d <= 2.max(bare.len() / 3))
+        .filter(|(d, _)| {
+            bare.bytes().any(|b| b.is_ascii_alphabetic()) && *d <= 2.max(bare.len() / 3)
+        })
         .map(|(_, n)| format!("cap_{n}"));
     Err(CapNameError::Unknown {
         given: given.to_string(),
@@ -261,7 +263,9 @@ impl CapSet {
     }
 
     pub fn iter(self) -> impl Iterator<Item = Cap> {
-        (0..=LAST_POSSIBLE).filter(move |i| self.0 & (1u64 << i) != 0).map(Cap)
+        (0..=LAST_POSSIBLE)
+            .filter(move |i| self.0 & (1u64 << i) != 0)
+            .map(Cap)
     }
 
     /// Canonical names, lowest number first.

@@ -15,3 +15,8 @@
 //! * [`oracle`]: from options, events and facts, the four rings and the expected outcome.
 
 pub mod caps;
+pub mod catalog;
+pub mod clauses;
+pub mod facts;
+pub mod options;
+pub mod oracle;

@@ -1,0 +1,165 @@
+//! The event catalog: which capabilities each event needs, in which ring, and why.
+//!
+//! The reference tracer's catalog is `fixtures/spec/events.toml` (built in). A tracer profile
+//! may carry its own catalog in the same shape, so the oracle can judge tracers whose events
+//! are not ours.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::caps::Cap;
+
+/// The built-in catalog text (the reference tracer's events).
+pub const BUILTIN: &str = include_str!("../../fixtures/spec/events.toml");
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachType {
+    pub description: String,
+    /// Attached through perf_event_open: subject to `perf_event_paranoid`.
+    pub uses_perf: bool,
+    /// Needs a cgroup v2 hierarchy to attach to.
+    pub needs_cgroup2: bool,
+}
+
+/// A configuration-time need (Required ring).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequiredNeed {
+    pub capability: Cap,
+    pub reason: String,
+}
+
+/// When a Requested operation happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum When {
+    /// Once, at start-up, after configuration.
+    Startup,
+    /// Again and again while events flow.
+    PerEvent,
+}
+
+/// A single-operation need (Requested ring).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestedNeed {
+    pub capability: Cap,
+    pub operation: String,
+    pub when: When,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    pub name: String,
+    pub attach: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub required: Vec<RequiredNeed>,
+    #[serde(default)]
+    pub requested: Vec<RequestedNeed>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Catalog {
+    pub attach: BTreeMap<String, AttachType>,
+    #[serde(rename = "event")]
+    pub events: Vec<Event>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("event catalog: {0}")]
+    Toml(#[from] toml::de::Error),
+    #[error("event catalog: event '{event}' uses attach type '{attach}', which [attach.*] does not define")]
+    UnknownAttach { event: String, attach: String },
+    #[error("event catalog: event '{0}' is defined twice")]
+    Duplicate(String),
+}
+
+impl Catalog {
+    pub fn parse(text: &str) -> Result<Catalog, CatalogError> {
+        let catalog: Catalog = toml::from_str(text)?;
+        let mut seen = std::collections::BTreeSet::new();
+        for e in &catalog.events {
+            if !seen.insert(e.name.as_str()) {
+                return Err(CatalogError::Duplicate(e.name.clone()));
+            }
+            if !catalog.attach.contains_key(&e.attach) {
+                return Err(CatalogError::UnknownAttach {
+                    event: e.name.clone(),
+                    attach: e.attach.clone(),
+                });
+            }
+        }
+        Ok(catalog)
+    }
+
+    /// The reference tracer's catalog.
+    pub fn builtin() -> Catalog {
+        Catalog::parse(BUILTIN).expect("the built-in catalog is checked by a unit test")
+    }
+
+    pub fn event(&self, name: &str) -> Option<&Event> {
+        self.events.iter().find(|e| e.name == name)
+    }
+
+    pub fn attach_type(&self, event: &Event) -> &AttachType {
+        &self.attach[&event.attach]
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.events.iter().map(|e| e.name.as_str()).collect()
+    }
+
+    /// The closest event name, for "did you mean" messages.
+    pub fn suggest(&self, given: &str) -> Option<String> {
+        self.events
+            .iter()
+            .map(|e| (strsim::levenshtein(&e.name, given), &e.name))
+            .min()
+            .filter(|(d, _)| *d <= 3)
+            .map(|(_, n)| n.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_catalog_parses_and_needs_differ() {
+        let c = Catalog::builtin();
+        assert!(c.events.len() >= 5);
+        let net = c.event("net_packet").unwrap();
+        assert_eq!(net.required[0].capability, Cap::NET_ADMIN);
+        let exec = c.event("sched_process_exec").unwrap();
+        assert_eq!(exec.requested[0].when, When::PerEvent);
+        assert_eq!(exec.requested[0].capability, Cap::SYS_PTRACE);
+        let module = c.event("module_load").unwrap();
+        assert_eq!(module.requested[0].when, When::Startup);
+        assert!(c.event("execve").unwrap().required.is_empty());
+        assert!(c.attach_type(exec).uses_perf);
+    }
+
+    #[test]
+    fn bad_catalogs_are_refused() {
+        let err = Catalog::parse("[attach]\n[[event]]\nname='x'\nattach='kprobe'\n").unwrap_err();
+        assert!(err.to_string().contains("kprobe"), "{err}");
+        let err =
+            Catalog::parse("[attach]\n[[event]]\nname='x'\nattach='a'\nextra=1\n").unwrap_err();
+        assert!(err.to_string().contains("extra"), "{err}");
+    }
+
+    #[test]
+    fn suggestions() {
+        let c = Catalog::builtin();
+        assert_eq!(c.suggest("execv").as_deref(), Some("execve"));
+        assert_eq!(c.suggest("zzzzzzzzzzzz"), None);
+    }
+}

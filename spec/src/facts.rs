@@ -1,0 +1,286 @@
+//! Environment facts the rings depend on.
+//!
+//! Expectations are keyed on probed features, never on kernel version strings: whether the
+//! kernel knows CAP_BPF (its `cap_last_cap`), what this process may use (permitted and
+//! bounding sets at start), `perf_event_paranoid`, whether BPF memory is charged to memory
+//! cgroups (else `RLIMIT_MEMLOCK` must be high enough), and where cgroup v2 is mounted.
+//! The kernel release is kept for messages only.
+
+use serde::{Deserialize, Serialize};
+
+use crate::caps::{Cap, CapSet};
+
+/// Locked memory the reference tracer's maps need when BPF memory is charged to
+/// `RLIMIT_MEMLOCK` (kernels before memcg accounting): one 256 KiB ring buffer, the
+/// programs and aya's probes, with room to spare.
+pub const MEMLOCK_NEEDED: u64 = 8 << 20;
+
+/// Value the probe uses for an unlimited rlimit.
+pub const UNLIMITED: u64 = u64::MAX;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvFacts {
+    /// `uname -r`, for messages only.
+    pub kernel_release: String,
+    /// Highest capability the kernel knows (`/proc/sys/kernel/cap_last_cap`).
+    pub cap_last_cap: u8,
+    /// Permitted set of the tracer at start.
+    pub permitted: CapSet,
+    /// Bounding set of the tracer at start.
+    pub bounding: CapSet,
+    /// `perf_event_paranoid`; `None` when unreadable (treated as the most restrictive).
+    pub perf_event_paranoid: Option<i32>,
+    /// BPF maps are charged to memory cgroups (since 5.11), not to `RLIMIT_MEMLOCK`.
+    pub bpf_memcg: bool,
+    /// `RLIMIT_MEMLOCK` soft and hard limits in bytes ([`UNLIMITED`] for infinity).
+    pub memlock_soft: u64,
+    pub memlock_hard: u64,
+    /// Mount point of the cgroup v2 hierarchy, if any.
+    pub cgroup2: Option<String>,
+}
+
+/// What must be done about `RLIMIT_MEMLOCK` before loading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MemlockAction {
+    /// BPF memory is memcg-accounted, or the soft limit is already high enough.
+    Nothing,
+    /// Raise the soft limit up to the hard limit: no capability needed.
+    RaiseSoft,
+    /// Raise the hard limit too: needs CAP_SYS_RESOURCE.
+    RaiseHard,
+}
+
+impl EnvFacts {
+    /// `perf_event_paranoid` as the rules see it: unreadable counts as the most restrictive.
+    pub fn paranoid(&self) -> i32 {
+        self.perf_event_paranoid.unwrap_or(4)
+    }
+
+    /// Capabilities usable by the tracer: permitted and still in the bounding set.
+    pub fn usable(&self) -> CapSet {
+        self.permitted.intersection(self.bounding)
+    }
+
+    pub fn kernel_has(&self, cap: Cap) -> bool {
+        cap.number() <= self.cap_last_cap
+    }
+
+    pub fn memlock_action(&self) -> MemlockAction {
+        if self.bpf_memcg || self.memlock_soft >= MEMLOCK_NEEDED {
+            MemlockAction::Nothing
+        } else if self.memlock_hard >= MEMLOCK_NEEDED {
+            MemlockAction::RaiseSoft
+        } else {
+            MemlockAction::RaiseHard
+        }
+    }
+
+    /// A short key naming the facts that change the rings, used to suffix per-environment
+    /// snapshots (`capbpf.paranoid3.memlock-hard.cgroup2`).
+    pub fn feature_key(&self) -> String {
+        let ebpf = if self.kernel_has(Cap::BPF)
+            && self.usable().contains(Cap::BPF)
+            && self.usable().contains(Cap::PERFMON)
+        {
+            "capbpf"
+        } else {
+            "sysadmin"
+        };
+        let paranoid = match self.perf_event_paranoid {
+            Some(p) if p > 2 => "paranoid3".to_string(),
+            Some(p) => format!("paranoid{}", p.max(-1)),
+            None => "paranoid-unreadable".to_string(),
+        };
+        let memlock = match self.memlock_action() {
+            MemlockAction::Nothing if self.bpf_memcg => "memcg",
+            MemlockAction::Nothing => "memlock-ok",
+            MemlockAction::RaiseSoft => "memlock-soft",
+            MemlockAction::RaiseHard => "memlock-hard",
+        };
+        let cgroup = if self.cgroup2.is_some() {
+            "cgroup2"
+        } else {
+            "nocgroup2"
+        };
+        format!("{ebpf}.{paranoid}.{memlock}.{cgroup}")
+    }
+
+    /// Facts of a typical modern root process, for tests and examples.
+    pub fn example() -> EnvFacts {
+        EnvFacts {
+            kernel_release: "6.1.0-example".into(),
+            cap_last_cap: 40,
+            permitted: CapSet::all_up_to(40),
+            bounding: CapSet::all_up_to(40),
+            perf_event_paranoid: Some(2),
+            bpf_memcg: true,
+            memlock_soft: 8 << 20,
+            memlock_hard: 8 << 20,
+            cgroup2: Some("/sys/fs/cgroup".into()),
+        }
+    }
+}
+
+#[cfg(feature = "probe")]
+mod probe_impl {
+    use std::fs;
+
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    pub enum ProbeError {
+        #[error("reading {path}: {source}")]
+        Read {
+            path: String,
+            #[source]
+            source: std::io::Error,
+        },
+        #[error("{path}: unexpected content {content:?}")]
+        Parse { path: String, content: String },
+    }
+
+    fn read(path: &str) -> Result<String, ProbeError> {
+        fs::read_to_string(path).map_err(|source| ProbeError::Read {
+            path: path.into(),
+            source,
+        })
+    }
+
+    fn status_field(status: &str, key: &str) -> Result<CapSet, ProbeError> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| CapSet::from_hex(v.trim_start_matches(':')))
+            .ok_or_else(|| ProbeError::Parse {
+                path: "/proc/thread-self/status".into(),
+                content: key.into(),
+            })
+    }
+
+    /// Symbols that appeared with memcg-based accounting of BPF memory (Linux 5.11).
+    const MEMCG_SYMBOLS: [&str; 3] = [
+        "bpf_map_kmalloc_node",
+        "bpf_map_kzalloc",
+        "bpf_map_alloc_percpu",
+    ];
+
+    fn probe_bpf_memcg() -> bool {
+        // Kernel BTF names every global function; kallsyms names them too (addresses need
+        // CAP_SYSLOG, names do not). No BPF program is loaded to find out.
+        if let Ok(btf) = fs::read("/sys/kernel/btf/vmlinux") {
+            if MEMCG_SYMBOLS.iter().any(|s| {
+                btf.windows(s.len() + 2)
+                    .any(|w| w[0] == 0 && &w[1..=s.len()] == s.as_bytes() && w[s.len() + 1] == 0)
+            }) {
+                return true;
+            }
+        }
+        fs::read_to_string("/proc/kallsyms")
+            .map(|k| {
+                k.lines().any(|l| {
+                    l.rsplit(' ')
+                        .next()
+                        .is_some_and(|name| MEMCG_SYMBOLS.contains(&name))
+                })
+            })
+            .unwrap_or(false)
+    }
+
+    fn parse_limit(v: &str) -> Option<u64> {
+        if v == "unlimited" {
+            Some(UNLIMITED)
+        } else {
+            v.parse().ok()
+        }
+    }
+
+    fn probe_memlock() -> (u64, u64) {
+        fs::read_to_string("/proc/self/limits")
+            .ok()
+            .and_then(|text| {
+                let line = text.lines().find(|l| l.starts_with("Max locked memory"))?;
+                let mut f = line["Max locked memory".len()..].split_whitespace();
+                Some((parse_limit(f.next()?)?, parse_limit(f.next()?)?))
+            })
+            .unwrap_or((0, 0))
+    }
+
+    fn probe_cgroup2() -> Option<String> {
+        let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+        info.lines().find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            (right.split_whitespace().next()? == "cgroup2")
+                .then(|| left.split_whitespace().nth(4).map(str::to_string))?
+        })
+    }
+
+    /// Reads the running system's facts. Only file reads: no capability is used or changed.
+    pub fn probe() -> Result<EnvFacts, ProbeError> {
+        let status = read("/proc/thread-self/status")?;
+        let last = read("/proc/sys/kernel/cap_last_cap")?;
+        let cap_last_cap = last.trim().parse().map_err(|_| ProbeError::Parse {
+            path: "/proc/sys/kernel/cap_last_cap".into(),
+            content: last.clone(),
+        })?;
+        let (memlock_soft, memlock_hard) = probe_memlock();
+        Ok(EnvFacts {
+            kernel_release: read("/proc/sys/kernel/osrelease")?.trim().to_string(),
+            cap_last_cap,
+            permitted: status_field(&status, "CapPrm")?,
+            bounding: status_field(&status, "CapBnd")?,
+            perf_event_paranoid: fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+                .ok()
+                .and_then(|s| s.trim().parse().ok()),
+            bpf_memcg: probe_bpf_memcg(),
+            memlock_soft,
+            memlock_hard,
+            cgroup2: probe_cgroup2(),
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn probe_reads_this_machine() {
+            let f = super::probe().unwrap();
+            assert!(f.cap_last_cap >= 36, "{f:?}");
+            assert!(!f.kernel_release.is_empty());
+            assert!(f
+                .permitted
+                .is_subset(crate::caps::CapSet::all_up_to(f.cap_last_cap)));
+        }
+    }
+}
+
+#[cfg(feature = "probe")]
+pub use probe_impl::{probe, ProbeError};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memlock_actions() {
+        let mut f = EnvFacts::example();
+        assert_eq!(f.memlock_action(), MemlockAction::Nothing);
+        f.bpf_memcg = false;
+        f.memlock_soft = 64 << 10;
+        f.memlock_hard = 64 << 10;
+        assert_eq!(f.memlock_action(), MemlockAction::RaiseHard);
+        f.memlock_hard = UNLIMITED;
+        assert_eq!(f.memlock_action(), MemlockAction::RaiseSoft);
+    }
+
+    #[test]
+    fn feature_keys() {
+        let mut f = EnvFacts::example();
+        assert_eq!(f.feature_key(), "capbpf.paranoid2.memcg.cgroup2");
+        f.perf_event_paranoid = Some(3);
+        f.bpf_memcg = false;
+        f.memlock_soft = 64 << 10;
+        f.memlock_hard = 64 << 10;
+        f.permitted.remove(Cap::BPF);
+        assert_eq!(f.feature_key(), "sysadmin.paranoid3.memlock-hard.cgroup2");
+    }
+}

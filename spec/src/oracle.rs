@@ -1,0 +1,631 @@
+//! The oracle: from options, selected events and environment facts, the four rings and
+//! the expected outcome. Pure and total: every input gives an answer, never a panic.
+//!
+//! * Privileged: E = P. In force only under bypass (then for the whole run).
+//! * Required: E = eBPF base ∪ event needs ∪ memlock need ∪ `add` − `drop`, while configuring.
+//!   The eBPF base is {cap_bpf, cap_perfmon} where the kernel knows them and both are usable,
+//!   else {cap_sys_admin}; classic (perf) tracepoints add cap_sys_admin where
+//!   `perf_event_paranoid` > 2; cap_sys_resource joins only when the memlock hard limit must
+//!   be raised.
+//! * Requested: exactly one capability around one operation; `drop` disables it.
+//! * Unprivileged: E = ∅, P = the capabilities later Requested operations need.
+
+use serde::Serialize;
+
+use crate::caps::{Cap, CapSet};
+use crate::catalog::{Catalog, When};
+use crate::facts::{EnvFacts, MemlockAction};
+use crate::options::{CapOptions, UsageError};
+
+/// Why a capability is in the Required ring.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Need {
+    pub capability: Cap,
+    /// `ebpf-base`, `memlock`, `event:<name>`, `perf:<name>` or `add`.
+    pub source: String,
+    pub reason: String,
+}
+
+/// One Requested operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RequestedOp {
+    pub event: String,
+    pub operation: String,
+    pub capability: Cap,
+    pub when: When,
+    pub reason: String,
+    /// False when the capability was dropped by the user or is not usable: the tracer
+    /// skips this enrichment (with one warning) and never raises the capability.
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rings {
+    pub privileged: CapSet,
+    pub required: CapSet,
+    pub required_needs: Vec<Need>,
+    pub requested: Vec<RequestedOp>,
+    pub unprivileged: CapSet,
+    /// P while configuring: Required ∪ the enabled Requested capabilities.
+    pub config_permitted: CapSet,
+    /// P after configuration: the enabled Requested capabilities only.
+    pub steady_permitted: CapSet,
+    /// Empty the bounding set at start (CAP_SETPCAP is usable).
+    pub clear_bounding: bool,
+    pub memlock: MemlockAction,
+}
+
+impl Rings {
+    /// Capability sets E may legally have at some moment of a non-bypass run.
+    pub fn allowed_effective(&self) -> Vec<CapSet> {
+        let mut sets = vec![self.required, self.unprivileged];
+        for op in self.requested.iter().filter(|o| o.enabled) {
+            sets.push(CapSet::EMPTY.with(op.capability));
+        }
+        sets.sort();
+        sets.dedup();
+        sets
+    }
+
+    /// The enabled Requested capabilities.
+    pub fn requested_caps(&self) -> CapSet {
+        self.requested
+            .iter()
+            .filter(|o| o.enabled)
+            .map(|o| o.capability)
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// `--capabilities help`: list and exit 0.
+    Help,
+    /// The tracer runs with these rings.
+    Runs {
+        bypass: bool,
+        rings: Rings,
+        warnings: Vec<String>,
+    },
+    /// The tracer must refuse to start (exit 3), naming what is missing.
+    CannotRun {
+        missing: CapSet,
+        events: Vec<String>,
+        message: String,
+    },
+}
+
+impl Outcome {
+    /// The exit code a conforming tracer uses for this outcome at start.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Outcome::Help | Outcome::Runs { .. } => 0,
+            Outcome::CannotRun { .. } => EXIT_CAPABILITY,
+        }
+    }
+}
+
+pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_CAPABILITY: i32 = 3;
+
+/// Checks event names against the catalog (usage error with a suggestion).
+pub fn check_events(catalog: &Catalog, events: &[String]) -> Result<(), UsageError> {
+    if events.is_empty() {
+        return Err(UsageError::Other(
+            "no event selected (use --events NAME[,NAME…])".into(),
+        ));
+    }
+    for e in events {
+        if catalog.event(e).is_none() {
+            return Err(UsageError::UnknownEvent {
+                given: e.clone(),
+                suggestion: catalog.suggest(e),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The oracle.
+pub fn evaluate(
+    options: &CapOptions,
+    events: &[String],
+    catalog: &Catalog,
+    facts: &EnvFacts,
+) -> Result<Outcome, UsageError> {
+    if options.help {
+        return Ok(Outcome::Help);
+    }
+    check_events(catalog, events)?;
+    let usable = facts.usable();
+    let mut needs: Vec<Need> = Vec::new();
+    let mut push = |capability: Cap, source: String, reason: String| {
+        needs.push(Need {
+            capability,
+            source,
+            reason,
+        })
+    };
+
+    // eBPF base.
+    let modern =
+        facts.kernel_has(Cap::BPF) && usable.contains(Cap::BPF) && usable.contains(Cap::PERFMON);
+    if modern {
+        push(
+            Cap::BPF,
+            "ebpf-base".into(),
+            "create maps, load programs, read BTF".into(),
+        );
+        push(
+            Cap::PERFMON,
+            "ebpf-base".into(),
+            "load and attach tracing programs".into(),
+        );
+    } else {
+        let why = if facts.kernel_has(Cap::BPF) {
+            "cap_bpf and cap_perfmon are not both usable: fall back to cap_sys_admin for eBPF"
+        } else {
+            "the kernel has no cap_bpf/cap_perfmon: cap_sys_admin covers eBPF"
+        };
+        push(Cap::SYS_ADMIN, "ebpf-base".into(), why.into());
+    }
+    if facts.memlock_action() == MemlockAction::RaiseHard {
+        push(
+            Cap::SYS_RESOURCE,
+            "memlock".into(),
+            format!(
+                "BPF memory is charged to RLIMIT_MEMLOCK on this kernel and its hard limit ({} bytes) is below {} bytes",
+                facts.memlock_hard,
+                crate::facts::MEMLOCK_NEEDED
+            ),
+        );
+    }
+
+    let mut environment_problems = Vec::new();
+    let mut requested = Vec::new();
+    let mut warnings = Vec::new();
+    for name in events {
+        let event = catalog.event(name).expect("checked above");
+        let attach = catalog.attach_type(event);
+        if attach.uses_perf && facts.paranoid() > 2 {
+            push(
+                Cap::SYS_ADMIN,
+                format!("perf:{name}"),
+                format!(
+                    "{} attaches through perf_event_open and perf_event_paranoid is {} (> 2 allows perf events only to cap_sys_admin)",
+                    event.attach,
+                    facts.perf_event_paranoid.map_or("unreadable".to_string(), |p| p.to_string())
+                ),
+            );
+        }
+        if attach.needs_cgroup2 && facts.cgroup2.is_none() {
+            environment_problems.push(format!(
+                "event {name} needs a cgroup v2 hierarchy and none is mounted"
+            ));
+        }
+        for need in &event.required {
+            push(
+                need.capability,
+                format!("event:{name}"),
+                need.reason.clone(),
+            );
+        }
+        for need in &event.requested {
+            let dropped = options.drop.contains(need.capability);
+            let not_usable = !usable.contains(need.capability);
+            let enabled = !dropped && !not_usable && !options.bypass;
+            if !options.bypass && !enabled {
+                warnings.push(format!(
+                    "{name}: {} is skipped: {} is {}",
+                    need.operation,
+                    need.capability,
+                    if dropped {
+                        "dropped by --capabilities drop"
+                    } else {
+                        "not in the permitted set"
+                    }
+                ));
+            }
+            requested.push(crate::oracle::RequestedOp {
+                event: name.clone(),
+                operation: need.operation.clone(),
+                capability: need.capability,
+                when: need.when,
+                reason: need.reason.clone(),
+                enabled: enabled || options.bypass,
+            });
+        }
+    }
+    for cap in options.add.iter() {
+        push(
+            cap,
+            "add".into(),
+            "added by --capabilities add / CAPABILITIES_ADD".into(),
+        );
+    }
+
+    if options.bypass {
+        let p = facts.permitted;
+        return Ok(Outcome::Runs {
+            bypass: true,
+            rings: Rings {
+                privileged: p,
+                required: p,
+                required_needs: needs,
+                requested,
+                unprivileged: p,
+                config_permitted: p,
+                steady_permitted: p,
+                clear_bounding: false,
+                memlock: facts.memlock_action(),
+            },
+            warnings: vec!["capability dropping is bypassed: every permitted capability stays effective for the whole run".into()],
+        });
+    }
+
+    if !environment_problems.is_empty() {
+        return Ok(Outcome::CannotRun {
+            missing: CapSet::EMPTY,
+            events: events.to_vec(),
+            message: environment_problems.join("; "),
+        });
+    }
+
+    let wanted: CapSet = needs.iter().map(|n| n.capability).collect();
+    let dropped_needs = wanted.intersection(options.drop);
+    let required = wanted.difference(options.drop);
+    let missing = required.difference(usable);
+    if !missing.is_empty() {
+        let mut who: Vec<String> = needs
+            .iter()
+            .filter(|n| missing.contains(n.capability))
+            .map(|n| n.source.clone())
+            .collect();
+        who.dedup();
+        let not_in_bounding = missing.difference(facts.bounding);
+        let message = format!(
+            "the Required ring needs {missing}, which {} not in the permitted set{} (needed by: {})",
+            if missing.len() == 1 { "is" } else { "are" },
+            if not_in_bounding.is_empty() { String::new() } else { format!(" ({not_in_bounding} not in the bounding set either)") },
+            who.join(", ")
+        );
+        return Ok(Outcome::CannotRun {
+            missing,
+            events: events.to_vec(),
+            message,
+        });
+    }
+    if !dropped_needs.is_empty() {
+        warnings.push(format!(
+            "--capabilities drop removes {dropped_needs} from the Required ring although it is declared as needed: configuration may fail"
+        ));
+    }
+    let requested_caps: CapSet = requested
+        .iter()
+        .filter(|o| o.enabled)
+        .map(|o| o.capability)
+        .collect();
+    Ok(Outcome::Runs {
+        bypass: false,
+        rings: Rings {
+            privileged: facts.permitted,
+            required,
+            required_needs: needs
+                .into_iter()
+                .filter(|n| !options.drop.contains(n.capability))
+                .collect(),
+            requested,
+            unprivileged: CapSet::EMPTY,
+            config_permitted: required.union(requested_caps),
+            steady_permitted: requested_caps,
+            clear_bounding: usable.contains(Cap::SETPCAP),
+            memlock: facts.memlock_action(),
+        },
+        warnings,
+    })
+}
+
+/// What the rules engine must do: it knows only `--allcaps`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RulesOutcome {
+    pub allcaps: bool,
+    pub warnings: Vec<String>,
+}
+
+/// The rules engine's oracle. `CAPABILITIES_BYPASS=1|true` sets `--allcaps`;
+/// `CAPABILITIES_ADD/DROP` are ignored with a warning; a bad bypass value is a usage error.
+pub fn evaluate_rules(
+    allcaps_flag: bool,
+    env: &crate::options::CapEnv,
+) -> Result<RulesOutcome, UsageError> {
+    let mut warnings = Vec::new();
+    let by_env = match env
+        .bypass
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        None => false,
+        Some(v) => crate::options::parse_bypass(v).ok_or_else(|| UsageError::BadBypass {
+            origin: crate::options::ENV_BYPASS.into(),
+            value: v.into(),
+        })?,
+    };
+    for (var, value) in [
+        (crate::options::ENV_ADD, &env.add),
+        (crate::options::ENV_DROP, &env.drop),
+    ] {
+        if value.as_deref().is_some_and(|v| !v.trim().is_empty()) {
+            warnings.push(format!("{var} is ignored: the rules engine does not support adding or dropping capabilities"));
+        }
+    }
+    Ok(RulesOutcome {
+        allcaps: allcaps_flag || by_env,
+        warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::{parse_and_resolve, CapEnv};
+    use rstest::rstest;
+
+    fn run(values: &[&str], events: &[&str], facts: &EnvFacts) -> Outcome {
+        let opts = parse_and_resolve(
+            values,
+            &CapEnv::default(),
+            facts.cap_last_cap,
+            &facts.kernel_release,
+        )
+        .unwrap();
+        let events: Vec<String> = events.iter().map(|s| s.to_string()).collect();
+        evaluate(&opts, &events, &Catalog::builtin(), facts).unwrap()
+    }
+
+    fn rings(o: Outcome) -> Rings {
+        match o {
+            Outcome::Runs { rings, .. } => rings,
+            other => panic!("expected Runs, got {other:?}"),
+        }
+    }
+
+    fn set(names: &[&str]) -> CapSet {
+        names
+            .iter()
+            .map(|n| crate::caps::parse_name(n).unwrap())
+            .collect()
+    }
+
+    // Seed: "Unprivileged (ring 3): no capabilities are Effective at all (most of the time)"
+    // Seed: "Required (ring 1): only required (by events) capabilities are Effective (during config)"
+    #[rstest]
+    #[case(&["execve"], &["cap_bpf", "cap_perfmon"])]
+    #[case(&["execve", "openat"], &["cap_bpf", "cap_perfmon"])]
+    #[case(&["net_packet"], &["cap_bpf", "cap_perfmon", "cap_net_admin"])]
+    #[case(&["sched_process_exec"], &["cap_bpf", "cap_perfmon"])]
+    fn required_ring_modern_kernel(#[case] events: &[&str], #[case] required: &[&str]) {
+        let r = rings(run(&[], events, &EnvFacts::example()));
+        assert_eq!(r.required, set(required));
+        assert_eq!(r.unprivileged, CapSet::EMPTY);
+    }
+
+    #[rstest]
+    // paranoid 3 (Debian): perf-attached tracepoints need cap_sys_admin
+    #[case(Some(3), &["sched_process_exec"], &["cap_bpf", "cap_perfmon", "cap_sys_admin"])]
+    #[case(Some(3), &["execve"], &["cap_bpf", "cap_perfmon"])]
+    #[case(None, &["sched_process_exec"], &["cap_bpf", "cap_perfmon", "cap_sys_admin"])]
+    #[case(Some(1), &["sched_process_exec"], &["cap_bpf", "cap_perfmon"])]
+    fn paranoid(#[case] p: Option<i32>, #[case] events: &[&str], #[case] required: &[&str]) {
+        let mut f = EnvFacts::example();
+        f.perf_event_paranoid = p;
+        assert_eq!(rings(run(&[], events, &f)).required, set(required));
+    }
+
+    #[test]
+    fn sys_admin_fallback_without_cap_bpf() {
+        let mut f = EnvFacts::example();
+        f.bounding.remove(Cap::BPF);
+        assert_eq!(
+            rings(run(&[], &["execve"], &f)).required,
+            set(&["cap_sys_admin"])
+        );
+        let mut old = EnvFacts::example();
+        old.cap_last_cap = 37;
+        old.permitted = CapSet::all_up_to(37);
+        old.bounding = CapSet::all_up_to(37);
+        assert_eq!(
+            rings(run(&[], &["execve"], &old)).required,
+            set(&["cap_sys_admin"])
+        );
+    }
+
+    #[test]
+    fn memlock_needs_sys_resource_only_when_the_hard_limit_is_low() {
+        let mut f = EnvFacts::example();
+        f.bpf_memcg = false;
+        f.memlock_soft = 64 << 10;
+        f.memlock_hard = 64 << 10;
+        assert!(rings(run(&[], &["execve"], &f))
+            .required
+            .contains(Cap::SYS_RESOURCE));
+        f.memlock_hard = crate::facts::UNLIMITED;
+        assert!(!rings(run(&[], &["execve"], &f))
+            .required
+            .contains(Cap::SYS_RESOURCE));
+    }
+
+    // Seed: "Requested (ring 2): single time requested capabilities are Effective (special needs)"
+    #[test]
+    fn requested_ops_shape_the_steady_permitted_set() {
+        let r = rings(run(
+            &[],
+            &["sched_process_exec", "module_load"],
+            &EnvFacts::example(),
+        ));
+        assert_eq!(r.steady_permitted, set(&["cap_sys_ptrace", "cap_syslog"]));
+        assert_eq!(r.config_permitted, r.required.union(r.steady_permitted));
+        assert!(r.allowed_effective().contains(&set(&["cap_syslog"])));
+        assert!(r.clear_bounding);
+    }
+
+    // Seed: "The first will add given capabilities to the Required ring"
+    // Seed: "The last will remove the capabilities from that same ring."
+    #[rstest]
+    #[case(&["add=cap_kill"], &["cap_bpf", "cap_perfmon", "cap_kill"])]
+    #[case(&["add=cap_kill,cap_syslog"], &["cap_bpf", "cap_perfmon", "cap_kill", "cap_syslog"])]
+    #[case(&["drop=cap_perfmon"], &["cap_bpf"])]
+    #[case(&["drop=cap_chown"], &["cap_bpf", "cap_perfmon"])]
+    fn add_and_drop_change_the_required_ring(#[case] values: &[&str], #[case] required: &[&str]) {
+        assert_eq!(
+            rings(run(values, &["execve"], &EnvFacts::example())).required,
+            set(required)
+        );
+    }
+
+    #[test]
+    fn drop_disables_a_requested_operation_with_one_warning() {
+        match run(
+            &["drop=cap_sys_ptrace"],
+            &["sched_process_exec"],
+            &EnvFacts::example(),
+        ) {
+            Outcome::Runs {
+                rings, warnings, ..
+            } => {
+                assert!(!rings.requested[0].enabled);
+                assert!(rings.steady_permitted.is_empty());
+                assert_eq!(
+                    warnings.iter().filter(|w| w.contains("hash-exe")).count(),
+                    1
+                );
+            }
+            o => panic!("{o:?}"),
+        }
+    }
+
+    #[test]
+    fn dropping_a_declared_need_warns() {
+        match run(
+            &["drop=cap_net_admin"],
+            &["net_packet"],
+            &EnvFacts::example(),
+        ) {
+            Outcome::Runs {
+                rings, warnings, ..
+            } => {
+                assert!(!rings.required.contains(Cap::NET_ADMIN));
+                assert!(warnings.iter().any(|w| w.contains("cap_net_admin")));
+            }
+            o => panic!("{o:?}"),
+        }
+    }
+
+    // Seed: "Bypassing the capabilities drop will run tracee-ebpf ... with all capabilities set as Effective"
+    #[test]
+    fn bypass_keeps_everything() {
+        let f = EnvFacts::example();
+        match run(&["bypass=1"], &["execve"], &f) {
+            Outcome::Runs {
+                bypass: true,
+                rings,
+                warnings,
+            } => {
+                assert_eq!(rings.unprivileged, f.permitted);
+                assert_eq!(rings.required, f.permitted);
+                assert_eq!(warnings.len(), 1);
+            }
+            o => panic!("{o:?}"),
+        }
+    }
+
+    #[test]
+    fn missing_required_capability_cannot_run() {
+        let mut f = EnvFacts::example();
+        f.bounding.remove(Cap::NET_ADMIN);
+        match run(&[], &["net_packet"], &f) {
+            Outcome::CannotRun {
+                missing, message, ..
+            } => {
+                assert_eq!(missing, set(&["cap_net_admin"]));
+                assert!(message.contains("event:net_packet"), "{message}");
+                assert!(message.contains("bounding"), "{message}");
+            }
+            o => panic!("{o:?}"),
+        }
+        // an added capability that is not permitted
+        let mut f = EnvFacts::example();
+        f.permitted.remove(Cap::SYS_RESOURCE);
+        assert!(matches!(
+            run(&["add=cap_sys_resource"], &["execve"], &f),
+            Outcome::CannotRun { .. }
+        ));
+        // no eBPF capability at all
+        let mut f = EnvFacts::example();
+        f.permitted = CapSet::EMPTY;
+        assert!(matches!(
+            run(&[], &["execve"], &f),
+            Outcome::CannotRun { .. }
+        ));
+    }
+
+    #[test]
+    fn cgroup_skb_without_cgroup2_cannot_run() {
+        let mut f = EnvFacts::example();
+        f.cgroup2 = None;
+        assert!(matches!(
+            run(&[], &["net_packet"], &f),
+            Outcome::CannotRun { .. }
+        ));
+    }
+
+    #[test]
+    fn help_and_unknown_events() {
+        assert_eq!(run(&["help"], &[], &EnvFacts::example()), Outcome::Help);
+        let opts = parse_and_resolve(&[] as &[&str], &CapEnv::default(), 40, "t").unwrap();
+        let err = evaluate(
+            &opts,
+            &["execv".into()],
+            &Catalog::builtin(),
+            &EnvFacts::example(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("did you mean 'execve'"), "{err}");
+        assert!(evaluate(&opts, &[], &Catalog::builtin(), &EnvFacts::example()).is_err());
+    }
+
+    // Seed: "For tracee-rules, CAPABILITIES_BYPASS=1 will set the "--allcaps" command line flag"
+    // Seed: "Tracee-rules do not support adding or removing specific capabilities."
+    #[rstest]
+    #[case(false, None, None, false, 0)]
+    #[case(true, None, None, true, 0)]
+    #[case(false, Some("1"), None, true, 0)]
+    #[case(false, Some("true"), None, true, 0)]
+    #[case(false, Some("0"), None, false, 0)]
+    #[case(false, None, Some("cap_kill"), false, 1)]
+    fn rules_engine(
+        #[case] flag: bool,
+        #[case] bypass: Option<&str>,
+        #[case] add: Option<&str>,
+        #[case] allcaps: bool,
+        #[case] nwarn: usize,
+    ) {
+        let env = CapEnv {
+            bypass: bypass.map(Into::into),
+            add: add.map(Into::into),
+            drop: None,
+        };
+        let o = evaluate_rules(flag, &env).unwrap();
+        assert_eq!((o.allcaps, o.warnings.len()), (allcaps, nwarn));
+    }
+
+    #[test]
+    fn rules_engine_bad_bypass() {
+        let env = CapEnv {
+            bypass: Some("maybe".into()),
+            ..Default::default()
+        };
+        assert!(evaluate_rules(false, &env).is_err());
+    }
+}
