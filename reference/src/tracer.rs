@@ -31,6 +31,7 @@ use crate::cli::{self, EXIT_CAPABILITY, EXIT_RUNTIME};
 use crate::ebpf::{self, LoadPlan, TraceEvent};
 use crate::exe_hash::ExeHashCache;
 use crate::kallsyms::{self, SymbolSummary};
+use crate::mutant::Mutation;
 use crate::rings::{RingLog, RingManager, RingPlan, ScopeError};
 
 const PROGRAM: &str = "ref-tracer";
@@ -129,7 +130,8 @@ pub fn capability_help(facts: &EnvFacts) -> String {
 }
 
 /// Runs the tracer; returns the process exit code.
-pub fn run(args: Args) -> i32 {
+/// `mutation` is [`Mutation::None`] except in the negative-control `ref-tracer-mutant`.
+pub fn run(args: Args, mutation: Mutation) -> i32 {
     let env = CapEnv::from_lookup(|k| std::env::var(k).ok());
     let facts = match facts::probe() {
         Ok(f) => f,
@@ -138,7 +140,7 @@ pub fn run(args: Args) -> i32 {
             return EXIT_RUNTIME;
         }
     };
-    let options = match options::parse_and_resolve(
+    let mut options = match options::parse_and_resolve(
         &args.capabilities,
         &env,
         facts.cap_last_cap,
@@ -147,6 +149,16 @@ pub fn run(args: Args) -> i32 {
         Ok(o) => o,
         Err(e) => cli::usage_exit(PROGRAM, e),
     };
+    match mutation {
+        Mutation::IgnoresDropFlag => options.drop = CapSet::EMPTY,
+        Mutation::BypassStillDrops => options.bypass = false,
+        Mutation::EnvOverridesFlag => {
+            if let Some(b) = env.bypass.as_deref().and_then(options::parse_bypass) {
+                options.bypass = b;
+            }
+        }
+        _ => {}
+    }
     if options.help {
         print!("{}", capability_help(&facts));
         return 0;
@@ -185,7 +197,7 @@ pub fn run(args: Args) -> i32 {
     for w in &warnings {
         warn(w);
     }
-    match trace(&args, &facts, bypass, &rings) {
+    match trace(&args, &facts, bypass, &rings, mutation) {
         Ok(()) => 0,
         Err(Failure::Capability(message)) => {
             eprintln!("{PROGRAM}: {message}");
@@ -246,7 +258,13 @@ fn raise_memlock(action: MemlockAction) -> Result<(), String> {
     Ok(())
 }
 
-fn trace(args: &Args, facts: &EnvFacts, bypass: bool, rings: &Rings) -> Result<(), Failure> {
+fn trace(
+    args: &Args,
+    facts: &EnvFacts,
+    bypass: bool,
+    rings: &Rings,
+    mutation: Mutation,
+) -> Result<(), Failure> {
     let log = match &args.ring_log {
         Some(p) => Some(RingLog::create(p).map_err(|e| {
             Failure::Runtime(format!("cannot create --ring-log {}: {e}", p.display()))
@@ -254,47 +272,79 @@ fn trace(args: &Args, facts: &EnvFacts, bypass: bool, rings: &Rings) -> Result<(
         None => None,
     };
     let output = open_output(&args.output)?;
-    let plan = RingPlan {
+    let mut plan = RingPlan {
         bypass,
         required: rings.required,
         config_permitted: rings.config_permitted,
         steady_permitted: rings.steady_permitted,
         clear_bounding: rings.clear_bounding,
     };
+    match mutation {
+        Mutation::NeverDrops => plan.bypass = true,
+        Mutation::KeepsBounding => plan.clear_bounding = false,
+        Mutation::RequiredTooWide => {
+            plan.required = facts.usable();
+            plan.config_permitted = facts.usable();
+        }
+        Mutation::KeepsSysAdmin => {
+            plan.config_permitted.insert(Cap::SYS_ADMIN);
+            plan.steady_permitted.insert(Cap::SYS_ADMIN);
+        }
+        _ => {}
+    }
+    let _forgotten =
+        (mutation == Mutation::ForgetsThread).then(crate::mutant::spawn_forgotten_thread);
     let manager = Arc::new(
         RingManager::new(plan, log).map_err(|e| Failure::Runtime(format!("ring manager: {e}")))?,
     );
 
+    let load = || {
+        let _ = aya::features();
+        let plan = LoadPlan {
+            events: args.events.clone(),
+            cgroup_root: facts.cgroup2.as_ref().map(PathBuf::from),
+            self_tgid: std::process::id(),
+        };
+        ebpf::load_and_attach(&plan).map_err(|e| {
+            if e.is_permission_denied() {
+                Failure::Capability(format!("{e} (the Required ring is {})", rings.required))
+            } else {
+                Failure::Runtime(e.to_string())
+            }
+        })
+    };
+    let early = match mutation {
+        Mutation::LoadsBeforeDrop => Some(load()?),
+        _ => None,
+    };
+
     // Ring 1: the first drop. Nothing privileged has happened before this point.
-    manager
-        .enter_required("configure: load and attach the selected eBPF programs")
-        .map_err(|e| {
-            Failure::Capability(format!("dropping capabilities failed: {e}; {BYPASS_HINT}"))
-        })?;
+    if let Err(e) = manager.enter_required("configure: load and attach the selected eBPF programs") {
+        if mutation != Mutation::IgnoresDropFailure {
+            return Err(Failure::Capability(format!(
+                "dropping capabilities failed: {e}; {BYPASS_HINT}"
+            )));
+        }
+        warn(format!("dropping capabilities failed, carrying on: {e}"));
+    }
     raise_memlock(rings.memlock)
         .map_err(|e| Failure::Capability(format!("raising the locked-memory limit failed: {e}")))?;
-    let _ = aya::features();
-    let plan = LoadPlan {
-        events: args.events.clone(),
-        cgroup_root: facts.cgroup2.as_ref().map(PathBuf::from),
-        self_tgid: std::process::id(),
+    let mut probes = match early {
+        Some(p) => p,
+        None => load()?,
     };
-    let mut probes = ebpf::load_and_attach(&plan).map_err(|e| {
-        if e.is_permission_denied() {
-            Failure::Capability(format!("{e} (the Required ring is {})", rings.required))
-        } else {
-            Failure::Runtime(e.to_string())
-        }
-    })?;
 
     // Ring 3: the steady state.
-    manager
-        .enter_unprivileged("configuration done: wait for events")
-        .map_err(|e| {
-            Failure::Capability(format!(
+    if let Err(e) = manager.enter_unprivileged("configuration done: wait for events") {
+        if mutation != Mutation::IgnoresDropFailure {
+            return Err(Failure::Capability(format!(
                 "dropping to the Unprivileged ring failed: {e}; {BYPASS_HINT}"
-            ))
-        })?;
+            )));
+        }
+    }
+    if mutation == Mutation::KeepsSysAdmin {
+        let _ = caps::raise(None, caps::CapSet::Effective, caps::Capability::CAP_SYS_ADMIN);
+    }
 
     let enabled = |cap: Cap| {
         rings
@@ -303,7 +353,11 @@ fn trace(args: &Args, facts: &EnvFacts, bypass: bool, rings: &Rings) -> Result<(
             .any(|op| op.enabled && op.capability == cap)
     };
     let symbols = if args.events.iter().any(|e| e == "module_load") && enabled(Cap::SYSLOG) {
-        read_kallsyms(&manager)
+        let summary = read_kallsyms(&manager);
+        if mutation == Mutation::RequestedLeftRaised {
+            let _ = caps::raise(None, caps::CapSet::Effective, caps::Capability::CAP_SYSLOG);
+        }
+        summary
     } else {
         None
     };

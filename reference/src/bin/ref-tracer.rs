@@ -1,5 +1,7 @@
 //! `ref-tracer`: see `capring_reference::tracer`.
+use capring_reference::{cli, mutant::Mutation, tracer};
+
 fn main() {
-    let args = capring_reference::cli::parse::<capring_reference::tracer::Args>("ref-tracer");
-    std::process::exit(capring_reference::tracer::run(args));
+    let args = cli::parse::<tracer::Args>("ref-tracer");
+    std::process::exit(tracer::run(args, Mutation::None));
 }
