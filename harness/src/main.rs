@@ -1,1 +1,246 @@
-fn main() {}
+//! `capring`: black-box conformance checker for tracers that drop capabilities through rings.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use capring_harness::launch::signal_name;
+use capring_harness::observer::cap_last_cap;
+use capring_harness::{run, Faults, LaunchSpec};
+use capring_spec::caps::{parse_name, Cap, CapSet};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "capring", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a command and print its capability timeline: every thread, every credential change.
+    Observe(ObserveArgs),
+    /// Run the scenario catalog against a tracer profile and judge every clause.
+    ///
+    /// Exit status: 0 when every MUST clause passed (or is an expected failure of the
+    /// profile), 1 when one failed, 2 on bad input.
+    Check(capring_harness::check_cmd::CheckArgs),
+    /// Run the negative controls: each mutant must fail by its expected clause.
+    ///
+    /// Exit status: 0 when every mutant was caught, 1 otherwise, 2 on bad input.
+    Mutants(MutantsArgs),
+    /// List the scenarios and the clauses each one checks.
+    Scenarios(ListArgs),
+    /// List the clauses of spec/SPEC.md and the scenarios that cover them.
+    Clauses(ListArgs),
+}
+
+#[derive(Args)]
+struct MutantsArgs {
+    /// Profile of the mutant tracer.
+    #[arg(long, default_value = "fixtures/mutants/ref-tracer-mutant.toml")]
+    tracer: PathBuf,
+    /// The mutant catalog.
+    #[arg(long, default_value = "fixtures/mutants/mutants.toml")]
+    mutants: PathBuf,
+    /// Only mutants whose name matches this glob.
+    #[arg(long, value_name = "GLOB")]
+    only: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn run_mutants(a: MutantsArgs) -> Result<i32> {
+    use capring_harness::{mutants, profile::Profile, scenario};
+    let profile = match Profile::load(&a.tracer) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("capring: {e}");
+            return Ok(2);
+        }
+    };
+    let mut list = match mutants::load(&a.mutants) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("capring: {e:#}");
+            return Ok(2);
+        }
+    };
+    if let Some(g) = &a.only {
+        list.retain(|m| scenario::glob_match(g, &m.name));
+    }
+    let results = mutants::run_all(&profile, &list, &scenario::builtin(), |name| eprintln!("capring: mutant {name}"))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        print!("{}", mutants::table(&results));
+    }
+    Ok(if results.iter().all(|r| r.caught) { 0 } else { 1 })
+}
+
+#[derive(Args)]
+struct ListArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// A scenario catalog other than the built-in one.
+    #[arg(long, value_name = "FILE")]
+    scenarios: Option<PathBuf>,
+}
+
+fn list_scenarios(a: ListArgs) -> Result<i32> {
+    let scenarios = capring_harness::check_cmd::load_scenarios(a.scenarios.as_deref())?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&scenarios)?);
+        return Ok(0);
+    }
+    for s in &scenarios {
+        println!("{}\n  {}\n  clauses: {}", s.name, s.description, s.clauses.join(", "));
+    }
+    Ok(0)
+}
+
+fn list_clauses(a: ListArgs) -> Result<i32> {
+    let scenarios = capring_harness::check_cmd::load_scenarios(a.scenarios.as_deref())?;
+    let clauses = capring_spec::clauses::all();
+    let covering = |id: &str| -> Vec<String> {
+        scenarios.iter().filter(|s| s.clauses.iter().any(|c| c == id)).map(|s| s.name.clone()).collect()
+    };
+    if a.json {
+        let doc: Vec<_> = clauses
+            .iter()
+            .map(|c| serde_json::json!({"clause": c, "scenarios": covering(&c.id)}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(0);
+    }
+    for c in &clauses {
+        let cov = covering(&c.id);
+        println!(
+            "{:<32} {:<6} {}\n  seed: {}\n  scenarios: {}",
+            c.id,
+            c.level.to_string(),
+            c.text,
+            c.seed,
+            if cov.is_empty() { "(none)".to_string() } else { cov.join(", ") }
+        );
+    }
+    Ok(0)
+}
+
+#[derive(Args)]
+struct ObserveArgs {
+    /// Print the timeline as JSON instead of one line per entry.
+    #[arg(long)]
+    json: bool,
+    /// Also write the JSON timeline to FILE.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Take an all-threads snapshot every N milliseconds.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    sample_ms: Option<u64>,
+    /// Take an all-threads snapshot whenever the command prints a stdout line.
+    #[arg(long)]
+    sample_on_stdout: bool,
+    /// Kill the whole tree after SECS seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    timeout: u64,
+    /// Stop the command (SIGTERM, SIGKILL 2 s later) after it printed N stdout lines.
+    #[arg(long, value_name = "N")]
+    stop_after_lines: Option<usize>,
+    /// Inject a fault: capset(2) fails with EPERM.
+    #[arg(long)]
+    capset_eperm: bool,
+    /// Inject a fault: prctl(PR_CAPBSET_DROP) fails with EPERM.
+    #[arg(long)]
+    capbset_drop_eperm: bool,
+    /// Remove these capabilities from the bounding set before exec (comma separated).
+    #[arg(long, value_name = "CAPS", value_delimiter = ',', value_parser = parse_cap)]
+    bounding_drop: Vec<Cap>,
+    /// Give the command /dev/null as stdin (default: inherit).
+    #[arg(long)]
+    stdin_null: bool,
+    /// Only launch (same faults), without ptrace: no timeline beyond faults, samples and exit.
+    #[arg(long)]
+    no_trace: bool,
+    /// The command and its arguments.
+    #[arg(required = true, last = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+fn parse_cap(s: &str) -> Result<Cap, String> {
+    parse_name(s).map_err(|e| e.to_string())
+}
+
+fn observe(a: ObserveArgs) -> Result<i32> {
+    let mut spec = LaunchSpec::new(&a.command[0], a.command[1..].iter().cloned());
+    spec.faults = Faults { capset_eperm: a.capset_eperm, capbset_drop_eperm: a.capbset_drop_eperm };
+    spec.bounding_drop = a.bounding_drop.iter().copied().collect::<CapSet>();
+    spec.stdin_null = a.stdin_null;
+    spec.timeout = Duration::from_secs(a.timeout);
+    spec.stop_after_lines = a.stop_after_lines;
+    spec.sample_on_stdout = a.sample_on_stdout;
+    spec.sample_every = a.sample_ms.map(Duration::from_millis);
+    spec.observe = !a.no_trace;
+    let obs = run(&spec).with_context(|| format!("observing {}", a.command.join(" ")))?;
+
+    // The command's own output goes to our stderr, so that our stdout is only the timeline.
+    {
+        let mut err = std::io::stderr().lock();
+        for (_, line) in &obs.stdout_lines {
+            let _ = writeln!(err, "stdout| {line}");
+        }
+        for line in obs.stderr.lines() {
+            let _ = writeln!(err, "stderr| {line}");
+        }
+    }
+    if let Some(path) = &a.out {
+        let json = serde_json::to_string_pretty(&obs.timeline)?;
+        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        serde_json::to_writer_pretty(&mut out, &obs.timeline)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", obs.timeline.render(cap_last_cap()))?;
+        let procs = obs.timeline.processes();
+        let threads: usize = procs.iter().map(|p| p.tids.len()).sum();
+        writeln!(
+            out,
+            "{} ({} entries, {} processes, {} threads, {:.1} ms)",
+            obs.exit,
+            obs.timeline.entries.len(),
+            procs.len(),
+            threads,
+            obs.wall.as_secs_f64() * 1e3
+        )?;
+    }
+    out.flush()?;
+    if let Some(sig) = obs.exit.signal {
+        eprintln!("capring: command killed by {}", signal_name(sig));
+    }
+    Ok(obs.exit.shell_code())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Observe(a) => observe(a),
+        Command::Check(a) => capring_harness::check_cmd::execute(&a),
+        Command::Mutants(a) => run_mutants(a),
+        Command::Scenarios(a) => list_scenarios(a),
+        Command::Clauses(a) => list_clauses(a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("capring: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! `capring check`: run the scenario catalog against a tracer profile and judge every
+//! clause. Exits non-zero when a MUST clause fails (unless the profile expects it).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use capring_spec::facts;
+
+use crate::checks::{self, Verdict};
+use crate::profile::Profile;
+use crate::report::{ClauseResult, Report};
+use crate::run::{self, RunRecord, Skip};
+use crate::scenario::{self, Scenario};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+    Junit,
+    Tap,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// The tracer profile (TOML; see harness/PROFILE.md).
+    #[arg(long, value_name = "PROFILE")]
+    pub tracer: PathBuf,
+    /// Only scenarios whose name matches this glob (`*`, `?`); repeatable.
+    #[arg(long, value_name = "GLOB")]
+    pub scenario: Vec<String>,
+    /// A scenario catalog other than the built-in one.
+    #[arg(long, value_name = "FILE")]
+    pub scenarios: Option<PathBuf>,
+    /// What to print on standard output.
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: Format,
+    /// Also write results.json, report.tap, junit.xml and timelines/<scenario>.json here.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+pub fn load_scenarios(path: Option<&Path>) -> Result<Vec<Scenario>> {
+    Ok(match path {
+        None => scenario::builtin(),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            scenario::parse(&text, p)?
+        }
+    })
+}
+
+/// Judges one run into clause results (expected failures applied).
+pub fn judge(
+    profile: &Profile,
+    s: &Scenario,
+    outcome: &Result<RunRecord, Skip>,
+    base: &facts::EnvFacts,
+) -> Vec<ClauseResult> {
+    s.clauses
+        .iter()
+        .map(|clause| {
+            let (verdict, expected, observed) = match outcome {
+                Ok(rec) => {
+                    let c = checks::check(clause, rec);
+                    (c.verdict, c.expected, c.observed)
+                }
+                Err(Skip::NotApplicable(why)) => (Verdict::NotApplicable, String::new(), why.clone()),
+                Err(Skip::Harness(why)) => (
+                    Verdict::Fail,
+                    "the scenario runs".to_string(),
+                    format!("harness error: {why}"),
+                ),
+            };
+            let expected_failure = profile
+                .expected_failure(clause, &s.name, base)
+                .map(|x| x.reason.clone());
+            ClauseResult {
+                scenario: s.name.clone(),
+                clause: clause.clone(),
+                level: checks::level(clause),
+                verdict,
+                expected_failure,
+                expected,
+                observed,
+            }
+        })
+        .collect()
+}
+
+/// Runs the selected scenarios; returns the report and the raw runs.
+pub fn run_catalog(
+    profile: &Profile,
+    scenarios: &[Scenario],
+    mut progress: impl FnMut(usize, usize, &str),
+) -> Result<(Report, Vec<(Scenario, Result<RunRecord, Skip>)>)> {
+    let base = facts::probe().context("probing the environment")?;
+    let mut results = Vec::new();
+    let mut runs = Vec::new();
+    for (i, s) in scenarios.iter().enumerate() {
+        progress(i + 1, scenarios.len(), &s.name);
+        let outcome = run::run(profile, s, &base);
+        results.extend(judge(profile, s, &outcome, &base));
+        runs.push((s.clone(), outcome));
+    }
+    Ok((
+        Report {
+            tracer: profile.name.clone(),
+            feature_key: base.feature_key(),
+            kernel: base.kernel_release.clone(),
+            results,
+        },
+        runs,
+    ))
+}
+
+pub fn write_outputs(dir: &Path, report: &Report, runs: &[(Scenario, Result<RunRecord, Skip>)]) -> Result<()> {
+    let tl = dir.join("timelines");
+    std::fs::create_dir_all(&tl).with_context(|| format!("creating {}", tl.display()))?;
+    std::fs::write(dir.join("results.json"), serde_json::to_string_pretty(report)?)?;
+    std::fs::write(dir.join("report.tap"), report.tap())?;
+    std::fs::write(dir.join("junit.xml"), report.junit())?;
+    for (s, r) in runs {
+        if let Ok(rec) = r {
+            let doc = serde_json::json!({
+                "scenario": s.name,
+                "feature_key": rec.facts.feature_key(),
+                "expectation": rec.expectation,
+                "exit": rec.observation.exit,
+                "stdout_lines": rec.observation.stdout_lines.len(),
+                "stderr": rec.observation.stderr,
+                "timeline": rec.observation.timeline,
+            });
+            std::fs::write(tl.join(format!("{}.json", s.name)), serde_json::to_string_pretty(&doc)?)?;
+        }
+    }
+    Ok(())
+}
+
+/// Bad input: one line, exit 2.
+fn input_error(message: impl std::fmt::Display) -> Result<i32> {
+    eprintln!("capring: {message}");
+    Ok(2)
+}
+
+pub fn execute(args: &CheckArgs) -> Result<i32> {
+    let profile = match Profile::load(&args.tracer) {
+        Ok(p) => p,
+        Err(e) => return input_error(e),
+    };
+    let all = match load_scenarios(args.scenarios.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return input_error(format!("{e:#}")),
+    };
+    let selected: Vec<Scenario> = if args.scenario.is_empty() {
+        all
+    } else {
+        all.into_iter()
+            .filter(|s| args.scenario.iter().any(|g| scenario::glob_match(g, &s.name)))
+            .collect()
+    };
+    if selected.is_empty() {
+        return input_error(format!(
+            "no scenario matches {:?} (see `capring scenarios`)",
+            args.scenario
+        ));
+    }
+    let (report, runs) = run_catalog(&profile, &selected, |i, n, name| {
+        eprintln!("capring: [{i}/{n}] {name}");
+    })?;
+    match args.format {
+        Format::Human => print!("{}", report.human()),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Junit => print!("{}", report.junit()),
+        Format::Tap => print!("{}", report.tap()),
+    }
+    if let Some(dir) = &args.out {
+        write_outputs(dir, &report, &runs)?;
+    }
+    eprintln!("capring: {}", report.summary());
+    Ok(if report.failed_must().is_empty() { 0 } else { 1 })
+}

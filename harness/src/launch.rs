@@ -1,0 +1,559 @@
+//! What to run and how: [`LaunchSpec`], the injected [`Faults`], and the fork/exec of the child.
+//!
+//! The child is forked by hand (not `std::process::Command`): when observing, it must stop itself
+//! *after* installing the tracing seccomp filter and *before* `execve`, so that the tracer can set
+//! `PTRACE_O_TRACESECCOMP` before the first traced syscall (a `SECCOMP_RET_TRACE` hit without that
+//! option fails the syscall with ENOSYS). `Command::spawn` would block on exec meanwhile.
+//! Everything the child needs is prepared before `fork`; after `fork` the child makes only raw
+//! system calls (no allocation, no locks).
+
+use std::collections::BTreeMap;
+use std::ffi::{CString, OsStr, OsString};
+use std::fs::File;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use capring_spec::caps::CapSet;
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
+};
+
+/// Faults injected into the child before exec (seccomp filters; inherited by every descendant).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// capset(2) fails with EPERM.
+    pub capset_eperm: bool,
+    /// prctl(PR_CAPBSET_DROP, …) fails with EPERM.
+    pub capbset_drop_eperm: bool,
+}
+
+impl Faults {
+    pub fn any(&self) -> bool {
+        self.capset_eperm || self.capbset_drop_eperm
+    }
+}
+
+/// How to launch (and whether to observe) one command.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    /// Program; without a `/` it is looked up in `PATH` (the child's `PATH` if `env_set` sets it).
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    /// Added to (or replacing in) the inherited environment.
+    pub env_set: Vec<(String, String)>,
+    /// Removed from the inherited environment.
+    pub env_remove: Vec<String>,
+    /// Fault injection in the child, before exec.
+    pub faults: Faults,
+    /// Capabilities removed from the child's bounding set before exec (so a root exec also lacks
+    /// them in its permitted set).
+    pub bounding_drop: CapSet,
+    /// stdin from /dev/null (otherwise inherited).
+    pub stdin_null: bool,
+    /// Kill the whole tree (SIGKILL) after this; the exit then says `timed_out`.
+    pub timeout: Duration,
+    /// Once stdout produced this many lines: SIGTERM to the root, SIGKILL to the tree 2 s later.
+    pub stop_after_lines: Option<usize>,
+    /// Take an all-threads snapshot each time a stdout line arrives.
+    pub sample_on_stdout: bool,
+    /// Take an all-threads snapshot periodically.
+    pub sample_every: Option<Duration>,
+    /// false: just launch (same faults), no ptrace (overhead benchmarks).
+    pub observe: bool,
+}
+
+impl LaunchSpec {
+    /// Observe `program args…` with stdin from /dev/null and a 60 s timeout.
+    pub fn new(program: impl Into<PathBuf>, args: impl IntoIterator<Item = impl Into<String>>) -> LaunchSpec {
+        LaunchSpec {
+            program: program.into(),
+            args: args.into_iter().map(Into::into).collect(),
+            env_set: Vec::new(),
+            env_remove: Vec::new(),
+            faults: Faults::default(),
+            bounding_drop: CapSet::EMPTY,
+            stdin_null: true,
+            timeout: Duration::from_secs(60),
+            stop_after_lines: None,
+            sample_on_stdout: false,
+            sample_every: None,
+            observe: true,
+        }
+    }
+
+    /// The command line, program first.
+    pub fn command_line(&self) -> Vec<String> {
+        std::iter::once(self.program.display().to_string())
+            .chain(self.args.iter().cloned())
+            .collect()
+    }
+}
+
+/// How the observed command ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExitInfo {
+    /// Exit code, if it exited.
+    pub code: Option<i32>,
+    /// Signal number, if it was killed.
+    pub signal: Option<i32>,
+    /// The timeout fired and the tree was killed.
+    pub timed_out: bool,
+    /// `stop_after_lines` was reached and the tree was told to stop.
+    pub stopped_after_lines: bool,
+}
+
+impl ExitInfo {
+    /// The shell's convention: the code, or 128 + signal.
+    pub fn shell_code(&self) -> i32 {
+        match (self.code, self.signal) {
+            (Some(c), _) => c,
+            (None, Some(s)) => 128 + s,
+            (None, None) => 255,
+        }
+    }
+
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+impl std::fmt::Display for ExitInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.code, self.signal) {
+            (Some(c), _) => write!(f, "exit code {c}")?,
+            (None, Some(s)) => write!(f, "killed by {}", signal_name(s))?,
+            (None, None) => write!(f, "unknown exit")?,
+        }
+        if self.timed_out {
+            write!(f, " (timed out)")?;
+        }
+        if self.stopped_after_lines {
+            write!(f, " (stopped after enough stdout lines)")?;
+        }
+        Ok(())
+    }
+}
+
+pub fn signal_name(sig: i32) -> String {
+    nix::sys::signal::Signal::try_from(sig)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {sig}"))
+}
+
+/// Why observing failed (the command itself failing is not an error: see [`ExitInfo`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    #[error("program '{0}' not found in PATH")]
+    NotFound(String),
+    #[error("argument or environment contains a NUL byte: {0:?}")]
+    Nul(String),
+    #[error("seccomp filter could not be compiled: {0}")]
+    Filter(String),
+    #[error("{what}: {source}")]
+    Os {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("child setup failed before exec at '{stage}': {source}")]
+    ChildSetup {
+        stage: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("ptrace {what} on {tid}: {errno}")]
+    Ptrace {
+        what: &'static str,
+        tid: i32,
+        errno: nix::errno::Errno,
+    },
+    #[error("the child did not stop before exec as expected: {0}")]
+    Handshake(String),
+}
+
+impl ObserveError {
+    pub(crate) fn os(what: &'static str) -> impl FnOnce(std::io::Error) -> ObserveError {
+        move |source| ObserveError::Os { what, source }
+    }
+}
+
+/// Stages the child reports through the error pipe (index into this table).
+pub(crate) const STAGES: [&str; 9] = [
+    "dup2 stdio",
+    "reset signals",
+    "setpgid",
+    "prctl(PR_SET_PDEATHSIG)",
+    "prctl(PR_CAPBSET_DROP) for bounding_drop",
+    "install fault seccomp filter",
+    "install tracing seccomp filter",
+    "ptrace(PTRACE_TRACEME) / raise(SIGSTOP)",
+    "execve",
+];
+
+// x86_64 syscall numbers traced (see the module docs of `observer`).
+pub(crate) const NR_CAPSET: i64 = 126;
+pub(crate) const NR_PRCTL: i64 = 157;
+pub(crate) const NR_EXECVE: i64 = 59;
+pub(crate) const NR_EXECVEAT: i64 = 322;
+pub(crate) const NR_BPF: i64 = 321;
+pub(crate) const NR_PERF_EVENT_OPEN: i64 = 298;
+/// setuid, setgid, setreuid, setregid, setgroups, setresuid, setresgid, setfsuid, setfsgid.
+pub(crate) const NR_ID_CALLS: [i64; 9] = [105, 106, 113, 114, 116, 117, 119, 122, 123];
+pub(crate) const PR_SET_KEEPCAPS: u64 = 8;
+pub(crate) const PR_CAPBSET_DROP: u64 = 24;
+pub(crate) const PR_SET_SECUREBITS: u64 = 28;
+pub(crate) const PR_CAP_AMBIENT: u64 = 47;
+
+fn compile(rules: BTreeMap<i64, Vec<SeccompRule>>, on_match: SeccompAction) -> Result<BpfProgram, ObserveError> {
+    let filter = SeccompFilter::new(rules, SeccompAction::Allow, on_match, TargetArch::x86_64)
+        .map_err(|e| ObserveError::Filter(e.to_string()))?;
+    filter
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| ObserveError::Filter(e.to_string()))
+}
+
+fn arg0_is(values: &[u64]) -> Result<Vec<SeccompRule>, ObserveError> {
+    values
+        .iter()
+        .map(|v| {
+            let cond = SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, *v)
+                .map_err(|e| ObserveError::Filter(e.to_string()))?;
+            SeccompRule::new(vec![cond]).map_err(|e| ObserveError::Filter(e.to_string()))
+        })
+        .collect()
+}
+
+/// The fault filter (None when no fault is asked for).
+pub(crate) fn fault_filter(faults: &Faults) -> Result<Option<BpfProgram>, ObserveError> {
+    if !faults.any() {
+        return Ok(None);
+    }
+    let mut rules = BTreeMap::new();
+    if faults.capset_eperm {
+        rules.insert(NR_CAPSET, vec![]);
+    }
+    if faults.capbset_drop_eperm {
+        rules.insert(NR_PRCTL, arg0_is(&[PR_CAPBSET_DROP])?);
+    }
+    compile(rules, SeccompAction::Errno(libc::EPERM as u32)).map(Some)
+}
+
+/// The tracing filter: SECCOMP_RET_TRACE for the credential syscalls of interest.
+pub(crate) fn trace_filter() -> Result<BpfProgram, ObserveError> {
+    let mut rules = BTreeMap::new();
+    for nr in [NR_CAPSET, NR_EXECVE, NR_EXECVEAT, NR_BPF, NR_PERF_EVENT_OPEN]
+        .into_iter()
+        .chain(NR_ID_CALLS)
+    {
+        rules.insert(nr, vec![]);
+    }
+    rules.insert(
+        NR_PRCTL,
+        arg0_is(&[PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_SET_KEEPCAPS, PR_SET_SECUREBITS])?,
+    );
+    compile(rules, SeccompAction::Trace(0))
+}
+
+fn cstring(bytes: &[u8]) -> Result<CString, ObserveError> {
+    CString::new(bytes).map_err(|_| ObserveError::Nul(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+/// Resolves `program` like execvp does, with the given PATH.
+pub(crate) fn resolve(program: &Path, path_var: Option<&OsStr>) -> Result<PathBuf, ObserveError> {
+    if program.as_os_str().as_bytes().contains(&b'/') {
+        return Ok(program.to_path_buf());
+    }
+    let path_var = path_var
+        .map(OsStr::to_os_string)
+        .unwrap_or_else(|| OsString::from("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"));
+    for dir in std::env::split_paths(&path_var) {
+        let candidate = dir.join(program);
+        if let Ok(meta) = std::fs::metadata(&candidate) {
+            if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+                return Ok(candidate);
+            }
+        }
+    }
+    Err(ObserveError::NotFound(program.display().to_string()))
+}
+
+/// Everything the child needs, built before fork.
+pub(crate) struct Prepared {
+    pub path: CString,
+    pub argv: Vec<CString>,
+    pub envp: Vec<CString>,
+    pub fault: Option<BpfProgram>,
+    pub trace: Option<BpfProgram>,
+    pub bounding: Vec<u8>,
+    pub stdin_null: bool,
+    pub observe: bool,
+}
+
+impl Prepared {
+    pub fn new(spec: &LaunchSpec) -> Result<Prepared, ObserveError> {
+        let mut env: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
+        for k in &spec.env_remove {
+            env.remove(OsStr::new(k));
+        }
+        for (k, v) in &spec.env_set {
+            env.insert(k.into(), v.into());
+        }
+        let path = resolve(&spec.program, env.get(OsStr::new("PATH")).map(OsString::as_os_str))?;
+        let mut argv = vec![cstring(spec.program.as_os_str().as_bytes())?];
+        for a in &spec.args {
+            argv.push(cstring(a.as_bytes())?);
+        }
+        let envp = env
+            .into_iter()
+            .map(|(k, v)| {
+                let mut kv = k.into_vec();
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_bytes());
+                cstring(&kv)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Prepared {
+            path: cstring(path.as_os_str().as_bytes())?,
+            argv,
+            envp,
+            fault: fault_filter(&spec.faults)?,
+            trace: if spec.observe { Some(trace_filter()?) } else { None },
+            bounding: spec.bounding_drop.iter().map(|c| c.number()).collect(),
+            stdin_null: spec.stdin_null,
+            observe: spec.observe,
+        })
+    }
+}
+
+/// A forked child and the parent's ends of its pipes.
+pub(crate) struct Spawned {
+    pub pid: i32,
+    pub stdout: File,
+    pub stderr: File,
+    /// Reads `(stage, errno)` as two native-endian u32 if setup or exec failed; EOF at exec.
+    pub errors: File,
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), ObserveError> {
+    let mut fds = [0; 2];
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(ObserveError::Os {
+            what: "pipe2",
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Installs a seccomp filter in the calling (child) thread. Tries without no_new_privs first
+/// (allowed with CAP_SYS_ADMIN, so the observed program's exec semantics stay untouched) and
+/// falls back to setting it. Only raw syscalls: safe after fork.
+unsafe fn install_filter(prog: &BpfProgram) -> libc::c_long {
+    let fprog = libc::sock_fprog {
+        len: prog.len() as libc::c_ushort,
+        filter: prog.as_ptr() as *mut libc::sock_filter,
+    };
+    let r = libc::syscall(
+        libc::SYS_seccomp,
+        libc::SECCOMP_SET_MODE_FILTER,
+        0,
+        &fprog as *const libc::sock_fprog,
+    );
+    if r == 0 {
+        return 0;
+    }
+    if *libc::__errno_location() != libc::EACCES {
+        return r;
+    }
+    if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+        return -1;
+    }
+    libc::syscall(
+        libc::SYS_seccomp,
+        libc::SECCOMP_SET_MODE_FILTER,
+        0,
+        &fprog as *const libc::sock_fprog,
+    )
+}
+
+/// Child side after fork. Never returns.
+unsafe fn child(p: &Prepared, argv: &[*const libc::c_char], envp: &[*const libc::c_char], fds: [i32; 4]) -> ! {
+    let [stdin_fd, out_w, err_w, report_w] = fds;
+    let fail = |stage: u32| -> ! {
+        let errno = *libc::__errno_location() as u32;
+        let mut buf = [0u8; 8];
+        buf[..4].copy_from_slice(&stage.to_ne_bytes());
+        buf[4..].copy_from_slice(&errno.to_ne_bytes());
+        libc::write(report_w, buf.as_ptr().cast(), 8);
+        libc::_exit(127)
+    };
+    // 0: stdio (dup2 clears O_CLOEXEC on the new descriptor).
+    if (stdin_fd >= 0 && libc::dup2(stdin_fd, 0) < 0) || libc::dup2(out_w, 1) < 0 || libc::dup2(err_w, 2) < 0 {
+        fail(0);
+    }
+    // 1: default dispositions (Rust ignores SIGPIPE) and an empty signal mask.
+    let mut set: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut set);
+    if libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) != 0 {
+        fail(1);
+    }
+    for sig in 1..32 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+    // 2: own process group when not traced (the tracer knows every descendant otherwise).
+    if !p.observe && libc::setpgid(0, 0) != 0 {
+        fail(2);
+    }
+    // 3: die with the launching thread.
+    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+        fail(3);
+    }
+    // 4: bounding drops.
+    for cap in &p.bounding {
+        if libc::prctl(libc::PR_CAPBSET_DROP, *cap as libc::c_ulong, 0, 0, 0) != 0 {
+            fail(4);
+        }
+    }
+    // 5, 6: seccomp filters (ERRNO takes precedence over TRACE whatever the order).
+    if let Some(f) = &p.fault {
+        if install_filter(f) != 0 {
+            fail(5);
+        }
+    }
+    if let Some(t) = &p.trace {
+        if install_filter(t) != 0 {
+            fail(6);
+        }
+    }
+    // 7: hand ourselves to the tracer and wait until it has set its options.
+    if p.observe && (libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0 || libc::raise(libc::SIGSTOP) != 0) {
+        fail(7);
+    }
+    // 8
+    libc::execve(p.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+    fail(8)
+}
+
+/// Forks the child. With `observe`, the child is left stopped (SIGSTOP, traced) before exec.
+pub(crate) fn spawn(p: &Prepared) -> Result<Spawned, ObserveError> {
+    let argv: Vec<*const libc::c_char> = p
+        .argv
+        .iter()
+        .map(|c| c.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let envp: Vec<*const libc::c_char> = p
+        .envp
+        .iter()
+        .map(|c| c.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let stdin = if p.stdin_null {
+        Some(File::open("/dev/null").map_err(ObserveError::os("open /dev/null"))?)
+    } else {
+        None
+    };
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (rep_r, rep_w) = pipe()?;
+    use std::os::fd::AsRawFd;
+    let fds = [
+        stdin.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1),
+        out_w.as_raw_fd(),
+        err_w.as_raw_fd(),
+        rep_w.as_raw_fd(),
+    ];
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(ObserveError::Os {
+            what: "fork",
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    if pid == 0 {
+        unsafe { child(p, &argv, &envp, fds) }
+    }
+    drop((out_w, err_w, rep_w, stdin));
+    Ok(Spawned {
+        pid,
+        stdout: File::from(out_r),
+        stderr: File::from(err_r),
+        errors: File::from(rep_r),
+    })
+}
+
+/// Reads the child's setup report: Some(error) if setup or exec failed, None at EOF (exec done).
+pub(crate) fn read_setup_error(errors: &mut File) -> Option<ObserveError> {
+    use std::io::Read;
+    let mut buf = [0u8; 8];
+    let mut got = 0;
+    while got < 8 {
+        match errors.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    if got < 8 {
+        return None;
+    }
+    let stage = u32::from_ne_bytes(buf[..4].try_into().unwrap()) as usize;
+    let errno = u32::from_ne_bytes(buf[4..].try_into().unwrap()) as i32;
+    Some(ObserveError::ChildSetup {
+        stage: STAGES.get(stage).copied().unwrap_or("unknown"),
+        source: std::io::Error::from_raw_os_error(errno),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_compile() {
+        assert!(trace_filter().unwrap().len() > 10);
+        assert!(fault_filter(&Faults::default()).unwrap().is_none());
+        let both = fault_filter(&Faults {
+            capset_eperm: true,
+            capbset_drop_eperm: true,
+        })
+        .unwrap()
+        .unwrap();
+        assert!(!both.is_empty());
+    }
+
+    #[test]
+    fn exit_codes_follow_the_shell() {
+        assert_eq!(
+            ExitInfo {
+                code: Some(3),
+                ..Default::default()
+            }
+            .shell_code(),
+            3
+        );
+        assert_eq!(
+            ExitInfo {
+                signal: Some(9),
+                ..Default::default()
+            }
+            .shell_code(),
+            137
+        );
+    }
+
+    #[test]
+    fn resolves_like_execvp() {
+        assert!(resolve(Path::new("sh"), Some(OsStr::new("/nonexistent:/bin:/usr/bin"))).is_ok());
+        assert!(matches!(
+            resolve(Path::new("no-such-prog-xyz"), None),
+            Err(ObserveError::NotFound(_))
+        ));
+    }
+}

@@ -1,0 +1,475 @@
+//! The observer against real programs (capsh, setpriv, sh, sleep) and a multi-threaded helper.
+//!
+//! Tests that change capabilities need root and panic without it ("needs root (CI runs as
+//! root)"): they are never skipped silently. Root on the CI machines may lack some capabilities
+//! (CAP_SYS_RESOURCE here), so expectations are computed from the observed starting sets.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use capring_harness::timeline::Kind;
+use capring_harness::{run, Entry, Faults, LaunchSpec, Observation, ObserveError, ThreadCaps};
+use capring_spec::caps::{parse_name, Cap, CapSet};
+
+fn need_root() {
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("needs root (CI runs as root)");
+    }
+}
+
+fn need_program(name: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+        .unwrap_or(false);
+    if !found {
+        panic!("needs `{name}` (apt-get install -y {package})");
+    }
+}
+
+fn cap(name: &str) -> Cap {
+    parse_name(name).unwrap()
+}
+
+fn set(names: &[&str]) -> CapSet {
+    names.iter().map(|n| cap(n)).collect()
+}
+
+fn observe(spec: &LaunchSpec) -> Observation {
+    run(spec).unwrap_or_else(|e| panic!("observing {:?}: {e}", spec.command_line()))
+}
+
+fn dump(obs: &Observation) -> String {
+    format!(
+        "exit: {}\n{}stderr: {}",
+        obs.exit,
+        obs.timeline.render(capring_harness::observer::cap_last_cap()),
+        obs.stderr
+    )
+}
+
+fn own(e: &Entry) -> &ThreadCaps {
+    e.own().unwrap_or_else(|| panic!("entry without the acting thread: {e:?}"))
+}
+
+fn first_exec<'a>(obs: &'a Observation, comm: &str) -> &'a Entry {
+    obs.timeline
+        .of_kind(Kind::Exec)
+        .into_iter()
+        .find(|e| own(e).comm == comm)
+        .unwrap_or_else(|| panic!("no exec of {comm}:\n{}", dump(obs)))
+}
+
+/// The process no longer runs: it does not exist, or is a zombie waiting for its real parent
+/// (init) to reap it, which may take a moment once the tracer has released it.
+fn gone(pid: i32) -> bool {
+    let end = Instant::now() + Duration::from_secs(3);
+    loop {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => return true,
+            Ok(stat) => {
+                let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next().map(String::from));
+                if matches!(state.as_deref(), Some("Z") | Some("X")) {
+                    return true;
+                }
+            }
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn capsh_bounding_drop_and_capset_are_recorded_with_post_change_sets() {
+    need_root();
+    need_program("capsh", "libcap2-bin");
+    let spec = LaunchSpec::new(
+        "capsh",
+        ["--drop=cap_net_raw", "--caps=cap_net_admin+eip cap_setpcap+ep", "--", "-c", "exit 0"],
+    );
+    let obs = observe(&spec);
+    let text = dump(&obs);
+    assert!(obs.exit.success(), "{text}");
+    let start = own(first_exec(&obs, "capsh")).clone();
+    assert!(start.bounding.contains(cap("cap_net_raw")), "{text}");
+
+    let drops: Vec<&Entry> = obs
+        .timeline
+        .syscalls("prctl")
+        .into_iter()
+        .filter(|e| e.detail == "PR_CAPBSET_DROP, cap_net_raw")
+        .collect();
+    assert_eq!(drops.len(), 1, "{text}");
+    assert_eq!(drops[0].result, Some(0));
+    assert_eq!(own(drops[0]).bounding, start.bounding.difference(set(&["cap_net_raw"])), "{text}");
+
+    let capsets = obs.timeline.syscalls("capset");
+    assert_eq!(capsets.len(), 1, "{text}");
+    let c = capsets[0];
+    assert_eq!(c.result, Some(0));
+    assert!(c.t_ns > drops[0].t_ns);
+    assert_eq!(c.detail, "eff={cap_setpcap, cap_net_admin} prm={cap_setpcap, cap_net_admin} inh={cap_net_admin}");
+    let after = own(c);
+    assert_eq!(after.effective, set(&["cap_net_admin", "cap_setpcap"]), "{text}");
+    assert_eq!(after.permitted, set(&["cap_net_admin", "cap_setpcap"]), "{text}");
+    assert_eq!(after.inheritable, set(&["cap_net_admin"]), "{text}");
+
+    // root exec'ing bash: P' = bounding (which lacks cap_net_raw), E' = P', I kept.
+    let bash = first_exec(&obs, "bash");
+    assert_eq!(bash.syscall.as_deref(), Some("execve"));
+    let b = own(bash);
+    assert_eq!(b.permitted, start.bounding.difference(set(&["cap_net_raw"])), "{text}");
+    assert_eq!(b.effective, b.permitted);
+    assert_eq!(b.inheritable, set(&["cap_net_admin"]));
+    assert!(!b.bounding.contains(cap("cap_net_raw")));
+    assert_eq!(obs.timeline.of_kind(Kind::ProcessExit).len(), 1, "{text}");
+}
+
+#[test]
+fn setpriv_bounding_and_inheritable_changes() {
+    need_root();
+    need_program("setpriv", "util-linux");
+    let mut spec = LaunchSpec::new("setpriv", ["--inh-caps=-all", "--bounding-set=-net_raw", "true"]);
+    spec.env_set.push(("PATH".into(), "/usr/bin:/bin".into()));
+    let obs = observe(&spec);
+    let text = dump(&obs);
+    assert!(obs.exit.success(), "{text}");
+    let drop = obs
+        .timeline
+        .syscalls("prctl")
+        .into_iter()
+        .find(|e| e.detail == "PR_CAPBSET_DROP, cap_net_raw")
+        .unwrap_or_else(|| panic!("no PR_CAPBSET_DROP of cap_net_raw:\n{text}"));
+    assert_eq!(drop.result, Some(0));
+    assert!(!own(drop).bounding.contains(cap("cap_net_raw")));
+    assert!(!obs.timeline.syscalls("capset").is_empty(), "{text}");
+    let t = own(first_exec(&obs, "true"));
+    assert!(!t.bounding.contains(cap("cap_net_raw")), "{text}");
+    assert!(!t.effective.contains(cap("cap_net_raw")), "{text}");
+    assert!(t.inheritable.is_empty());
+}
+
+#[test]
+fn capset_fault_is_noted_and_the_program_fails() {
+    need_root();
+    need_program("capsh", "libcap2-bin");
+    let mut spec = LaunchSpec::new("capsh", ["--caps=cap_net_admin+eip cap_setpcap+ep", "--", "-c", "exit 0"]);
+    spec.faults = Faults { capset_eperm: true, capbset_drop_eperm: false };
+    let obs = observe(&spec);
+    let text = dump(&obs);
+    assert!(!obs.exit.success(), "{text}");
+    assert!(obs.stderr.contains("Unable to set capabilities"), "{text}");
+    let faults = obs.timeline.of_kind(Kind::Fault);
+    assert_eq!(faults.len(), 1, "{text}");
+    assert!(faults[0].detail.starts_with("capset -> EPERM"), "{text}");
+    // ERRNO beats TRACE: the failed capset never reaches the tracer.
+    assert!(obs.timeline.syscalls("capset").is_empty(), "{text}");
+    assert!(obs.timeline.of_kind(Kind::Exec).iter().all(|e| own(e).comm != "bash"), "{text}");
+}
+
+#[test]
+fn capbset_drop_fault_makes_capsh_drop_fail() {
+    need_root();
+    need_program("capsh", "libcap2-bin");
+    let mut spec = LaunchSpec::new("capsh", ["--drop=cap_net_raw", "--", "-c", "exit 0"]);
+    spec.faults = Faults { capset_eperm: false, capbset_drop_eperm: true };
+    let obs = observe(&spec);
+    let text = dump(&obs);
+    assert!(!obs.exit.success(), "{text}");
+    assert!(obs.timeline.of_kind(Kind::Fault)[0].detail.contains("PR_CAPBSET_DROP"), "{text}");
+    assert!(obs.timeline.syscalls("prctl").iter().all(|e| !e.detail.starts_with("PR_CAPBSET_DROP")), "{text}");
+}
+
+#[test]
+fn bounding_drop_removes_caps_from_bounding_and_root_permitted() {
+    need_root();
+    let mut spec = LaunchSpec::new("grep", ["^Cap", "/proc/self/status"]);
+    spec.bounding_drop = set(&["cap_net_raw", "cap_sys_module"]);
+    let obs = observe(&spec);
+    let text = dump(&obs);
+    assert!(obs.exit.success(), "{text}");
+    let fault = &obs.timeline.of_kind(Kind::Fault)[0];
+    assert!(fault.detail.contains("cap_net_raw") && fault.detail.contains("cap_sys_module"), "{text}");
+    let g = own(first_exec(&obs, "grep"));
+    assert!(g.bounding.intersection(spec.bounding_drop).is_empty(), "{text}");
+    assert!(g.permitted.intersection(spec.bounding_drop).is_empty(), "{text}");
+    // The program's own view agrees.
+    let line = |key: &str| {
+        let l = obs.stdout_lines.iter().find(|(_, l)| l.starts_with(key)).unwrap_or_else(|| panic!("{key}:\n{text}"));
+        CapSet::from_hex(l.1.split_whitespace().nth(1).unwrap()).unwrap()
+    };
+    assert_eq!(line("CapBnd:"), g.bounding);
+    assert_eq!(line("CapPrm:"), g.permitted);
+}
+
+#[test]
+fn threads_are_seen_and_per_thread_sets_disagree() {
+    need_root();
+    let exe = std::env::current_exe().unwrap();
+    let mut spec = LaunchSpec::new(
+        &exe,
+        ["helper_process_for_the_threads_test", "--exact", "--nocapture", "--test-threads", "1"],
+    );
+    spec.env_set.push(("CAPRING_HELPER".into(), "threads".into()));
+    spec.sample_on_stdout = true;
+    let obs = observe(&spec);
+    let text = dump(&obs);
+    assert!(obs.exit.success(), "{text}");
+    let root = obs.root_pid;
+    let starts: Vec<&Entry> =
+        obs.timeline.of_kind(Kind::ThreadStart).into_iter().filter(|e| e.pid == root).collect();
+    // libtest's test thread + cr-keep + cr-drop
+    assert!(starts.len() >= 3, "{text}");
+    assert!(starts.iter().all(|e| e.from_tid.is_some() && e.tid != root), "{text}");
+    assert!(obs.timeline.of_kind(Kind::ThreadExit).len() >= 3, "{text}");
+
+    let capsets = obs.timeline.syscalls("capset");
+    assert_eq!(capsets.len(), 1, "{text}");
+    let c = capsets[0];
+    assert_eq!(c.result, Some(0));
+    let dropper = own(c);
+    assert_eq!(dropper.comm, "cr-drop");
+    assert!(!dropper.effective.contains(cap("cap_net_raw")), "{text}");
+    assert!(dropper.permitted.contains(cap("cap_net_raw")), "{text}");
+    let keeper = c.threads.iter().find(|t| t.comm == "cr-keep").unwrap_or_else(|| panic!("{text}"));
+    assert!(keeper.effective.contains(cap("cap_net_raw")), "{text}");
+    assert!(c.disagreeing().iter().any(|t| t.tid == keeper.tid), "{text}");
+    let line = capring_harness::timeline::render_entry(c, 40);
+    assert!(line.contains("threads disagree"), "{line}");
+
+    // The helper printed one line after the drop: its sample shows the drop too.
+    let n = obs.stdout_lines.iter().position(|(_, l)| l.ends_with("HELPER dropped")).expect("helper line") + 1;
+    let sample = obs
+        .timeline
+        .samples()
+        .into_iter()
+        .find(|s| s.detail == format!("stdout line {n}"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(sample.threads.iter().any(|t| t.comm == "cr-keep"), "{text}");
+    let procs = obs.timeline.processes();
+    assert_eq!(procs.len(), 1, "{text}");
+    assert!(procs[0].tids.len() >= 4, "{text}");
+}
+
+/// Not a test: the body of the helper process of `threads_are_seen_and_per_thread_sets_disagree`
+/// (this test binary re-executed with CAPRING_HELPER=threads). Passes trivially otherwise.
+#[test]
+fn helper_process_for_the_threads_test() {
+    if std::env::var("CAPRING_HELPER").as_deref() != Ok("threads") {
+        return;
+    }
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let keeper = std::thread::Builder::new()
+        .name("cr-keep".into())
+        .spawn(move || {
+            ready_tx.send(()).unwrap(); // its comm is set by now
+            rx.recv().ok()
+        })
+        .unwrap();
+    ready_rx.recv().unwrap();
+    let dropper = std::thread::Builder::new()
+        .name("cr-drop".into())
+        .spawn(|| unsafe {
+            let mut hdr = Header { version: 0x2008_0522, pid: 0 };
+            let mut data = [Data::default(); 2];
+            assert_eq!(libc::syscall(libc::SYS_capget, &mut hdr, data.as_mut_ptr()), 0);
+            data[0].effective &= !(1 << 13); // cap_net_raw, this thread only
+            assert_eq!(libc::syscall(libc::SYS_capset, &hdr, data.as_ptr()), 0);
+            println!("HELPER dropped");
+        })
+        .unwrap();
+    dropper.join().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    tx.send(()).unwrap();
+    keeper.join().unwrap();
+}
+
+#[test]
+fn timeout_kills_the_whole_tree() {
+    let mut spec = LaunchSpec::new("sh", ["-c", "sleep 100 & sleep 100"]);
+    spec.timeout = Duration::from_secs(1);
+    let t = Instant::now();
+    let obs = observe(&spec);
+    let text = dump(&obs);
+    assert!(t.elapsed() < Duration::from_secs(10), "{text}");
+    assert!(obs.exit.timed_out, "{text}");
+    assert_eq!(obs.exit.signal, Some(libc::SIGKILL), "{text}");
+    let procs = obs.timeline.processes();
+    assert_eq!(procs.len(), 3, "sh and two sleeps:\n{text}");
+    for p in &procs {
+        assert!(gone(p.pid), "pid {} still exists:\n{text}", p.pid);
+        assert!(p.exit.is_some(), "{text}");
+    }
+}
+
+#[test]
+fn leftovers_die_with_the_root() {
+    // The root exits at once; its background child must not outlive it.
+    let spec = LaunchSpec::new("sh", ["-c", "sleep 100 & exit 0"]);
+    let t = Instant::now();
+    let obs = observe(&spec);
+    let text = dump(&obs);
+    assert!(t.elapsed() < Duration::from_secs(10), "{text}");
+    assert_eq!(obs.exit.code, Some(0));
+    assert!(!obs.exit.timed_out);
+    for p in obs.timeline.processes() {
+        assert!(gone(p.pid), "{text}");
+    }
+}
+
+#[test]
+fn stop_after_lines_terms_then_kills() {
+    let mut spec = LaunchSpec::new("sh", ["-c", "echo one; echo two; exec sleep 100"]);
+    spec.stop_after_lines = Some(2);
+    let obs = observe(&spec);
+    assert!(obs.exit.stopped_after_lines);
+    assert_eq!(obs.exit.signal, Some(libc::SIGTERM), "{}", dump(&obs));
+    assert_eq!(obs.stdout_lines.len(), 2);
+
+    let mut spec = LaunchSpec::new("sh", ["-c", "trap '' TERM; echo one; echo two; sleep 100"]);
+    spec.stop_after_lines = Some(2);
+    let t = Instant::now();
+    let obs = observe(&spec);
+    let text = dump(&obs);
+    assert!(obs.exit.stopped_after_lines, "{text}");
+    assert_eq!(obs.exit.signal, Some(libc::SIGKILL), "{text}");
+    assert!(!obs.exit.timed_out);
+    assert!(t.elapsed() >= Duration::from_secs(2) && t.elapsed() < Duration::from_secs(8), "{text}");
+}
+
+#[test]
+fn samples_on_stdout_and_periodic() {
+    let mut spec = LaunchSpec::new("sh", ["-c", "echo a; sleep 0.1; echo b; sleep 0.3"]);
+    spec.sample_on_stdout = true;
+    spec.sample_every = Some(Duration::from_millis(50));
+    let obs = observe(&spec);
+    let text = dump(&obs);
+    let samples = obs.timeline.samples();
+    let details: Vec<&str> = samples.iter().map(|s| s.detail.as_str()).collect();
+    assert!(details.contains(&"stdout line 1") && details.contains(&"stdout line 2"), "{text}");
+    let periodic: Vec<&&Entry> = samples.iter().filter(|s| s.detail == "periodic").collect();
+    assert!(periodic.len() >= 4, "{text}");
+    assert!(periodic.iter().any(|s| s.threads.iter().any(|t| t.comm == "sh")), "{text}");
+    // merged by time
+    assert!(obs.timeline.entries.windows(2).all(|w| w[0].t_ns <= w[1].t_ns));
+    let (t1, _) = obs.stdout_lines[0];
+    let (t2, _) = obs.stdout_lines[1];
+    assert!(t2 - t1 >= 90_000_000, "{t1} {t2}");
+}
+
+#[test]
+fn without_observation_faults_still_apply() {
+    need_root();
+    need_program("capsh", "libcap2-bin");
+    let mut spec = LaunchSpec::new("capsh", ["--caps=cap_net_admin+eip", "--", "-c", "exit 0"]);
+    spec.observe = false;
+    spec.faults.capset_eperm = true;
+    let obs = observe(&spec);
+    assert!(!obs.exit.success());
+    assert!(obs.timeline.syscalls("capset").is_empty());
+    assert_eq!(obs.timeline.of_kind(Kind::Fault).len(), 1);
+    spec.faults.capset_eperm = false;
+    let obs = observe(&spec);
+    assert!(obs.exit.success(), "{}", obs.stderr);
+    assert!(obs.timeline.of_kind(Kind::Exec).is_empty());
+
+    let mut spec = LaunchSpec::new("sh", ["-c", "sleep 100 & sleep 100"]);
+    spec.observe = false;
+    spec.timeout = Duration::from_secs(1);
+    let obs = observe(&spec);
+    assert!(obs.exit.timed_out);
+    assert_eq!(obs.exit.signal, Some(libc::SIGKILL));
+}
+
+#[test]
+fn launch_errors_are_errors() {
+    let spec = LaunchSpec::new("no-such-program-capring", Vec::<String>::new());
+    assert!(matches!(run(&spec), Err(ObserveError::NotFound(_))));
+    let spec = LaunchSpec::new(Path::new("/proc/self/status"), Vec::<String>::new());
+    match run(&spec) {
+        Err(ObserveError::ChildSetup { stage: "execve", source }) => {
+            assert_eq!(source.raw_os_error(), Some(libc::EACCES))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn concurrent_runs_do_not_steal_each_others_children() {
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let spec = LaunchSpec::new("sh", ["-c", &format!("sleep 0.2; exit {i}")]);
+                observe(&spec).exit.code
+            })
+        })
+        .collect();
+    // A plain child of this process, waited for with std, must not be reaped by the tracers.
+    let status = Command::new("sh").args(["-c", "sleep 0.3; exit 7"]).status().unwrap();
+    assert_eq!(status.code(), Some(7));
+    for (i, h) in handles.into_iter().enumerate() {
+        assert_eq!(h.join().unwrap(), Some(i as i32));
+    }
+}
+
+#[test]
+fn normalized_timelines_are_stable_across_runs() {
+    let spec = LaunchSpec::new("sh", ["-c", "/bin/true; /bin/true"]);
+    let a = observe(&spec).timeline.normalized();
+    let b = observe(&spec).timeline.normalized();
+    assert_eq!(a, b);
+    assert_eq!(a.root_pid, 1);
+    assert!(a.entries.iter().all(|e| e.t_ns == 0));
+    let kinds: Vec<Kind> = a.entries.iter().map(|e| e.kind).collect();
+    assert!(kinds.starts_with(&[Kind::Exec]), "{kinds:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// the binary
+
+fn capring(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_capring")).args(args).output().unwrap()
+}
+
+#[test]
+fn cli_observe_prints_and_propagates_the_exit_code() {
+    let dir = std::env::temp_dir().join(format!("capring-observe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out_file = dir.join("t.json");
+    let out = capring(&["observe", "--out", out_file.to_str().unwrap(), "--", "sh", "-c", "echo hi; exit 3"]);
+    assert_eq!(out.status.code(), Some(3));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(" exec /usr/bin/sh") || stdout.contains(" exec /bin/sh"), "{stdout}");
+    assert!(stdout.contains("process_exit code 3"), "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stdout| hi"));
+    let t: capring_harness::Timeline = serde_json::from_slice(&std::fs::read(&out_file).unwrap()).unwrap();
+    assert_eq!(t.of_kind(Kind::ProcessExit).len(), 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let out = capring(&["observe", "--json", "--", "sh", "-c", "kill -TERM $$"]);
+    assert_eq!(out.status.code(), Some(128 + libc::SIGTERM));
+    let t: capring_harness::Timeline = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(t.of_kind(Kind::ProcessExit)[0].detail, "signal SIGTERM");
+
+    let out = capring(&["observe", "--sample-ms", "x", "--", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = capring(&["observe"]);
+    assert_eq!(out.status.code(), Some(2));
+}
