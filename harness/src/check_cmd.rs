@@ -43,7 +43,8 @@ pub fn load_scenarios(path: Option<&Path>) -> Result<Vec<Scenario>> {
     Ok(match path {
         None => scenario::builtin(),
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
             scenario::parse(&text, p)?
         }
     })
@@ -64,7 +65,9 @@ pub fn judge(
                     let c = checks::check(clause, rec);
                     (c.verdict, c.expected, c.observed)
                 }
-                Err(Skip::NotApplicable(why)) => (Verdict::NotApplicable, String::new(), why.clone()),
+                Err(Skip::NotApplicable(why)) => {
+                    (Verdict::NotApplicable, String::new(), why.clone())
+                }
                 Err(Skip::Harness(why)) => (
                     Verdict::Fail,
                     "the scenario runs".to_string(),
@@ -113,10 +116,17 @@ pub fn run_catalog(
     ))
 }
 
-pub fn write_outputs(dir: &Path, report: &Report, runs: &[(Scenario, Result<RunRecord, Skip>)]) -> Result<()> {
+pub fn write_outputs(
+    dir: &Path,
+    report: &Report,
+    runs: &[(Scenario, Result<RunRecord, Skip>)],
+) -> Result<()> {
     let tl = dir.join("timelines");
     std::fs::create_dir_all(&tl).with_context(|| format!("creating {}", tl.display()))?;
-    std::fs::write(dir.join("results.json"), serde_json::to_string_pretty(report)?)?;
+    std::fs::write(
+        dir.join("results.json"),
+        serde_json::to_string_pretty(report)?,
+    )?;
     std::fs::write(dir.join("report.tap"), report.tap())?;
     std::fs::write(dir.join("junit.xml"), report.junit())?;
     for (s, r) in runs {
@@ -130,7 +140,10 @@ pub fn write_outputs(dir: &Path, report: &Report, runs: &[(Scenario, Result<RunR
                 "stderr": rec.observation.stderr,
                 "timeline": rec.observation.timeline,
             });
-            std::fs::write(tl.join(format!("{}.json", s.name)), serde_json::to_string_pretty(&doc)?)?;
+            std::fs::write(
+                tl.join(format!("{}.json", s.name)),
+                serde_json::to_string_pretty(&doc)?,
+            )?;
         }
     }
     Ok(())
@@ -155,7 +168,11 @@ pub fn execute(args: &CheckArgs) -> Result<i32> {
         all
     } else {
         all.into_iter()
-            .filter(|s| args.scenario.iter().any(|g| scenario::glob_match(g, &s.name)))
+            .filter(|s| {
+                args.scenario
+                    .iter()
+                    .any(|g| scenario::glob_match(g, &s.name))
+            })
             .collect()
     };
     if selected.is_empty() {
@@ -177,5 +194,9 @@ pub fn execute(args: &CheckArgs) -> Result<i32> {
         write_outputs(dir, &report, &runs)?;
     }
     eprintln!("capring: {}", report.summary());
-    Ok(if report.failed_must().is_empty() { 0 } else { 1 })
+    Ok(if report.failed_must().is_empty() {
+        0
+    } else {
+        1
+    })
 }

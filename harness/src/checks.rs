@@ -79,14 +79,17 @@ impl<'a> View<'a> {
     /// Entries made by the tracer process itself.
     fn own_syscalls(&self) -> impl Iterator<Item = &'a Entry> + '_ {
         let pid = self.pid;
-        self.entries().filter(move |e| e.pid == pid && e.kind == Kind::Syscall)
+        self.entries()
+            .filter(move |e| e.pid == pid && e.kind == Kind::Syscall)
     }
 
     fn is_cap_change(e: &Entry) -> bool {
         match e.syscall.as_deref() {
             Some("capset") => true,
             Some("prctl") => {
-                e.detail.starts_with("PR_CAPBSET_DROP") || e.detail.contains("CLEAR_ALL") || e.detail.contains("LOWER")
+                e.detail.starts_with("PR_CAPBSET_DROP")
+                    || e.detail.contains("CLEAR_ALL")
+                    || e.detail.contains("LOWER")
             }
             _ => false,
         }
@@ -97,7 +100,9 @@ impl<'a> View<'a> {
     }
 
     fn cap_changes(&self) -> Vec<&'a Entry> {
-        self.own_syscalls().filter(|e| Self::is_cap_change(e)).collect()
+        self.own_syscalls()
+            .filter(|e| Self::is_cap_change(e))
+            .collect()
     }
 
     /// Time of the first successful capset: the first change of E (bounding-set drops may
@@ -137,7 +142,10 @@ impl<'a> View<'a> {
     }
 
     fn states_after(&self, t: u64) -> Vec<(u64, &'a ThreadCaps)> {
-        self.states().into_iter().filter(|(at, _)| *at >= t).collect()
+        self.states()
+            .into_iter()
+            .filter(|(at, _)| *at >= t)
+            .collect()
     }
 
     /// Samples of the tracer's threads (settled observations), in time order.
@@ -145,14 +153,26 @@ impl<'a> View<'a> {
         let pid = self.pid;
         self.entries()
             .filter(|e| e.kind == Kind::Sample)
-            .map(|e| (e.t_ns, e.threads.iter().filter(|t| t.pid == pid).collect::<Vec<_>>()))
+            .map(|e| {
+                (
+                    e.t_ns,
+                    e.threads
+                        .iter()
+                        .filter(|t| t.pid == pid)
+                        .collect::<Vec<_>>(),
+                )
+            })
             .filter(|(_, t)| !t.is_empty())
             .collect()
     }
 
     fn steady_samples(&self) -> Vec<(u64, Vec<&'a ThreadCaps>)> {
         match self.first_event() {
-            Some(t0) => self.samples().into_iter().filter(|(t, _)| *t > t0).collect(),
+            Some(t0) => self
+                .samples()
+                .into_iter()
+                .filter(|(t, _)| *t > t0)
+                .collect(),
             None => Vec::new(),
         }
     }
@@ -174,7 +194,10 @@ impl<'a> View<'a> {
         let x = &self.r.observation.exit;
         match (x.code, x.signal) {
             (Some(c), _) => format!("exit {c}"),
-            (_, Some(s)) => format!("killed by signal {s}{}", if x.timed_out { " (timeout)" } else { "" }),
+            (_, Some(s)) => format!(
+                "killed by signal {s}{}",
+                if x.timed_out { " (timeout)" } else { "" }
+            ),
             _ => "no exit seen".into(),
         }
     }
@@ -216,11 +239,16 @@ fn names(set: CapSet) -> String {
 
 /// Does the run look like configuration failed because of a dropped declared need?
 fn config_failed_on_drop(v: &View, rings: &capring_spec::oracle::Rings) -> bool {
-    !rings.required_needs.is_empty() && v.exit_code() == Some(v.r.capability_code) && v.events_emitted() == 0
+    !rings.required_needs.is_empty()
+        && v.exit_code() == Some(v.r.capability_code)
+        && v.events_emitted() == 0
 }
 
 fn allowed_sets_text(sets: &[CapSet]) -> String {
-    sets.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(" or ")
+    sets.iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join(" or ")
 }
 
 // ----- rings ---------------------------------------------------------------------------------
@@ -238,7 +266,10 @@ fn ring_privileged_bypass_only(v: &View) -> Check {
             "no capability change at all",
         );
     };
-    if let Some(e) = v.own_syscalls().find(|e| View::is_privileged(e) && e.t_ns < first) {
+    if let Some(e) = v
+        .own_syscalls()
+        .find(|e| View::is_privileged(e) && e.t_ns < first)
+    {
         return fail(
             "no bpf/perf_event_open before the first drop",
             format!(
@@ -263,7 +294,10 @@ fn ring_privileged_bypass_only(v: &View) -> Check {
             );
         }
     }
-    pass("first drop before any privileged call; never E=P again", "as expected")
+    pass(
+        "first drop before any privileged call; never E=P again",
+        "as expected",
+    )
 }
 
 fn ring_required_exact(v: &View) -> Check {
@@ -274,13 +308,21 @@ fn ring_required_exact(v: &View) -> Check {
         return na("bypass run");
     }
     let Some(state) = v.first_capset_state() else {
-        return fail(format!("E={}", names(rings.required)), "no successful capset");
+        return fail(
+            format!("E={}", names(rings.required)),
+            "no successful capset",
+        );
     };
     let mut bad_calls = Vec::new();
     let t_event = v.first_event().unwrap_or(u64::MAX);
-    for e in v.own_syscalls().filter(|e| View::is_privileged(e) && e.t_ns < t_event) {
+    for e in v
+        .own_syscalls()
+        .filter(|e| View::is_privileged(e) && e.t_ns < t_event)
+    {
         if let Some(own) = e.own() {
-            if own.effective != rings.required && !rings.allowed_effective().contains(&own.effective) {
+            if own.effective != rings.required
+                && !rings.allowed_effective().contains(&own.effective)
+            {
                 bad_calls.push(format!(
                     "{} with E={}",
                     e.syscall.as_deref().unwrap_or("?"),
@@ -325,7 +367,10 @@ fn ring_required_config_only(v: &View) -> Check {
         .find(|(_, t)| t.effective == rings.required)
     {
         Some((t, th)) => fail(
-            format!("no thread with E={} after the first event", names(rings.required)),
+            format!(
+                "no thread with E={} after the first event",
+                names(rings.required)
+            ),
             format!(
                 "tid {} still has it at +{} µs (first event at +{} µs)",
                 th.tid,
@@ -361,7 +406,12 @@ fn ring_requested_single(v: &View) -> Check {
         return fail(
             format!(
                 "a Requested ring is one of {}",
-                allowed_sets_text(&enabled.iter().map(|c| CapSet::EMPTY.with(c)).collect::<Vec<_>>())
+                allowed_sets_text(
+                    &enabled
+                        .iter()
+                        .map(|c| CapSet::EMPTY.with(c))
+                        .collect::<Vec<_>>()
+                )
             ),
             format!("tid {} had E={}", t.tid, e),
         );
@@ -387,7 +437,11 @@ fn ring_requested_returns(v: &View) -> Check {
     if bypass {
         return na("bypass run");
     }
-    let singles: Vec<CapSet> = rings.requested_caps().iter().map(|c| CapSet::EMPTY.with(c)).collect();
+    let singles: Vec<CapSet> = rings
+        .requested_caps()
+        .iter()
+        .map(|c| CapSet::EMPTY.with(c))
+        .collect();
     // At the end of the run, no thread may be parked in a Requested ring.
     for t in v.final_states() {
         if singles.contains(&t.effective) && t.effective != rings.required {
@@ -432,14 +486,23 @@ fn ring_unprivileged_empty(v: &View) -> Check {
     let samples = v.steady_samples();
     if samples.is_empty() {
         if v.events_emitted() == 0 && v.exit_code() == Some(v.r.capability_code) {
-            return na("the tracer stopped with its capability code before any event (allowed here)");
+            return na(
+                "the tracer stopped with its capability code before any event (allowed here)",
+            );
         }
         return fail(
             "steady-state samples with E=∅",
-            format!("no sample after the first event ({} events)", v.events_emitted()),
+            format!(
+                "no sample after the first event ({} events)",
+                v.events_emitted()
+            ),
         );
     }
-    let transient: Vec<CapSet> = rings.requested_caps().iter().map(|c| CapSet::EMPTY.with(c)).collect();
+    let transient: Vec<CapSet> = rings
+        .requested_caps()
+        .iter()
+        .map(|c| CapSet::EMPTY.with(c))
+        .collect();
     let mut empty = 0usize;
     let mut total = 0usize;
     for (t, threads) in &samples {
@@ -450,7 +513,12 @@ fn ring_unprivileged_empty(v: &View) -> Check {
             } else if !transient.contains(&th.effective) {
                 return fail(
                     format!("E={} on every thread", names(rings.unprivileged)),
-                    format!("tid {} has E={} at +{} ms", th.tid, th.effective, t / 1_000_000),
+                    format!(
+                        "tid {} has E={} at +{} ms",
+                        th.tid,
+                        th.effective,
+                        t / 1_000_000
+                    ),
                 );
             }
         }
@@ -521,7 +589,10 @@ fn ring_no_excess(v: &View) -> Check {
             );
         }
     }
-    pass(allowed_sets_text(&allowed), "every observed E was one of them")
+    pass(
+        allowed_sets_text(&allowed),
+        "every observed E was one of them",
+    )
 }
 
 fn ring_permitted_shrinks(v: &View) -> Check {
@@ -535,7 +606,10 @@ fn ring_permitted_shrinks(v: &View) -> Check {
     let Some((_, threads)) = samples.first() else {
         return na("no steady state");
     };
-    match threads.iter().find(|t| t.permitted != rings.steady_permitted) {
+    match threads
+        .iter()
+        .find(|t| t.permitted != rings.steady_permitted)
+    {
         Some(t) => fail(
             format!("P={}", rings.steady_permitted),
             format!("tid {} has P={}", t.tid, t.permitted),
@@ -596,32 +670,73 @@ fn threads_same_ring(v: &View) -> Check {
     // A disagreement counts when it persists into the next sample (a broadcast in flight
     // settles within microseconds; a forgotten thread never does).
     let split = |threads: &Vec<&ThreadCaps>| -> Option<(i32, CapSet, CapSet)> {
-        let main = threads.iter().find(|t| t.tid == v.pid).or(threads.first())?;
+        let main = threads
+            .iter()
+            .find(|t| t.tid == v.pid)
+            .or(threads.first())?;
         threads
             .iter()
             .find(|t| t.effective != main.effective)
             .map(|t| (t.tid, t.effective, main.effective))
     };
-    for pair in samples.windows(2) {
-        if let (Some(a), Some(b)) = (split(&pair[0].1), split(&pair[1].1)) {
-            if a == b {
+    // A sample taken while a transition propagates shows threads apart for a moment; under
+    // ptrace each thread's capset is a traced stop (and is timestamped at its exit stop,
+    // after the kernel applied it), so such windows get sampled. A split is in flight when,
+    // within 50 ms, a capset by one of the two threads brings it to the other's set; a
+    // forgotten thread never converges.
+    const CONVERGE_NS: u64 = 50_000_000;
+    let capsets: Vec<(u64, i32, CapSet)> = v
+        .own_syscalls()
+        .filter(|e| e.syscall.as_deref() == Some("capset") && e.result == Some(0))
+        .filter_map(|e| e.own().map(|t| (e.t_ns, e.tid, t.effective)))
+        .collect();
+    let in_flight = |t: u64, threads: &[&ThreadCaps]| {
+        let Some(main) = threads.iter().find(|x| x.tid == v.pid).or(threads.first()) else {
+            return false;
+        };
+        threads
+            .iter()
+            .filter(|x| x.effective != main.effective)
+            .all(|x| {
+                capsets.iter().any(|(at, tid, eff)| {
+                    *at >= t
+                        && *at <= t + CONVERGE_NS
+                        && ((*tid == x.tid && *eff == main.effective)
+                            || (*tid == main.tid && *eff == x.effective))
+                })
+            })
+    };
+    let settled: Vec<&(u64, Vec<&ThreadCaps>)> = samples
+        .iter()
+        .filter(|(t, th)| !in_flight(*t, th))
+        .collect();
+    // And the same split must show in two settled samples.
+    let mut seen: Option<(i32, CapSet, CapSet, u64)> = None;
+    for (t, threads) in settled {
+        let Some(a) = split(threads) else { continue };
+        match seen {
+            Some((tid, e, m, t0)) if (tid, e, m) == a => {
                 return fail(
                     "every thread on the same ring",
                     format!(
-                        "tid {} has E={} while the main thread has E={} (at +{} ms and +{} ms)",
+                        "tid {} has E={} while the main thread has E={} (at +{} ms and still at +{} ms)",
                         a.0,
                         a.1,
                         a.2,
-                        pair[0].0 / 1_000_000,
-                        pair[1].0 / 1_000_000
+                        t0 / 1_000_000,
+                        t / 1_000_000
                     ),
                 );
             }
+            _ => seen = Some((a.0, a.1, a.2, *t)),
         }
     }
     pass(
         "every thread on the same ring",
-        format!("{} samples of up to {max_threads} threads agree", samples.len()),
+        format!(
+            "{} samples of up to {max_threads} threads agree",
+            samples.len()
+        ),
     )
 }
 
@@ -677,7 +792,10 @@ fn help_lists_kernel_caps(v: &View) -> Check {
         let n = c.name();
         out.contains(&n) || out.contains(n.trim_start_matches("cap_"))
     };
-    let missing: CapSet = CapSet::all_up_to(last).iter().filter(|c| !mentions(*c)).collect();
+    let missing: CapSet = CapSet::all_up_to(last)
+        .iter()
+        .filter(|c| !mentions(*c))
+        .collect();
     let extra: CapSet = (last.saturating_add(1)..=capring_spec::caps::LAST_NAMED)
         .filter_map(Cap::new)
         .filter(|c| out.contains(&c.name()))
@@ -685,7 +803,10 @@ fn help_lists_kernel_caps(v: &View) -> Check {
     judge(
         v.exit_code() == Some(0) && missing.is_empty() && extra.is_empty(),
         format!("exit 0, capabilities 0..={last} listed, nothing beyond"),
-        format!("{}, missing {missing}, beyond the kernel {extra}", v.exit_text()),
+        format!(
+            "{}, missing {missing}, beyond the kernel {extra}",
+            v.exit_text()
+        ),
     )
 }
 
@@ -714,7 +835,12 @@ fn bypass_common(v: &View, label: &str) -> Check {
     if let Some((t, th)) = v.states().into_iter().find(|(_, t)| t.effective != p) {
         return fail(
             format!("{label}: E=P={p}"),
-            format!("tid {} has E={} at +{} ms", th.tid, th.effective, t / 1_000_000),
+            format!(
+                "tid {} has E={} at +{} ms",
+                th.tid,
+                th.effective,
+                t / 1_000_000
+            ),
         );
     }
     if v.events_emitted() == 0 {
@@ -734,7 +860,10 @@ fn bypass_flag(v: &View) -> Check {
 }
 
 fn bypass_env(v: &View) -> Check {
-    let by_env = v.r.scenario.env.contains_key(capring_spec::options::ENV_BYPASS);
+    let by_env =
+        v.r.scenario
+            .env
+            .contains_key(capring_spec::options::ENV_BYPASS);
     if !by_env {
         return na("CAPABILITIES_BYPASS not set");
     }
@@ -743,7 +872,9 @@ fn bypass_env(v: &View) -> Check {
         Some((rings, false)) => {
             // The flag wins: capabilities must be dropped.
             judge(
-                v.first_change().is_some() && v.first_capset_state().is_some_and(|s| s.effective == rings.required),
+                v.first_change().is_some()
+                    && v.first_capset_state()
+                        .is_some_and(|s| s.effective == rings.required),
                 format!("drop to E={} (the flag wins)", rings.required),
                 match v.first_capset_state() {
                     Some(s) => format!("E={}", s.effective),
@@ -776,7 +907,9 @@ fn drop_failure_aborts(v: &View) -> Check {
     if !(v.r.scenario.faults.capset_eperm || v.r.scenario.faults.capbset_drop_eperm) {
         return na("no fault injected");
     }
-    let ok = v.exit_code() == Some(v.r.capability_code) && v.events_emitted() == 0 && v.programs_loaded() == 0;
+    let ok = v.exit_code() == Some(v.r.capability_code)
+        && v.events_emitted() == 0
+        && v.programs_loaded() == 0;
     judge(
         ok,
         format!("exit {}, no program loaded, no event", v.r.capability_code),
@@ -793,7 +926,11 @@ fn drop_failure_no_program_left(v: &View) -> Check {
     if !(v.r.scenario.faults.capset_eperm || v.r.scenario.faults.capbset_drop_eperm) {
         return na("no fault injected");
     }
-    let left: Vec<u32> = v.r.programs_after.difference(&v.r.programs_before).copied().collect();
+    let left: Vec<u32> =
+        v.r.programs_after
+            .difference(&v.r.programs_before)
+            .copied()
+            .collect();
     judge(
         left.is_empty(),
         "no new BPF program left in the kernel",
@@ -897,25 +1034,33 @@ fn drop_requested(v: &View) -> Check {
     let Some((rings, false)) = v.rings() else {
         return na("not a dropping run");
     };
-    let disabled: Vec<&capring_spec::oracle::RequestedOp> = rings.requested.iter().filter(|o| !o.enabled).collect();
+    let disabled: Vec<&capring_spec::oracle::RequestedOp> =
+        rings.requested.iter().filter(|o| !o.enabled).collect();
     if disabled.is_empty() {
         return na("no Requested operation disabled");
     }
     let caps: CapSet = disabled.iter().map(|o| o.capability).collect();
-    if let Some((t, th)) = v
-        .states()
-        .into_iter()
-        .skip(1)
-        .find(|(_, t)| !t.effective.intersection(caps).is_empty() && t.effective != rings.privileged)
-    {
+    if let Some((t, th)) = v.states().into_iter().skip(1).find(|(_, t)| {
+        !t.effective.intersection(caps).is_empty() && t.effective != rings.privileged
+    }) {
         return fail(
             format!("{caps} never raised"),
-            format!("tid {} had E={} at +{} ms", th.tid, th.effective, t / 1_000_000),
+            format!(
+                "tid {} had E={} at +{} ms",
+                th.tid,
+                th.effective,
+                t / 1_000_000
+            ),
         );
     }
     let warnings = disabled
         .iter()
-        .map(|o| v.stderr_lines().iter().filter(|l| l.contains(&o.operation)).count())
+        .map(|o| {
+            v.stderr_lines()
+                .iter()
+                .filter(|l| l.contains(&o.operation))
+                .count()
+        })
         .collect::<Vec<_>>();
     judge(
         warnings.iter().all(|n| *n == 1),
@@ -926,7 +1071,9 @@ fn drop_requested(v: &View) -> Check {
 
 fn env_add_drop(v: &View) -> Check {
     let env = &v.r.scenario.env;
-    if !env.contains_key(capring_spec::options::ENV_ADD) && !env.contains_key(capring_spec::options::ENV_DROP) {
+    if !env.contains_key(capring_spec::options::ENV_ADD)
+        && !env.contains_key(capring_spec::options::ENV_DROP)
+    {
         return na("no CAPABILITIES_ADD/DROP");
     }
     let Some((rings, false)) = v.rings() else {
@@ -1000,8 +1147,14 @@ fn caps_missing_required(v: &View) -> Check {
         .iter()
         .all(|c| err.contains(c.name().trim_start_matches("cap_")));
     judge(
-        v.exit_code() == Some(v.r.capability_code) && named && v.programs_loaded() == 0 && v.events_emitted() == 0,
-        format!("exit {}, naming {missing}, nothing loaded", v.r.capability_code),
+        v.exit_code() == Some(v.r.capability_code)
+            && named
+            && v.programs_loaded() == 0
+            && v.events_emitted() == 0,
+        format!(
+            "exit {}, naming {missing}, nothing loaded",
+            v.r.capability_code
+        ),
         format!(
             "{}, names them: {named}, {} programs loaded",
             v.exit_text(),
@@ -1038,7 +1191,11 @@ fn rules_unprivileged(v: &View) -> Check {
         "E=P=∅ on every thread, detections written",
         match bad {
             Some(t) => format!("tid {} has E={} P={}", t.tid, t.effective, t.permitted),
-            None => format!("E=P=∅; {} detections, {}", v.events_emitted(), v.exit_text()),
+            None => format!(
+                "E=P=∅; {} detections, {}",
+                v.events_emitted(),
+                v.exit_text()
+            ),
         },
     )
 }
@@ -1054,7 +1211,11 @@ fn rules_keeps_all(v: &View, label: &str) -> Check {
         format!("{label}: E=P={p}, no drop"),
         match bad {
             Some(t) => format!("tid {} has E={}", t.tid, t.effective),
-            None => format!("kept; {} capability changes, {}", v.cap_changes().len(), v.exit_text()),
+            None => format!(
+                "kept; {} capability changes, {}",
+                v.cap_changes().len(),
+                v.exit_text()
+            ),
         },
     )
 }
@@ -1063,7 +1224,11 @@ fn rules_allcaps(v: &View) -> Check {
     let Expectation::Rules { allcaps: true, .. } = &v.r.expectation else {
         return na("not an allcaps run");
     };
-    if v.r.scenario.env.contains_key(capring_spec::options::ENV_BYPASS) {
+    if v.r
+        .scenario
+        .env
+        .contains_key(capring_spec::options::ENV_BYPASS)
+    {
         return na("allcaps comes from the environment here");
     }
     rules_keeps_all(v, "--allcaps")
@@ -1073,7 +1238,12 @@ fn rules_bypass_env(v: &View) -> Check {
     let Expectation::Rules { allcaps: true, .. } = &v.r.expectation else {
         return na("not an allcaps run");
     };
-    if !v.r.scenario.env.contains_key(capring_spec::options::ENV_BYPASS) {
+    if !v
+        .r
+        .scenario
+        .env
+        .contains_key(capring_spec::options::ENV_BYPASS)
+    {
         return na("CAPABILITIES_BYPASS not set");
     }
     rules_keeps_all(v, "CAPABILITIES_BYPASS")
@@ -1081,7 +1251,8 @@ fn rules_bypass_env(v: &View) -> Check {
 
 fn rules_no_add_drop(v: &View) -> Check {
     let Expectation::Rules {
-        rejected_flag: true, ..
+        rejected_flag: true,
+        ..
     } = &v.r.expectation
     else {
         return na("no --capabilities given");
@@ -1126,11 +1297,17 @@ const CHECKS: &[(&str, fn(&View) -> Check)] = &[
     ("ring.requested.single", ring_requested_single),
     ("ring.requested.returns", ring_requested_returns),
     ("ring.unprivileged.empty", ring_unprivileged_empty),
-    ("ring.unprivileged.most-of-time", ring_unprivileged_most_of_time),
+    (
+        "ring.unprivileged.most-of-time",
+        ring_unprivileged_most_of_time,
+    ),
     ("ring.no-excess", ring_no_excess),
     ("ring.permitted.shrinks", ring_permitted_shrinks),
     ("ring.bounding.cleared", ring_bounding_cleared),
-    ("ring.inheritable-ambient.empty", ring_inheritable_ambient_empty),
+    (
+        "ring.inheritable-ambient.empty",
+        ring_inheritable_ambient_empty,
+    ),
     ("threads.same-ring", threads_same_ring),
     ("syscalls.privileged-in-ring", syscalls_privileged_in_ring),
     ("help.lists-kernel-caps", help_lists_kernel_caps),
@@ -1181,7 +1358,11 @@ mod tests {
     fn every_clause_has_exactly_one_check() {
         let ids: Vec<String> = clauses::all().into_iter().map(|c| c.id).collect();
         for id in &ids {
-            assert_eq!(CHECKS.iter().filter(|(c, _)| c == id).count(), 1, "clause {id}");
+            assert_eq!(
+                CHECKS.iter().filter(|(c, _)| c == id).count(),
+                1,
+                "clause {id}"
+            );
         }
         for (c, _) in CHECKS {
             assert!(ids.iter().any(|i| i == c), "check for unknown clause {c}");

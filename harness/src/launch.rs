@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use capring_spec::caps::CapSet;
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
 };
 
 /// Faults injected into the child before exec (seccomp filters; inherited by every descendant).
@@ -67,7 +68,10 @@ pub struct LaunchSpec {
 
 impl LaunchSpec {
     /// Observe `program args…` with stdin from /dev/null and a 60 s timeout.
-    pub fn new(program: impl Into<PathBuf>, args: impl IntoIterator<Item = impl Into<String>>) -> LaunchSpec {
+    pub fn new(
+        program: impl Into<PathBuf>,
+        args: impl IntoIterator<Item = impl Into<String>>,
+    ) -> LaunchSpec {
         LaunchSpec {
             program: program.into(),
             args: args.into_iter().map(Into::into).collect(),
@@ -207,7 +211,10 @@ pub(crate) const PR_CAPBSET_DROP: u64 = 24;
 pub(crate) const PR_SET_SECUREBITS: u64 = 28;
 pub(crate) const PR_CAP_AMBIENT: u64 = 47;
 
-fn compile(rules: BTreeMap<i64, Vec<SeccompRule>>, on_match: SeccompAction) -> Result<BpfProgram, ObserveError> {
+fn compile(
+    rules: BTreeMap<i64, Vec<SeccompRule>>,
+    on_match: SeccompAction,
+) -> Result<BpfProgram, ObserveError> {
     let filter = SeccompFilter::new(rules, SeccompAction::Allow, on_match, TargetArch::x86_64)
         .map_err(|e| ObserveError::Filter(e.to_string()))?;
     filter
@@ -244,15 +251,26 @@ pub(crate) fn fault_filter(faults: &Faults) -> Result<Option<BpfProgram>, Observ
 /// The tracing filter: SECCOMP_RET_TRACE for the credential syscalls of interest.
 pub(crate) fn trace_filter() -> Result<BpfProgram, ObserveError> {
     let mut rules = BTreeMap::new();
-    for nr in [NR_CAPSET, NR_EXECVE, NR_EXECVEAT, NR_BPF, NR_PERF_EVENT_OPEN]
-        .into_iter()
-        .chain(NR_ID_CALLS)
+    for nr in [
+        NR_CAPSET,
+        NR_EXECVE,
+        NR_EXECVEAT,
+        NR_BPF,
+        NR_PERF_EVENT_OPEN,
+    ]
+    .into_iter()
+    .chain(NR_ID_CALLS)
     {
         rules.insert(nr, vec![]);
     }
     rules.insert(
         NR_PRCTL,
-        arg0_is(&[PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_SET_KEEPCAPS, PR_SET_SECUREBITS])?,
+        arg0_is(&[
+            PR_CAPBSET_DROP,
+            PR_CAP_AMBIENT,
+            PR_SET_KEEPCAPS,
+            PR_SET_SECUREBITS,
+        ])?,
     );
     compile(rules, SeccompAction::Trace(0))
 }
@@ -266,9 +284,9 @@ pub(crate) fn resolve(program: &Path, path_var: Option<&OsStr>) -> Result<PathBu
     if program.as_os_str().as_bytes().contains(&b'/') {
         return Ok(program.to_path_buf());
     }
-    let path_var = path_var
-        .map(OsStr::to_os_string)
-        .unwrap_or_else(|| OsString::from("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"));
+    let path_var = path_var.map(OsStr::to_os_string).unwrap_or_else(|| {
+        OsString::from("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    });
     for dir in std::env::split_paths(&path_var) {
         let candidate = dir.join(program);
         if let Ok(meta) = std::fs::metadata(&candidate) {
@@ -301,7 +319,10 @@ impl Prepared {
         for (k, v) in &spec.env_set {
             env.insert(k.into(), v.into());
         }
-        let path = resolve(&spec.program, env.get(OsStr::new("PATH")).map(OsString::as_os_str))?;
+        let path = resolve(
+            &spec.program,
+            env.get(OsStr::new("PATH")).map(OsString::as_os_str),
+        )?;
         let mut argv = vec![cstring(spec.program.as_os_str().as_bytes())?];
         for a in &spec.args {
             argv.push(cstring(a.as_bytes())?);
@@ -320,7 +341,11 @@ impl Prepared {
             argv,
             envp,
             fault: fault_filter(&spec.faults)?,
-            trace: if spec.observe { Some(trace_filter()?) } else { None },
+            trace: if spec.observe {
+                Some(trace_filter()?)
+            } else {
+                None
+            },
             bounding: spec.bounding_drop.iter().map(|c| c.number()).collect(),
             stdin_null: spec.stdin_null,
             observe: spec.observe,
@@ -380,7 +405,12 @@ unsafe fn install_filter(prog: &BpfProgram) -> libc::c_long {
 }
 
 /// Child side after fork. Never returns.
-unsafe fn child(p: &Prepared, argv: &[*const libc::c_char], envp: &[*const libc::c_char], fds: [i32; 4]) -> ! {
+unsafe fn child(
+    p: &Prepared,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+    fds: [i32; 4],
+) -> ! {
     let [stdin_fd, out_w, err_w, report_w] = fds;
     let fail = |stage: u32| -> ! {
         let errno = *libc::__errno_location() as u32;
@@ -391,7 +421,10 @@ unsafe fn child(p: &Prepared, argv: &[*const libc::c_char], envp: &[*const libc:
         libc::_exit(127)
     };
     // 0: stdio (dup2 clears O_CLOEXEC on the new descriptor).
-    if (stdin_fd >= 0 && libc::dup2(stdin_fd, 0) < 0) || libc::dup2(out_w, 1) < 0 || libc::dup2(err_w, 2) < 0 {
+    if (stdin_fd >= 0 && libc::dup2(stdin_fd, 0) < 0)
+        || libc::dup2(out_w, 1) < 0
+        || libc::dup2(err_w, 2) < 0
+    {
         fail(0);
     }
     // 1: default dispositions (Rust ignores SIGPIPE) and an empty signal mask.
@@ -431,7 +464,9 @@ unsafe fn child(p: &Prepared, argv: &[*const libc::c_char], envp: &[*const libc:
         }
     }
     // 7: hand ourselves to the tracer and wait until it has set its options.
-    if p.observe && (libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0 || libc::raise(libc::SIGSTOP) != 0) {
+    if p.observe
+        && (libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0 || libc::raise(libc::SIGSTOP) != 0)
+    {
         fail(7);
     }
     // 8
@@ -550,7 +585,11 @@ mod tests {
 
     #[test]
     fn resolves_like_execvp() {
-        assert!(resolve(Path::new("sh"), Some(OsStr::new("/nonexistent:/bin:/usr/bin"))).is_ok());
+        assert!(resolve(
+            Path::new("sh"),
+            Some(OsStr::new("/nonexistent:/bin:/usr/bin"))
+        )
+        .is_ok());
         assert!(matches!(
             resolve(Path::new("no-such-prog-xyz"), None),
             Err(ObserveError::NotFound(_))

@@ -15,6 +15,7 @@ pub mod profile;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod snapshot;
 pub mod timeline;
 
 pub use launch::{ExitInfo, Faults, LaunchSpec, ObserveError};

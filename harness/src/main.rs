@@ -73,13 +73,19 @@ fn run_mutants(a: MutantsArgs) -> Result<i32> {
     if let Some(g) = &a.only {
         list.retain(|m| scenario::glob_match(g, &m.name));
     }
-    let results = mutants::run_all(&profile, &list, &scenario::builtin(), |name| eprintln!("capring: mutant {name}"))?;
+    let results = mutants::run_all(&profile, &list, &scenario::builtin(), |name| {
+        eprintln!("capring: mutant {name}")
+    })?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {
         print!("{}", mutants::table(&results));
     }
-    Ok(if results.iter().all(|r| r.caught) { 0 } else { 1 })
+    Ok(if results.iter().all(|r| r.caught) {
+        0
+    } else {
+        1
+    })
 }
 
 #[derive(Args)]
@@ -99,7 +105,12 @@ fn list_scenarios(a: ListArgs) -> Result<i32> {
         return Ok(0);
     }
     for s in &scenarios {
-        println!("{}\n  {}\n  clauses: {}", s.name, s.description, s.clauses.join(", "));
+        println!(
+            "{}\n  {}\n  clauses: {}",
+            s.name,
+            s.description,
+            s.clauses.join(", ")
+        );
     }
     Ok(0)
 }
@@ -108,7 +119,11 @@ fn list_clauses(a: ListArgs) -> Result<i32> {
     let scenarios = capring_harness::check_cmd::load_scenarios(a.scenarios.as_deref())?;
     let clauses = capring_spec::clauses::all();
     let covering = |id: &str| -> Vec<String> {
-        scenarios.iter().filter(|s| s.clauses.iter().any(|c| c == id)).map(|s| s.name.clone()).collect()
+        scenarios
+            .iter()
+            .filter(|s| s.clauses.iter().any(|c| c == id))
+            .map(|s| s.name.clone())
+            .collect()
     };
     if a.json {
         let doc: Vec<_> = clauses
@@ -126,7 +141,11 @@ fn list_clauses(a: ListArgs) -> Result<i32> {
             c.level.to_string(),
             c.text,
             c.seed,
-            if cov.is_empty() { "(none)".to_string() } else { cov.join(", ") }
+            if cov.is_empty() {
+                "(none)".to_string()
+            } else {
+                cov.join(", ")
+            }
         );
     }
     Ok(0)
@@ -178,7 +197,10 @@ fn parse_cap(s: &str) -> Result<Cap, String> {
 
 fn observe(a: ObserveArgs) -> Result<i32> {
     let mut spec = LaunchSpec::new(&a.command[0], a.command[1..].iter().cloned());
-    spec.faults = Faults { capset_eperm: a.capset_eperm, capbset_drop_eperm: a.capbset_drop_eperm };
+    spec.faults = Faults {
+        capset_eperm: a.capset_eperm,
+        capbset_drop_eperm: a.capbset_drop_eperm,
+    };
     spec.bounding_drop = a.bounding_drop.iter().copied().collect::<CapSet>();
     spec.stdin_null = a.stdin_null;
     spec.timeout = Duration::from_secs(a.timeout);

@@ -36,8 +36,10 @@ pub struct MutantResult {
 }
 
 pub fn load(path: &Path) -> Result<Vec<Mutant>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let file: File = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let file: File =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     Ok(file.mutant)
 }
 

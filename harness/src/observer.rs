@@ -33,8 +33,8 @@ use nix::sys::uio::{process_vm_readv, RemoteIoVec};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-pub use crate::launch::{ExitInfo, Faults, LaunchSpec, ObserveError};
 use crate::launch::{self as l, Prepared};
+pub use crate::launch::{ExitInfo, Faults, LaunchSpec, ObserveError};
 use crate::timeline::{cap_text, compact, Entry, Kind, ThreadCaps, Timeline};
 
 /// Everything one run produced.
@@ -96,13 +96,18 @@ fn parse_status(pid: i32, tid: i32, text: &str) -> Option<ThreadCaps> {
     };
     let mut seen = 0;
     for line in text.lines() {
-        let Some((key, value)) = line.split_once(':') else { continue };
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
         let value = value.trim();
         let set = || CapSet::from_hex(value);
         match key {
             "Name" => t.comm = value.to_string(),
             "Uid" => {
-                let v: Vec<u32> = value.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+                let v: Vec<u32> = value
+                    .split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect();
                 if let [r, e, s, f] = v[..] {
                     t.uids = Some([r, e, s, f]);
                 }
@@ -121,10 +126,16 @@ fn parse_status(pid: i32, tid: i32, text: &str) -> Option<ThreadCaps> {
 
 /// Every readable thread of one process, by tid.
 pub fn read_process(pid: i32) -> Vec<ThreadCaps> {
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
-    let mut tids: Vec<i32> = dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut tids: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
     tids.sort_unstable();
-    tids.into_iter().filter_map(|tid| read_thread(pid, tid)).collect()
+    tids.into_iter()
+        .filter_map(|tid| read_thread(pid, tid))
+        .collect()
 }
 
 fn read_processes(pids: &BTreeSet<i32>) -> Vec<ThreadCaps> {
@@ -134,7 +145,9 @@ fn read_processes(pids: &BTreeSet<i32>) -> Vec<ThreadCaps> {
 /// The thread-group id of a task (from `/proc/TID/status`).
 fn tgid_of(tid: i32) -> Option<i32> {
     let text = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    text.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok())
+    text.lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// `root` and its descendants by parent pid (used when not tracing).
@@ -142,11 +155,14 @@ fn descendants(root: i32) -> BTreeSet<i32> {
     let mut parent: Vec<(i32, i32)> = Vec::new();
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for e in dir.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
             if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
                 // pid (comm) state ppid …; comm may contain spaces and parens
                 if let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) {
-                    if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|s| s.parse().ok()) {
+                    if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|s| s.parse().ok())
+                    {
                         parent.push((pid, ppid));
                     }
                 }
@@ -251,11 +267,17 @@ fn stdout_reader(shared: Arc<Shared>, out: File, spec: &LaunchSpec) {
             buf.pop();
         }
         n += 1;
-        shared.lines.lock().unwrap().push((t, String::from_utf8_lossy(&buf).into_owned()));
+        shared
+            .lines
+            .lock()
+            .unwrap()
+            .push((t, String::from_utf8_lossy(&buf).into_owned()));
         if spec.sample_on_stdout {
             shared.sample(format!("stdout line {n}"));
         }
-        if spec.stop_after_lines == Some(n) && !shared.stopped_after_lines.swap(true, Ordering::SeqCst) {
+        if spec.stop_after_lines == Some(n)
+            && !shared.stopped_after_lines.swap(true, Ordering::SeqCst)
+        {
             *shared.term_sent.lock().unwrap() = Some(Instant::now());
             unsafe { libc::kill(shared.root, libc::SIGTERM) };
             shared.notify();
@@ -319,7 +341,11 @@ fn monitor(shared: Arc<Shared>, timeout: Duration, every: Option<Duration>) {
         if shared.timed_out.load(Ordering::SeqCst) || killed_after_term {
             shared.kill_tree(libc::SIGKILL);
         }
-        guard = shared.wake.wait_timeout(guard, wait.max(Duration::from_millis(1))).unwrap().0;
+        guard = shared
+            .wake
+            .wait_timeout(guard, wait.max(Duration::from_millis(1)))
+            .unwrap()
+            .0;
     }
 }
 
@@ -398,7 +424,10 @@ fn read_mem(tid: i32, addr: u64, len: usize) -> Option<Vec<u8>> {
     let n = process_vm_readv(
         Pid::from_raw(tid),
         &mut [std::io::IoSliceMut::new(&mut buf)],
-        &[RemoteIoVec { base: addr as usize, len }],
+        &[RemoteIoVec {
+            base: addr as usize,
+            len,
+        }],
     )
     .ok()?;
     (n == len).then_some(buf)
@@ -427,7 +456,9 @@ fn read_cstr(tid: i32, addr: u64) -> Option<String> {
 fn read_argv(tid: i32, addr: u64) -> Vec<String> {
     let mut out = Vec::new();
     for i in 0..32u64 {
-        let Some(p) = read_mem(tid, addr + 8 * i, 8) else { break };
+        let Some(p) = read_mem(tid, addr + 8 * i, 8) else {
+            break;
+        };
         let p = u64::from_ne_bytes(p.try_into().unwrap());
         if p == 0 {
             return out;
@@ -448,17 +479,25 @@ fn u32_at(b: &[u8], off: usize) -> u32 {
 fn describe(tid: i32, nr: i64, a: [u64; 6], last: u8) -> String {
     match nr {
         l::NR_CAPSET => {
-            let Some(hdr) = read_mem(tid, a[0], 8) else { return "unreadable header".into() };
+            let Some(hdr) = read_mem(tid, a[0], 8) else {
+                return "unreadable header".into();
+            };
             let (version, target) = (u32_at(&hdr, 0), u32_at(&hdr, 4) as i32);
             let words = match version {
                 0x1998_0330 => 1,
                 0x2007_1026 | 0x2008_0522 => 2,
                 v => return format!("version {v:#x}"),
             };
-            let Some(data) = read_mem(tid, a[1], 12 * words) else { return format!("version {version:#x}, no data") };
+            let Some(data) = read_mem(tid, a[1], 12 * words) else {
+                return format!("version {version:#x}, no data");
+            };
             let field = |i: usize| {
                 let lo = u32_at(&data, 4 * i) as u64;
-                let hi = if words == 2 { u32_at(&data, 12 + 4 * i) as u64 } else { 0 };
+                let hi = if words == 2 {
+                    u32_at(&data, 12 + 4 * i) as u64
+                } else {
+                    0
+                };
                 CapSet::from_bits(lo | hi << 32)
             };
             let mut s = format!(
@@ -491,7 +530,12 @@ fn describe(tid: i32, nr: i64, a: [u64; 6], last: u8) -> String {
         116 => {
             let n = a[0] as usize;
             let gids = read_mem(tid, a[1], 4 * n.min(32))
-                .map(|b| b.chunks(4).map(|c| u32_at(c, 0).to_string()).collect::<Vec<_>>().join(", "))
+                .map(|b| {
+                    b.chunks(4)
+                        .map(|c| u32_at(c, 0).to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
                 .unwrap_or_default();
             format!("{n}, [{gids}{}]", if n > 32 { ", …" } else { "" })
         }
@@ -501,7 +545,12 @@ fn describe(tid: i32, nr: i64, a: [u64; 6], last: u8) -> String {
         }
         l::NR_EXECVEAT => {
             let path = read_cstr(tid, a[1]).unwrap_or_else(|| "?".into());
-            format!("dirfd={} {path} {:?} flags={:#x}", a[0] as i32, read_argv(tid, a[2]), a[4])
+            format!(
+                "dirfd={} {path} {:?} flags={:#x}",
+                a[0] as i32,
+                read_argv(tid, a[2]),
+                a[4]
+            )
         }
         l::NR_BPF => {
             let mut s = bpf_cmd(a[0]);
@@ -515,7 +564,12 @@ fn describe(tid: i32, nr: i64, a: [u64; 6], last: u8) -> String {
         }
         l::NR_PERF_EVENT_OPEN => {
             let (ty, config) = read_mem(tid, a[0], 16)
-                .map(|b| (u32_at(&b, 0), u64::from_ne_bytes(b[8..16].try_into().unwrap())))
+                .map(|b| {
+                    (
+                        u32_at(&b, 0),
+                        u64::from_ne_bytes(b[8..16].try_into().unwrap()),
+                    )
+                })
                 .unwrap_or((u32::MAX, 0));
             let ty = match ty {
                 0 => "hardware".to_string(),
@@ -526,7 +580,10 @@ fn describe(tid: i32, nr: i64, a: [u64; 6], last: u8) -> String {
                 5 => "breakpoint".to_string(),
                 n => n.to_string(),
             };
-            format!("type={ty} config={config} pid={} cpu={}", a[1] as i32, a[2] as i32)
+            format!(
+                "type={ty} config={config} pid={} cpu={}",
+                a[1] as i32, a[2] as i32
+            )
         }
         _ => format!("{:#x}, {:#x}, {:#x}", a[0], a[1], a[2]),
     }
@@ -543,12 +600,29 @@ fn securebits(v: u64) -> String {
         "NO_CAP_AMBIENT_RAISE",
         "NO_CAP_AMBIENT_RAISE_LOCKED",
     ];
-    let names: Vec<&str> = (0..8).filter(|i| v & (1 << i) != 0).map(|i| NAMES[i]).collect();
-    format!("{v:#x} ({})", if names.is_empty() { "none".to_string() } else { names.join("|") })
+    let names: Vec<&str> = (0..8)
+        .filter(|i| v & (1 << i) != 0)
+        .map(|i| NAMES[i])
+        .collect();
+    format!(
+        "{v:#x} ({})",
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join("|")
+        }
+    )
 }
 
 impl Tracer {
-    fn push(&mut self, pid: i32, tid: i32, kind: Kind, detail: String, threads: Vec<ThreadCaps>) -> usize {
+    fn push(
+        &mut self,
+        pid: i32,
+        tid: i32,
+        kind: Kind,
+        detail: String,
+        threads: Vec<ThreadCaps>,
+    ) -> usize {
         self.entries.push(Entry {
             t_ns: self.shared.now(),
             pid,
@@ -568,10 +642,19 @@ impl Tracer {
     /// nix's `Signal`: real-time signals (e.g. a psx-style broadcast) must be re-injected too.
     fn resume(&self, tid: i32, sig: i32) {
         let pending = self.tasks.get(&tid).is_some_and(|t| t.pending.is_some());
-        let request = if pending { libc::PTRACE_SYSCALL } else { libc::PTRACE_CONT };
+        let request = if pending {
+            libc::PTRACE_SYSCALL
+        } else {
+            libc::PTRACE_CONT
+        };
         // SAFETY: ptrace on a task we trace; a vanished task just gives ESRCH.
         unsafe {
-            libc::ptrace(request, tid, std::ptr::null_mut::<libc::c_void>(), sig as libc::c_long);
+            libc::ptrace(
+                request,
+                tid,
+                std::ptr::null_mut::<libc::c_void>(),
+                sig as libc::c_long,
+            );
         }
     }
 
@@ -582,12 +665,23 @@ impl Tracer {
             return false;
         }
         let pid = tgid_of(tid).unwrap_or(tid);
-        self.tasks.insert(tid, Task { pid, pending: None, initial_stop_seen: false });
+        self.tasks.insert(
+            tid,
+            Task {
+                pid,
+                pending: None,
+                initial_stop_seen: false,
+            },
+        );
         let is_process = pid == tid;
         if is_process {
             self.shared.live.lock().unwrap().insert(pid);
         }
-        let kind = if is_process { Kind::ProcessStart } else { Kind::ThreadStart };
+        let kind = if is_process {
+            Kind::ProcessStart
+        } else {
+            Kind::ThreadStart
+        };
         let detail = match from {
             Some((_, true)) => "vfork".to_string(),
             Some((_, false)) | None if is_process => "fork".to_string(),
@@ -627,20 +721,29 @@ impl Tracer {
     }
 
     fn on_seccomp(&mut self, tid: i32) {
-        let Ok(regs) = ptrace::getregs(Pid::from_raw(tid)) else { return };
+        let Ok(regs) = ptrace::getregs(Pid::from_raw(tid)) else {
+            return;
+        };
         let nr = regs.orig_rax as i64;
         let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
         let detail = describe(tid, nr, args, self.last);
         if let Some(t) = self.tasks.get_mut(&tid) {
-            t.pending = Some(Pending { name: syscall_name(nr), detail });
+            t.pending = Some(Pending {
+                name: syscall_name(nr),
+                detail,
+            });
         }
     }
 
     fn on_syscall_exit(&mut self, tid: i32) {
-        let Some(task) = self.tasks.get_mut(&tid) else { return };
+        let Some(task) = self.tasks.get_mut(&tid) else {
+            return;
+        };
         let Some(p) = task.pending.take() else { return };
         let pid = task.pid;
-        let result = ptrace::getregs(Pid::from_raw(tid)).map(|r| r.rax as i64).ok();
+        let result = ptrace::getregs(Pid::from_raw(tid))
+            .map(|r| r.rax as i64)
+            .ok();
         let threads = read_process(pid);
         let idx = self.push(pid, tid, Kind::Syscall, p.detail, threads);
         self.entries[idx].syscall = Some(p.name.to_string());
@@ -648,7 +751,9 @@ impl Tracer {
     }
 
     fn on_exec(&mut self, tid: i32) {
-        let former = ptrace::getevent(Pid::from_raw(tid)).map(|v| v as i32).unwrap_or(tid);
+        let former = ptrace::getevent(Pid::from_raw(tid))
+            .map(|v| v as i32)
+            .unwrap_or(tid);
         let mut pending = None;
         if former != tid {
             // A non-leader thread exec'd: it now has the leader's tid; the old tid is gone.
@@ -656,7 +761,11 @@ impl Tracer {
                 pending = t.pending.take();
             }
         }
-        let task = self.tasks.entry(tid).or_insert(Task { pid: tid, pending: None, initial_stop_seen: true });
+        let task = self.tasks.entry(tid).or_insert(Task {
+            pid: tid,
+            pending: None,
+            initial_stop_seen: true,
+        });
         task.pid = tid;
         task.initial_stop_seen = true;
         let pending = pending.or_else(|| task.pending.take());
@@ -674,7 +783,9 @@ impl Tracer {
     }
 
     fn on_fork_event(&mut self, tid: i32, event: i32) {
-        let Ok(new) = ptrace::getevent(Pid::from_raw(tid)) else { return };
+        let Ok(new) = ptrace::getevent(Pid::from_raw(tid)) else {
+            return;
+        };
         let new = new as i32;
         let vfork = event == Event::PTRACE_EVENT_VFORK as i32;
         if !self.new_task(new, Some((tid, vfork))) {
@@ -694,15 +805,29 @@ impl Tracer {
                 Ok(s) => s,
                 Err(Errno::EINTR) => continue,
                 Err(Errno::ECHILD) => return Ok(()),
-                Err(errno) => return Err(ObserveError::Ptrace { what: "waitpid", tid: -1, errno }),
+                Err(errno) => {
+                    return Err(ObserveError::Ptrace {
+                        what: "waitpid",
+                        tid: -1,
+                        errno,
+                    })
+                }
             };
             match status {
-                Wait::Exited(tid, code) => {
-                    self.on_exit(tid, ExitInfo { code: Some(code), ..Default::default() }, format!("code {code}"))
-                }
+                Wait::Exited(tid, code) => self.on_exit(
+                    tid,
+                    ExitInfo {
+                        code: Some(code),
+                        ..Default::default()
+                    },
+                    format!("code {code}"),
+                ),
                 Wait::Signaled(tid, sig) => self.on_exit(
                     tid,
-                    ExitInfo { signal: Some(sig), ..Default::default() },
+                    ExitInfo {
+                        signal: Some(sig),
+                        ..Default::default()
+                    },
                     format!("signal {}", l::signal_name(sig)),
                 ),
                 Wait::Stopped(tid, sig) => {
@@ -789,16 +914,27 @@ fn wait_any() -> Result<Wait, Errno> {
     })
 }
 
-fn fault_entries(spec: &LaunchSpec, root: i32, t_ns: u64, threads: Vec<ThreadCaps>, last: u8) -> Vec<Entry> {
+fn fault_entries(
+    spec: &LaunchSpec,
+    root: i32,
+    t_ns: u64,
+    threads: Vec<ThreadCaps>,
+    last: u8,
+) -> Vec<Entry> {
     let mut notes = Vec::new();
     if !spec.bounding_drop.is_empty() {
-        notes.push(format!("bounding_drop {} (before exec)", compact(spec.bounding_drop, last)));
+        notes.push(format!(
+            "bounding_drop {} (before exec)",
+            compact(spec.bounding_drop, last)
+        ));
     }
     if spec.faults.capset_eperm {
         notes.push("capset -> EPERM (seccomp; such calls are not traced)".to_string());
     }
     if spec.faults.capbset_drop_eperm {
-        notes.push("prctl(PR_CAPBSET_DROP) -> EPERM (seccomp; such calls are not traced)".to_string());
+        notes.push(
+            "prctl(PR_CAPBSET_DROP) -> EPERM (seccomp; such calls are not traced)".to_string(),
+        );
     }
     notes
         .into_iter()
@@ -832,8 +968,12 @@ fn run_here(spec: &LaunchSpec) -> Result<Observation, ObserveError> {
     let prepared = Prepared::new(spec)?;
     let last = cap_last_cap();
     let t0 = Instant::now();
-    let l::Spawned { pid: root, stdout: child_stdout, stderr: child_stderr, errors: mut child_errors } =
-        l::spawn(&prepared)?;
+    let l::Spawned {
+        pid: root,
+        stdout: child_stdout,
+        stderr: child_stderr,
+        errors: mut child_errors,
+    } = l::spawn(&prepared)?;
     let shared = Arc::new(Shared {
         t0,
         root,
@@ -869,8 +1009,9 @@ fn run_here(spec: &LaunchSpec) -> Result<Observation, ObserveError> {
         match status {
             Ok(WaitStatus::Stopped(_, Signal::SIGSTOP)) => {}
             Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => {
-                return Err(l::read_setup_error(&mut child_errors)
-                    .unwrap_or_else(|| ObserveError::Handshake(format!("child ended: {status:?}"))));
+                return Err(l::read_setup_error(&mut child_errors).unwrap_or_else(|| {
+                    ObserveError::Handshake(format!("child ended: {status:?}"))
+                }));
             }
             other => {
                 unsafe { libc::kill(root, libc::SIGKILL) };
@@ -888,17 +1029,40 @@ fn run_here(spec: &LaunchSpec) -> Result<Observation, ObserveError> {
         if let Err(errno) = ptrace::setoptions(Pid::from_raw(root), options) {
             unsafe { libc::kill(root, libc::SIGKILL) };
             let _ = waitpid(Pid::from_raw(root), Some(wait_flags));
-            return Err(ObserveError::Ptrace { what: "setoptions", tid: root, errno });
+            return Err(ObserveError::Ptrace {
+                what: "setoptions",
+                tid: root,
+                errno,
+            });
         }
-        tracer.tasks.insert(root, Task { pid: root, pending: None, initial_stop_seen: true });
-        let threads = if spec.faults.any() || !spec.bounding_drop.is_empty() { read_process(root) } else { Vec::new() };
-        tracer.entries.extend(fault_entries(spec, root, shared.now(), threads, last));
+        tracer.tasks.insert(
+            root,
+            Task {
+                pid: root,
+                pending: None,
+                initial_stop_seen: true,
+            },
+        );
+        let threads = if spec.faults.any() || !spec.bounding_drop.is_empty() {
+            read_process(root)
+        } else {
+            Vec::new()
+        };
+        tracer
+            .entries
+            .extend(fault_entries(spec, root, shared.now(), threads, last));
     } else {
         if let Some(err) = l::read_setup_error(&mut child_errors) {
             let _ = waitpid(Pid::from_raw(root), Some(wait_flags));
             return Err(err);
         }
-        tracer.entries.extend(fault_entries(spec, root, shared.now(), read_process(root), last));
+        tracer.entries.extend(fault_entries(
+            spec,
+            root,
+            shared.now(),
+            read_process(root),
+            last,
+        ));
     }
 
     let out_thread = {
@@ -935,13 +1099,23 @@ fn run_here(spec: &LaunchSpec) -> Result<Observation, ObserveError> {
             match waitpid(Pid::from_raw(root), Some(WaitPidFlag::__WNOTHREAD)) {
                 Err(Errno::EINTR) => continue,
                 Ok(WaitStatus::Exited(_, code)) => {
-                    tracer.on_exit(root, ExitInfo { code: Some(code), ..Default::default() }, format!("code {code}"));
+                    tracer.on_exit(
+                        root,
+                        ExitInfo {
+                            code: Some(code),
+                            ..Default::default()
+                        },
+                        format!("code {code}"),
+                    );
                     break;
                 }
                 Ok(WaitStatus::Signaled(_, sig, _)) => {
                     tracer.on_exit(
                         root,
-                        ExitInfo { signal: Some(sig as i32), ..Default::default() },
+                        ExitInfo {
+                            signal: Some(sig as i32),
+                            ..Default::default()
+                        },
                         format!("signal {}", sig.as_str()),
                     );
                     break;
@@ -958,7 +1132,11 @@ fn run_here(spec: &LaunchSpec) -> Result<Observation, ObserveError> {
     shared.done.store(true, Ordering::SeqCst);
     shared.notify();
     let _ = mon_thread.join();
-    let setup_error = if spec.observe { l::read_setup_error(&mut child_errors) } else { None };
+    let setup_error = if spec.observe {
+        l::read_setup_error(&mut child_errors)
+    } else {
+        None
+    };
     // The readers end at EOF; a descendant that escaped could hold the pipe open: don't wait forever.
     let _ = join_within(out_thread, Duration::from_secs(2));
     let stderr = join_within(err_thread, Duration::from_secs(2)).unwrap_or_default();
@@ -972,10 +1150,21 @@ fn run_here(spec: &LaunchSpec) -> Result<Observation, ObserveError> {
     exit.stopped_after_lines = shared.stopped_after_lines.load(Ordering::SeqCst);
     let mut entries = tracer.entries;
     entries.append(&mut shared.entries.lock().unwrap());
-    let mut timeline = Timeline { command: spec.command_line(), root_pid: root, entries };
+    let mut timeline = Timeline {
+        command: spec.command_line(),
+        root_pid: root,
+        entries,
+    };
     timeline.sort();
     let stdout_lines = std::mem::take(&mut *shared.lines.lock().unwrap());
-    Ok(Observation { timeline, exit, stdout_lines, stderr, root_pid: root, wall })
+    Ok(Observation {
+        timeline,
+        exit,
+        stdout_lines,
+        stderr,
+        root_pid: root,
+        wall,
+    })
 }
 
 #[cfg(test)]

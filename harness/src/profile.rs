@@ -126,7 +126,10 @@ pub struct ExitCodes {
 
 impl Default for ExitCodes {
     fn default() -> Self {
-        ExitCodes { usage: 2, capability: 3 }
+        ExitCodes {
+            usage: 2,
+            capability: 3,
+        }
     }
 }
 
@@ -168,7 +171,11 @@ pub enum ProfileError {
         source: std::io::Error,
     },
     #[error("{path}:{line}: {message}")]
-    Syntax { path: String, line: usize, message: String },
+    Syntax {
+        path: String,
+        line: usize,
+        message: String,
+    },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
 }
@@ -185,7 +192,10 @@ impl Profile {
     pub fn parse(text: &str, path: &Path) -> Result<Profile, ProfileError> {
         let shown = path.display().to_string();
         let mut profile: Profile = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1).unwrap_or(1);
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+                .unwrap_or(1);
             let message = e.message().replace('\n', " ");
             ProfileError::Syntax {
                 path: shown.clone(),
@@ -202,7 +212,8 @@ impl Profile {
             Catalog::builtin()
         } else {
             let p = profile.relative(&profile.catalog);
-            let t = std::fs::read_to_string(&p).map_err(|e| invalid(format!("catalog {}: {e}", p.display())))?;
+            let t = std::fs::read_to_string(&p)
+                .map_err(|e| invalid(format!("catalog {}: {e}", p.display())))?;
             Catalog::parse(&t).map_err(|e| invalid(format!("catalog {}: {e}", p.display())))?
         });
         let catalog = profile.catalog();
@@ -215,22 +226,33 @@ impl Profile {
             }
         }
         for (key, tpl, placeholder) in [
-            ("capabilities.bypass", &profile.capabilities.bypass, "{value}"),
+            (
+                "capabilities.bypass",
+                &profile.capabilities.bypass,
+                "{value}",
+            ),
             ("capabilities.add", &profile.capabilities.add, "{list}"),
             ("capabilities.drop", &profile.capabilities.drop, "{list}"),
         ] {
             if !tpl.contains(placeholder) {
-                return Err(invalid(format!("{key} = {tpl:?} must contain {placeholder}")));
+                return Err(invalid(format!(
+                    "{key} = {tpl:?} must contain {placeholder}"
+                )));
             }
         }
         let clauses = capring_spec::clauses::all();
         for x in &profile.expected_failures {
             if !clauses.iter().any(|c| c.id == x.clause) {
-                return Err(invalid(format!("expected_failure names unknown clause '{}' (see `capring clauses`)", x.clause)));
+                return Err(invalid(format!(
+                    "expected_failure names unknown clause '{}' (see `capring clauses`)",
+                    x.clause
+                )));
             }
         }
         if profile.workload.command.is_empty() {
-            return Err(invalid("workload.command is empty: give the command that makes the events fire".into()));
+            return Err(invalid(
+                "workload.command is empty: give the command that makes the events fire".into(),
+            ));
         }
         Ok(profile)
     }
@@ -240,7 +262,10 @@ impl Profile {
     }
 
     fn dir(&self) -> PathBuf {
-        self.path.parent().map(Path::to_path_buf).unwrap_or_default()
+        self.path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
     }
 
     fn relative(&self, p: &str) -> PathBuf {
@@ -270,11 +295,19 @@ impl Profile {
         if let Some(d) = std::env::var_os("CAPRING_BIN_DIR") {
             dirs.insert(0, PathBuf::from(d));
         }
-        dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file()).unwrap_or_else(|| PathBuf::from(name))
+        dirs.into_iter()
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| PathBuf::from(name))
     }
 
     /// Is `clause` an expected failure here?
-    pub fn expected_failure(&self, clause: &str, scenario: &str, facts: &EnvFacts) -> Option<&ExpectedFailure> {
+    pub fn expected_failure(
+        &self,
+        clause: &str,
+        scenario: &str,
+        facts: &EnvFacts,
+    ) -> Option<&ExpectedFailure> {
         let key = facts.feature_key();
         self.expected_failures.iter().find(|x| {
             x.clause == clause
@@ -300,14 +333,22 @@ mod tests {
     #[test]
     fn errors_name_file_line_and_fix() {
         let bad = GOOD.replace("flag = \"--events\"", "flag = 3");
-        let err = Profile::parse(&bad, Path::new("x.toml")).unwrap_err().to_string();
+        let err = Profile::parse(&bad, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("x.toml:"), "{err}");
         assert!(err.contains("see harness/PROFILE.md"), "{err}");
         let line: usize = err.split(':').nth(1).unwrap().parse().unwrap();
-        assert_eq!(GOOD.lines().nth(line - 1).unwrap().trim(), "flag = \"--events\"");
+        assert_eq!(
+            GOOD.lines().nth(line - 1).unwrap().trim(),
+            "flag = \"--events\""
+        );
 
-        let unknown = format!("{GOOD}\n[[expected_failure]]\nclause = \"no.such\"\nreason = \"x\"\n");
-        let err = Profile::parse(&unknown, Path::new("x.toml")).unwrap_err().to_string();
+        let unknown =
+            format!("{GOOD}\n[[expected_failure]]\nclause = \"no.such\"\nreason = \"x\"\n");
+        let err = Profile::parse(&unknown, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no.such"), "{err}");
 
         let typo = GOOD.replace("ring_model", "ring_modle");

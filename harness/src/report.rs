@@ -53,11 +53,17 @@ pub struct Report {
 
 impl Report {
     pub fn failed_must(&self) -> Vec<&ClauseResult> {
-        self.results.iter().filter(|r| r.counts_as_failure() && r.level == Level::Must).collect()
+        self.results
+            .iter()
+            .filter(|r| r.counts_as_failure() && r.level == Level::Must)
+            .collect()
     }
 
     pub fn failed_should(&self) -> Vec<&ClauseResult> {
-        self.results.iter().filter(|r| r.counts_as_failure() && r.level == Level::Should).collect()
+        self.results
+            .iter()
+            .filter(|r| r.counts_as_failure() && r.level == Level::Should)
+            .collect()
     }
 
     pub fn count(&self, label: &str) -> usize {
@@ -79,10 +85,30 @@ impl Report {
 
     pub fn human(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "tracer {} on kernel {} ({})", self.tracer, self.kernel, self.feature_key);
-        let w_s = self.results.iter().map(|r| r.scenario.len()).max().unwrap_or(8).max(8);
-        let w_c = self.results.iter().map(|r| r.clause.len()).max().unwrap_or(6).max(6);
-        let _ = writeln!(out, "{:<w_s$}  {:<w_c$}  {:<6}  {:<6}  expected → observed", "scenario", "clause", "level", "result");
+        let _ = writeln!(
+            out,
+            "tracer {} on kernel {} ({})",
+            self.tracer, self.kernel, self.feature_key
+        );
+        let w_s = self
+            .results
+            .iter()
+            .map(|r| r.scenario.len())
+            .max()
+            .unwrap_or(8)
+            .max(8);
+        let w_c = self
+            .results
+            .iter()
+            .map(|r| r.clause.len())
+            .max()
+            .unwrap_or(6)
+            .max(6);
+        let _ = writeln!(
+            out,
+            "{:<w_s$}  {:<w_c$}  {:<6}  {:<6}  expected → observed",
+            "scenario", "clause", "level", "result"
+        );
         for r in &self.results {
             let detail = if r.verdict == Verdict::NotApplicable {
                 r.observed.clone()
@@ -91,7 +117,14 @@ impl Report {
             } else {
                 format!("{} → {}", r.expected, r.observed)
             };
-            let _ = writeln!(out, "{:<w_s$}  {:<w_c$}  {:<6}  {:<6}  {detail}", r.scenario, r.clause, r.level.to_string(), r.label());
+            let _ = writeln!(
+                out,
+                "{:<w_s$}  {:<w_c$}  {:<6}  {:<6}  {detail}",
+                r.scenario,
+                r.clause,
+                r.level.to_string(),
+                r.label()
+            );
         }
         let _ = writeln!(out, "{}", self.summary());
         out
@@ -105,14 +138,27 @@ impl Report {
             let (ok, directive) = match r.label() {
                 "PASS" => ("ok", String::new()),
                 "N/A" => ("ok", format!(" # SKIP {}", r.observed)),
-                "XFAIL" => ("not ok", format!(" # TODO {}", r.expected_failure.clone().unwrap_or_default())),
-                "XPASS" => ("ok", format!(" # TODO unexpectedly passed: {}", r.expected_failure.clone().unwrap_or_default())),
+                "XFAIL" => (
+                    "not ok",
+                    format!(" # TODO {}", r.expected_failure.clone().unwrap_or_default()),
+                ),
+                "XPASS" => (
+                    "ok",
+                    format!(
+                        " # TODO unexpectedly passed: {}",
+                        r.expected_failure.clone().unwrap_or_default()
+                    ),
+                ),
                 _ if r.level == Level::Should => ("not ok", " # TODO SHOULD clause".into()),
                 _ => ("not ok", String::new()),
             };
             let _ = writeln!(out, "{ok} {} - {name}{directive}", i + 1);
             if r.verdict == Verdict::Fail {
-                let _ = writeln!(out, "  ---\n  expected: {:?}\n  observed: {:?}\n  ...", r.expected, r.observed);
+                let _ = writeln!(
+                    out,
+                    "  ---\n  expected: {:?}\n  observed: {:?}\n  ...",
+                    r.expected, r.observed
+                );
             }
         }
         out
@@ -120,10 +166,21 @@ impl Report {
 
     pub fn junit(&self) -> String {
         let esc = |s: &str| {
-            s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+            s.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('"', "&quot;")
         };
-        let failures = self.results.iter().filter(|r| r.counts_as_failure()).count();
-        let skipped = self.results.iter().filter(|r| r.verdict == Verdict::NotApplicable).count();
+        let failures = self
+            .results
+            .iter()
+            .filter(|r| r.counts_as_failure())
+            .count();
+        let skipped = self
+            .results
+            .iter()
+            .filter(|r| r.verdict == Verdict::NotApplicable)
+            .count();
         let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
         let _ = writeln!(
             out,
@@ -138,11 +195,21 @@ impl Report {
             self.results.len()
         );
         for r in &self.results {
-            let _ = write!(out, "    <testcase classname=\"{}\" name=\"{} [{}]\"", esc(&r.scenario), esc(&r.clause), r.level);
+            let _ = write!(
+                out,
+                "    <testcase classname=\"{}\" name=\"{} [{}]\"",
+                esc(&r.scenario),
+                esc(&r.clause),
+                r.level
+            );
             match r.label() {
                 "PASS" | "XPASS" => out.push_str("/>\n"),
                 "N/A" => {
-                    let _ = writeln!(out, ">\n      <skipped message=\"{}\"/>\n    </testcase>", esc(&r.observed));
+                    let _ = writeln!(
+                        out,
+                        ">\n      <skipped message=\"{}\"/>\n    </testcase>",
+                        esc(&r.observed)
+                    );
                 }
                 "XFAIL" => {
                     let _ = writeln!(

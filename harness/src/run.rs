@@ -23,11 +23,24 @@ use crate::scenario::{Need, Scenario, Target};
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "expect", rename_all = "kebab-case")]
 pub enum Expectation {
-    Usage { message: String },
+    Usage {
+        message: String,
+    },
     Help,
-    Runs { bypass: bool, rings: Rings, warnings: Vec<String> },
-    CannotRun { missing: CapSet, message: String },
-    Rules { allcaps: bool, rejected_flag: bool, warnings: Vec<String> },
+    Runs {
+        bypass: bool,
+        rings: Rings,
+        warnings: Vec<String>,
+    },
+    CannotRun {
+        missing: CapSet,
+        message: String,
+    },
+    Rules {
+        allcaps: bool,
+        rejected_flag: bool,
+        warnings: Vec<String>,
+    },
 }
 
 /// Everything one run produced.
@@ -56,7 +69,10 @@ pub enum Skip {
 }
 
 fn resolve_caps(names: &[String]) -> CapSet {
-    names.iter().filter_map(|n| caps::parse_name(n).ok()).collect()
+    names
+        .iter()
+        .filter_map(|n| caps::parse_name(n).ok())
+        .collect()
 }
 
 /// The facts the tracer will see under this scenario.
@@ -85,26 +101,51 @@ pub fn expectation(profile: &Profile, s: &Scenario, facts: &EnvFacts) -> Expecta
                 warnings: vec![],
             };
         }
-        let allcaps_flag = profile.rules_engine.as_ref().is_some_and(|r| s.rules_args.contains(&r.allcaps_flag));
+        let allcaps_flag = profile
+            .rules_engine
+            .as_ref()
+            .is_some_and(|r| s.rules_args.contains(&r.allcaps_flag));
         return match oracle::evaluate_rules(allcaps_flag, &env) {
             Ok(o) => Expectation::Rules {
                 allcaps: o.allcaps,
                 rejected_flag: false,
                 warnings: o.warnings,
             },
-            Err(e) => Expectation::Usage { message: e.to_string() },
+            Err(e) => Expectation::Usage {
+                message: e.to_string(),
+            },
         };
     }
-    let opts = match options::parse_and_resolve(&s.cli, &env, facts.cap_last_cap, &facts.kernel_release) {
-        Ok(o) => o,
-        Err(e) => return Expectation::Usage { message: e.to_string() },
-    };
-    let events = s.events.clone().unwrap_or_else(|| profile.events.default.clone());
+    let opts =
+        match options::parse_and_resolve(&s.cli, &env, facts.cap_last_cap, &facts.kernel_release) {
+            Ok(o) => o,
+            Err(e) => {
+                return Expectation::Usage {
+                    message: e.to_string(),
+                }
+            }
+        };
+    let events = s
+        .events
+        .clone()
+        .unwrap_or_else(|| profile.events.default.clone());
     match oracle::evaluate(&opts, &events, profile.catalog(), facts) {
-        Err(e) => Expectation::Usage { message: e.to_string() },
+        Err(e) => Expectation::Usage {
+            message: e.to_string(),
+        },
         Ok(Outcome::Help) => Expectation::Help,
-        Ok(Outcome::Runs { bypass, rings, warnings }) => Expectation::Runs { bypass, rings, warnings },
-        Ok(Outcome::CannotRun { missing, message, .. }) => Expectation::CannotRun { missing, message },
+        Ok(Outcome::Runs {
+            bypass,
+            rings,
+            warnings,
+        }) => Expectation::Runs {
+            bypass,
+            rings,
+            warnings,
+        },
+        Ok(Outcome::CannotRun {
+            missing, message, ..
+        }) => Expectation::CannotRun { missing, message },
     }
 }
 
@@ -137,7 +178,14 @@ pub fn loaded_programs() -> BTreeSet<u32> {
     let mut attr = [0u32; 4]; // start_id, next_id, open_flags, pad
     loop {
         // SAFETY: attr is a valid, zero-padded bpf_attr prefix for this command.
-        let r = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_GET_NEXT_ID, attr.as_mut_ptr(), 16u32) };
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_GET_NEXT_ID,
+                attr.as_mut_ptr(),
+                16u32,
+            )
+        };
         if r != 0 {
             break;
         }
@@ -154,7 +202,13 @@ fn tracefs_ready() -> bool {
     let target = c"/sys/kernel/tracing";
     // SAFETY: mount(2) with static C strings.
     unsafe {
-        libc::mount(c"nodev".as_ptr(), target.as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null());
+        libc::mount(
+            c"nodev".as_ptr(),
+            target.as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        );
     }
     std::path::Path::new("/sys/kernel/tracing/events").is_dir()
 }
@@ -168,13 +222,16 @@ impl ParanoidGuard {
     fn set(value: i32) -> Result<ParanoidGuard, Skip> {
         let old = std::fs::read_to_string(Self::PATH)
             .map_err(|e| Skip::NotApplicable(format!("perf_event_paranoid is unreadable: {e}")))?;
-        std::fs::write(Self::PATH, value.to_string())
-            .map_err(|e| Skip::NotApplicable(format!("perf_event_paranoid is not writable here: {e}")))?;
+        std::fs::write(Self::PATH, value.to_string()).map_err(|e| {
+            Skip::NotApplicable(format!("perf_event_paranoid is not writable here: {e}"))
+        })?;
         match std::fs::read_to_string(Self::PATH) {
             Ok(now) if now.trim() == value.to_string() => Ok(ParanoidGuard(Some(old))),
             _ => {
                 let _ = std::fs::write(Self::PATH, old.trim());
-                Err(Skip::NotApplicable(format!("this kernel does not accept perf_event_paranoid={value}")))
+                Err(Skip::NotApplicable(format!(
+                    "this kernel does not accept perf_event_paranoid={value}"
+                )))
             }
         }
     }
@@ -189,7 +246,9 @@ impl Drop for ParanoidGuard {
 }
 
 fn spawn_workload(profile: &Profile, command: &[String]) -> Result<Child, Skip> {
-    let (prog, args) = command.split_first().ok_or_else(|| Skip::Harness("empty workload command".into()))?;
+    let (prog, args) = command
+        .split_first()
+        .ok_or_else(|| Skip::Harness("empty workload command".into()))?;
     Command::new(profile.resolve_program(prog))
         .args(args)
         .stdin(Stdio::null())
@@ -204,11 +263,17 @@ pub fn run(profile: &Profile, s: &Scenario, base: &EnvFacts) -> Result<RunRecord
     for need in &s.needs {
         match need {
             Need::Tracefs if !tracefs_ready() => {
-                return Err(Skip::NotApplicable("tracefs is not mounted and cannot be mounted".into()))
+                return Err(Skip::NotApplicable(
+                    "tracefs is not mounted and cannot be mounted".into(),
+                ))
             }
-            Need::Cgroup2 if base.cgroup2.is_none() => return Err(Skip::NotApplicable("no cgroup v2 hierarchy".into())),
+            Need::Cgroup2 if base.cgroup2.is_none() => {
+                return Err(Skip::NotApplicable("no cgroup v2 hierarchy".into()))
+            }
             Need::Setpcap if !base.usable().contains(Cap::SETPCAP) => {
-                return Err(Skip::NotApplicable("cap_setpcap is not usable, so no bounding drop is attempted".into()))
+                return Err(Skip::NotApplicable(
+                    "cap_setpcap is not usable, so no bounding drop is attempted".into(),
+                ))
             }
             _ => {}
         }
@@ -217,7 +282,11 @@ pub fn run(profile: &Profile, s: &Scenario, base: &EnvFacts) -> Result<RunRecord
     let facts = scenario_facts(base, s);
     let expectation = expectation(profile, s, &facts);
 
-    let mut env_set: Vec<(String, String)> = profile.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut env_set: Vec<(String, String)> = profile
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     for (k, v) in &s.env {
         env_set.push((env_name(profile, k).to_string(), v.clone()));
     }
@@ -231,7 +300,10 @@ pub fn run(profile: &Profile, s: &Scenario, base: &EnvFacts) -> Result<RunRecord
     let (program, args) = match s.target {
         Target::Tracer => {
             let mut args = profile.args.clone();
-            let events = s.events.clone().unwrap_or_else(|| profile.events.default.clone());
+            let events = s
+                .events
+                .clone()
+                .unwrap_or_else(|| profile.events.default.clone());
             if !events.is_empty() {
                 args.push(profile.events.flag.clone());
                 args.push(events.join(&profile.events.separator));
@@ -253,12 +325,23 @@ pub fn run(profile: &Profile, s: &Scenario, base: &EnvFacts) -> Result<RunRecord
             let mut args = s.rules_args.clone();
             let input = std::env::var_os("CAPRING_FIXTURES")
                 .map(PathBuf::from)
-                .unwrap_or_else(|| profile.path.parent().unwrap_or(std::path::Path::new(".")).join(".."))
+                .unwrap_or_else(|| {
+                    profile
+                        .path
+                        .parent()
+                        .unwrap_or(std::path::Path::new("."))
+                        .join("..")
+                })
                 .join("scenarios/rules-input.jsonl");
             args.push("--input".into());
             args.push(input.display().to_string());
             for v in &s.cli {
-                args.push(rules.capabilities_flag.clone().unwrap_or_else(|| profile.capabilities.flag.clone()));
+                args.push(
+                    rules
+                        .capabilities_flag
+                        .clone()
+                        .unwrap_or_else(|| profile.capabilities.flag.clone()),
+                );
                 args.push(translate(profile, v));
             }
             (profile.resolve_program(&rules.binary), args)
@@ -284,7 +367,10 @@ pub fn run(profile: &Profile, s: &Scenario, base: &EnvFacts) -> Result<RunRecord
 
     let workload = match (&expectation, s.target) {
         (Expectation::Runs { .. }, Target::Tracer) => {
-            let events = s.events.clone().unwrap_or_else(|| profile.events.default.clone());
+            let events = s
+                .events
+                .clone()
+                .unwrap_or_else(|| profile.events.default.clone());
             let command = events
                 .iter()
                 .find_map(|e| profile.workload.per_event.get(e))
@@ -308,7 +394,15 @@ pub fn run(profile: &Profile, s: &Scenario, base: &EnvFacts) -> Result<RunRecord
             .iter()
             .filter_map(|v| v.strip_prefix(key))
             .flat_map(|l| l.split(','))
-            .chain(s.env.get(if key == "add=" { options::ENV_ADD } else { options::ENV_DROP }).map(String::as_str))
+            .chain(
+                s.env
+                    .get(if key == "add=" {
+                        options::ENV_ADD
+                    } else {
+                        options::ENV_DROP
+                    })
+                    .map(String::as_str),
+            )
             .flat_map(|l| l.split(','))
             .filter_map(|n| caps::parse_name(n).ok())
             .collect()

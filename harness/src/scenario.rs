@@ -77,7 +77,10 @@ struct File {
 pub fn parse(text: &str, path: &Path) -> Result<Vec<Scenario>, ScenarioError> {
     let shown = path.display().to_string();
     let file: File = toml::from_str(text).map_err(|e| {
-        let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1).unwrap_or(1);
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+            .unwrap_or(1);
         ScenarioError::Parse {
             path: shown.clone(),
             message: format!("line {line}: {}", e.message().replace('\n', " ")),
@@ -149,7 +152,10 @@ mod tests {
             .filter(|c| !scenarios.iter().any(|s| s.clauses.contains(&c.id)))
             .map(|c| c.id)
             .collect();
-        assert!(uncovered.is_empty(), "MUST clauses without a scenario: {uncovered:?}");
+        assert!(
+            uncovered.is_empty(),
+            "MUST clauses without a scenario: {uncovered:?}"
+        );
     }
 
     #[test]
@@ -162,7 +168,11 @@ mod tests {
 
     #[test]
     fn unknown_clause_is_refused() {
-        let err = parse("[[scenario]]\nname='a'\ndescription='d'\nclauses=['nope']\n", Path::new("s.toml")).unwrap_err();
+        let err = parse(
+            "[[scenario]]\nname='a'\ndescription='d'\nclauses=['nope']\n",
+            Path::new("s.toml"),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("nope"));
     }
 }

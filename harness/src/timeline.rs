@@ -113,7 +113,10 @@ impl Entry {
     /// Threads of this entry's process whose sets differ from the acting thread's.
     pub fn disagreeing(&self) -> Vec<&ThreadCaps> {
         match self.own() {
-            Some(own) => self.process_threads().filter(|t| !t.same_sets(own)).collect(),
+            Some(own) => self
+                .process_threads()
+                .filter(|t| !t.same_sets(own))
+                .collect(),
             None => Vec::new(),
         }
     }
@@ -157,7 +160,13 @@ impl Timeline {
         let mut touch = |pid: i32, map: &mut HashMap<i32, ProcessInfo>| {
             map.entry(pid).or_insert_with(|| {
                 order.push(pid);
-                ProcessInfo { pid, parent_tid: None, tids: Vec::new(), comms: Vec::new(), exit: None }
+                ProcessInfo {
+                    pid,
+                    parent_tid: None,
+                    tids: Vec::new(),
+                    comms: Vec::new(),
+                    exit: None,
+                }
             });
         };
         for e in &self.entries {
@@ -197,17 +206,26 @@ impl Timeline {
                 }
             }
         }
-        order.into_iter().map(|pid| map.remove(&pid).unwrap()).collect()
+        order
+            .into_iter()
+            .map(|pid| map.remove(&pid).unwrap())
+            .collect()
     }
 
     /// All `sample` entries.
     pub fn samples(&self) -> Vec<&Entry> {
-        self.entries.iter().filter(|e| e.kind == Kind::Sample).collect()
+        self.entries
+            .iter()
+            .filter(|e| e.kind == Kind::Sample)
+            .collect()
     }
 
     /// Entries for syscall `name` (`syscall` entries, plus `exec` entries for execve/execveat).
     pub fn syscalls(&self, name: &str) -> Vec<&Entry> {
-        self.entries.iter().filter(|e| e.syscall.as_deref() == Some(name)).collect()
+        self.entries
+            .iter()
+            .filter(|e| e.syscall.as_deref() == Some(name))
+            .collect()
     }
 
     /// Entries of one kind.
@@ -241,7 +259,11 @@ impl Timeline {
                 n
             })
         };
-        let mut out = Timeline { command: self.command.clone(), root_pid: 0, entries: Vec::new() };
+        let mut out = Timeline {
+            command: self.command.clone(),
+            root_pid: 0,
+            entries: Vec::new(),
+        };
         out.root_pid = map(self.root_pid, &mut ids);
         for e in &self.entries {
             let mut n = e.clone();
@@ -277,7 +299,11 @@ pub fn compact(set: CapSet, cap_last_cap: u8) -> String {
     let extra = set.difference(all);
     if set.intersection(all).len() * 2 > all.len() {
         let missing = all.difference(set);
-        let mut s = if missing.is_empty() { "all".to_string() } else { format!("all-{missing}") };
+        let mut s = if missing.is_empty() {
+            "all".to_string()
+        } else {
+            format!("all-{missing}")
+        };
         if !extra.is_empty() {
             let _ = write!(s, "+{extra}");
         }
@@ -339,7 +365,10 @@ fn process_summary(threads: &[&ThreadCaps], reference_tid: Option<i32>, last: u8
                     None => groups.push((diff, vec![who])),
                 }
             }
-            let list: Vec<String> = groups.into_iter().map(|(d, who)| format!("{} {d}", who.join(", "))).collect();
+            let list: Vec<String> = groups
+                .into_iter()
+                .map(|(d, who)| format!("{} {d}", who.join(", ")))
+                .collect();
             let _ = write!(s, " [threads disagree: {}]", list.join("; "));
         }
     }
@@ -396,7 +425,9 @@ pub fn render_entry(e: &Entry, last: u8) -> String {
         Kind::Exec => format!(
             "exec {}{}",
             e.detail,
-            e.from_tid.map(|t| format!(" (called by tid {t})")).unwrap_or_default()
+            e.from_tid
+                .map(|t| format!(" (called by tid {t})"))
+                .unwrap_or_default()
         ),
         Kind::ThreadStart => format!("thread_start{}", by(e.from_tid)),
         Kind::ProcessStart => format!("process_start {}{}", e.detail, by(e.from_tid)),
@@ -413,14 +444,25 @@ pub fn render_entry(e: &Entry, last: u8) -> String {
             for pid in pids {
                 let threads: Vec<&ThreadCaps> = e.threads.iter().filter(|t| t.pid == pid).collect();
                 let comm = threads.first().map(|t| t.comm.as_str()).unwrap_or("?");
-                let _ = write!(s, "\n      pid {pid} ({comm}): {}", process_summary(&threads, Some(pid), last));
+                let _ = write!(
+                    s,
+                    "\n      pid {pid} ({comm}): {}",
+                    process_summary(&threads, Some(pid), last)
+                );
             }
         }
         Kind::ProcessExit | Kind::ThreadExit if e.threads.is_empty() => {}
         _ => {
             let threads: Vec<&ThreadCaps> = e.process_threads().collect();
-            let comm = e.own().map(|t| format!("[{}] ", t.comm)).unwrap_or_default();
-            let _ = write!(s, "   {comm}{}", process_summary(&threads, Some(e.tid), last));
+            let comm = e
+                .own()
+                .map(|t| format!("[{}] ", t.comm))
+                .unwrap_or_default();
+            let _ = write!(
+                s,
+                "   {comm}{}",
+                process_summary(&threads, Some(e.tid), last)
+            );
         }
     }
     s
@@ -457,16 +499,38 @@ mod tests {
     }
 
     fn entry(t_ns: u64, pid: i32, tid: i32, kind: Kind, threads: Vec<ThreadCaps>) -> Entry {
-        Entry { t_ns, pid, tid, kind, syscall: None, detail: String::new(), result: None, from_tid: None, threads }
+        Entry {
+            t_ns,
+            pid,
+            tid,
+            kind,
+            syscall: None,
+            detail: String::new(),
+            result: None,
+            from_tid: None,
+            threads,
+        }
     }
 
     fn sample_timeline() -> Timeline {
         let bpf = CapSet::EMPTY.with(Cap::BPF);
-        let mut capset = entry(300, 900, 905, Kind::Syscall, vec![tc(900, 905, bpf), tc(900, 900, CapSet::all_up_to(40))]);
+        let mut capset = entry(
+            300,
+            900,
+            905,
+            Kind::Syscall,
+            vec![tc(900, 905, bpf), tc(900, 900, CapSet::all_up_to(40))],
+        );
         capset.syscall = Some("capset".into());
         capset.detail = "eff={cap_bpf} prm={cap_bpf} inh={}".into();
         capset.result = Some(0);
-        let mut start = entry(200, 900, 905, Kind::ThreadStart, vec![tc(900, 900, CapSet::all_up_to(40))]);
+        let mut start = entry(
+            200,
+            900,
+            905,
+            Kind::ThreadStart,
+            vec![tc(900, 900, CapSet::all_up_to(40))],
+        );
         start.from_tid = Some(900);
         let mut fork = entry(400, 1234, 1234, Kind::ProcessStart, vec![]);
         fork.from_tid = Some(905);
@@ -474,7 +538,13 @@ mod tests {
             command: vec!["x".into()],
             root_pid: 900,
             entries: vec![
-                entry(100, 900, 900, Kind::Exec, vec![tc(900, 900, CapSet::all_up_to(40))]),
+                entry(
+                    100,
+                    900,
+                    900,
+                    Kind::Exec,
+                    vec![tc(900, 900, CapSet::all_up_to(40))],
+                ),
                 start,
                 capset,
                 fork,
@@ -488,7 +558,10 @@ mod tests {
         let n = sample_timeline().normalized();
         assert_eq!(n.root_pid, 1);
         assert!(n.entries.iter().all(|e| e.t_ns == 0));
-        assert_eq!((n.entries[1].pid, n.entries[1].tid, n.entries[1].from_tid), (1, 2, Some(1)));
+        assert_eq!(
+            (n.entries[1].pid, n.entries[1].tid, n.entries[1].from_tid),
+            (1, 2, Some(1))
+        );
         // threads sorted by (pid, tid) ordinal; names kept
         let tids: Vec<i32> = n.entries[2].threads.iter().map(|t| t.tid).collect();
         assert_eq!(tids, vec![1, 2]);
@@ -525,15 +598,30 @@ mod tests {
     fn helpers_and_rendering() {
         let t = sample_timeline();
         let procs = t.processes();
-        assert_eq!(procs.iter().map(|p| p.pid).collect::<Vec<_>>(), vec![900, 1234]);
+        assert_eq!(
+            procs.iter().map(|p| p.pid).collect::<Vec<_>>(),
+            vec![900, 1234]
+        );
         assert_eq!(procs[0].tids, vec![900, 905]);
         assert_eq!(procs[1].parent_tid, Some(905));
         assert_eq!(t.syscalls("capset").len(), 1);
         assert!(t.samples().is_empty());
         let line = render_entry(&t.entries[2], 40);
-        assert!(line.contains("capset(eff={cap_bpf} prm={cap_bpf} inh={}) = 0"), "{line}");
-        assert!(line.contains("threads disagree: tid 900 (t900) E=all P=all"), "{line}");
-        assert_eq!(compact(CapSet::all_up_to(40).difference(CapSet::EMPTY.with(Cap::SYS_RESOURCE)), 40), "all-{cap_sys_resource}");
+        assert!(
+            line.contains("capset(eff={cap_bpf} prm={cap_bpf} inh={}) = 0"),
+            "{line}"
+        );
+        assert!(
+            line.contains("threads disagree: tid 900 (t900) E=all P=all"),
+            "{line}"
+        );
+        assert_eq!(
+            compact(
+                CapSet::all_up_to(40).difference(CapSet::EMPTY.with(Cap::SYS_RESOURCE)),
+                40
+            ),
+            "all-{cap_sys_resource}"
+        );
         assert_eq!(result_text(-1), "-EPERM");
     }
 }

@@ -43,13 +43,15 @@ fn dump(obs: &Observation) -> String {
     format!(
         "exit: {}\n{}stderr: {}",
         obs.exit,
-        obs.timeline.render(capring_harness::observer::cap_last_cap()),
+        obs.timeline
+            .render(capring_harness::observer::cap_last_cap()),
         obs.stderr
     )
 }
 
 fn own(e: &Entry) -> &ThreadCaps {
-    e.own().unwrap_or_else(|| panic!("entry without the acting thread: {e:?}"))
+    e.own()
+        .unwrap_or_else(|| panic!("entry without the acting thread: {e:?}"))
 }
 
 fn first_exec<'a>(obs: &'a Observation, comm: &str) -> &'a Entry {
@@ -68,7 +70,9 @@ fn gone(pid: i32) -> bool {
         match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
             Err(_) => return true,
             Ok(stat) => {
-                let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next().map(String::from));
+                let state = stat
+                    .rfind(')')
+                    .and_then(|i| stat[i + 1..].split_whitespace().next().map(String::from));
                 if matches!(state.as_deref(), Some("Z") | Some("X")) {
                     return true;
                 }
@@ -89,7 +93,13 @@ fn capsh_bounding_drop_and_capset_are_recorded_with_post_change_sets() {
     need_program("capsh", "libcap2-bin");
     let spec = LaunchSpec::new(
         "capsh",
-        ["--drop=cap_net_raw", "--caps=cap_net_admin+eip cap_setpcap+ep", "--", "-c", "exit 0"],
+        [
+            "--drop=cap_net_raw",
+            "--caps=cap_net_admin+eip cap_setpcap+ep",
+            "--",
+            "-c",
+            "exit 0",
+        ],
     );
     let obs = observe(&spec);
     let text = dump(&obs);
@@ -105,24 +115,43 @@ fn capsh_bounding_drop_and_capset_are_recorded_with_post_change_sets() {
         .collect();
     assert_eq!(drops.len(), 1, "{text}");
     assert_eq!(drops[0].result, Some(0));
-    assert_eq!(own(drops[0]).bounding, start.bounding.difference(set(&["cap_net_raw"])), "{text}");
+    assert_eq!(
+        own(drops[0]).bounding,
+        start.bounding.difference(set(&["cap_net_raw"])),
+        "{text}"
+    );
 
     let capsets = obs.timeline.syscalls("capset");
     assert_eq!(capsets.len(), 1, "{text}");
     let c = capsets[0];
     assert_eq!(c.result, Some(0));
     assert!(c.t_ns > drops[0].t_ns);
-    assert_eq!(c.detail, "eff={cap_setpcap, cap_net_admin} prm={cap_setpcap, cap_net_admin} inh={cap_net_admin}");
+    assert_eq!(
+        c.detail,
+        "eff={cap_setpcap, cap_net_admin} prm={cap_setpcap, cap_net_admin} inh={cap_net_admin}"
+    );
     let after = own(c);
-    assert_eq!(after.effective, set(&["cap_net_admin", "cap_setpcap"]), "{text}");
-    assert_eq!(after.permitted, set(&["cap_net_admin", "cap_setpcap"]), "{text}");
+    assert_eq!(
+        after.effective,
+        set(&["cap_net_admin", "cap_setpcap"]),
+        "{text}"
+    );
+    assert_eq!(
+        after.permitted,
+        set(&["cap_net_admin", "cap_setpcap"]),
+        "{text}"
+    );
     assert_eq!(after.inheritable, set(&["cap_net_admin"]), "{text}");
 
     // root exec'ing bash: P' = bounding (which lacks cap_net_raw), E' = P', I kept.
     let bash = first_exec(&obs, "bash");
     assert_eq!(bash.syscall.as_deref(), Some("execve"));
     let b = own(bash);
-    assert_eq!(b.permitted, start.bounding.difference(set(&["cap_net_raw"])), "{text}");
+    assert_eq!(
+        b.permitted,
+        start.bounding.difference(set(&["cap_net_raw"])),
+        "{text}"
+    );
     assert_eq!(b.effective, b.permitted);
     assert_eq!(b.inheritable, set(&["cap_net_admin"]));
     assert!(!b.bounding.contains(cap("cap_net_raw")));
@@ -133,7 +162,10 @@ fn capsh_bounding_drop_and_capset_are_recorded_with_post_change_sets() {
 fn setpriv_bounding_and_inheritable_changes() {
     need_root();
     need_program("setpriv", "util-linux");
-    let mut spec = LaunchSpec::new("setpriv", ["--inh-caps=-all", "--bounding-set=-net_raw", "true"]);
+    let mut spec = LaunchSpec::new(
+        "setpriv",
+        ["--inh-caps=-all", "--bounding-set=-net_raw", "true"],
+    );
     spec.env_set.push(("PATH".into(), "/usr/bin:/bin".into()));
     let obs = observe(&spec);
     let text = dump(&obs);
@@ -157,8 +189,19 @@ fn setpriv_bounding_and_inheritable_changes() {
 fn capset_fault_is_noted_and_the_program_fails() {
     need_root();
     need_program("capsh", "libcap2-bin");
-    let mut spec = LaunchSpec::new("capsh", ["--caps=cap_net_admin+eip cap_setpcap+ep", "--", "-c", "exit 0"]);
-    spec.faults = Faults { capset_eperm: true, capbset_drop_eperm: false };
+    let mut spec = LaunchSpec::new(
+        "capsh",
+        [
+            "--caps=cap_net_admin+eip cap_setpcap+ep",
+            "--",
+            "-c",
+            "exit 0",
+        ],
+    );
+    spec.faults = Faults {
+        capset_eperm: true,
+        capbset_drop_eperm: false,
+    };
     let obs = observe(&spec);
     let text = dump(&obs);
     assert!(!obs.exit.success(), "{text}");
@@ -168,7 +211,13 @@ fn capset_fault_is_noted_and_the_program_fails() {
     assert!(faults[0].detail.starts_with("capset -> EPERM"), "{text}");
     // ERRNO beats TRACE: the failed capset never reaches the tracer.
     assert!(obs.timeline.syscalls("capset").is_empty(), "{text}");
-    assert!(obs.timeline.of_kind(Kind::Exec).iter().all(|e| own(e).comm != "bash"), "{text}");
+    assert!(
+        obs.timeline
+            .of_kind(Kind::Exec)
+            .iter()
+            .all(|e| own(e).comm != "bash"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -176,12 +225,26 @@ fn capbset_drop_fault_makes_capsh_drop_fail() {
     need_root();
     need_program("capsh", "libcap2-bin");
     let mut spec = LaunchSpec::new("capsh", ["--drop=cap_net_raw", "--", "-c", "exit 0"]);
-    spec.faults = Faults { capset_eperm: false, capbset_drop_eperm: true };
+    spec.faults = Faults {
+        capset_eperm: false,
+        capbset_drop_eperm: true,
+    };
     let obs = observe(&spec);
     let text = dump(&obs);
     assert!(!obs.exit.success(), "{text}");
-    assert!(obs.timeline.of_kind(Kind::Fault)[0].detail.contains("PR_CAPBSET_DROP"), "{text}");
-    assert!(obs.timeline.syscalls("prctl").iter().all(|e| !e.detail.starts_with("PR_CAPBSET_DROP")), "{text}");
+    assert!(
+        obs.timeline.of_kind(Kind::Fault)[0]
+            .detail
+            .contains("PR_CAPBSET_DROP"),
+        "{text}"
+    );
+    assert!(
+        obs.timeline
+            .syscalls("prctl")
+            .iter()
+            .all(|e| !e.detail.starts_with("PR_CAPBSET_DROP")),
+        "{text}"
+    );
 }
 
 #[test]
@@ -193,13 +256,26 @@ fn bounding_drop_removes_caps_from_bounding_and_root_permitted() {
     let text = dump(&obs);
     assert!(obs.exit.success(), "{text}");
     let fault = &obs.timeline.of_kind(Kind::Fault)[0];
-    assert!(fault.detail.contains("cap_net_raw") && fault.detail.contains("cap_sys_module"), "{text}");
+    assert!(
+        fault.detail.contains("cap_net_raw") && fault.detail.contains("cap_sys_module"),
+        "{text}"
+    );
     let g = own(first_exec(&obs, "grep"));
-    assert!(g.bounding.intersection(spec.bounding_drop).is_empty(), "{text}");
-    assert!(g.permitted.intersection(spec.bounding_drop).is_empty(), "{text}");
+    assert!(
+        g.bounding.intersection(spec.bounding_drop).is_empty(),
+        "{text}"
+    );
+    assert!(
+        g.permitted.intersection(spec.bounding_drop).is_empty(),
+        "{text}"
+    );
     // The program's own view agrees.
     let line = |key: &str| {
-        let l = obs.stdout_lines.iter().find(|(_, l)| l.starts_with(key)).unwrap_or_else(|| panic!("{key}:\n{text}"));
+        let l = obs
+            .stdout_lines
+            .iter()
+            .find(|(_, l)| l.starts_with(key))
+            .unwrap_or_else(|| panic!("{key}:\n{text}"));
         CapSet::from_hex(l.1.split_whitespace().nth(1).unwrap()).unwrap()
     };
     assert_eq!(line("CapBnd:"), g.bounding);
@@ -212,19 +288,33 @@ fn threads_are_seen_and_per_thread_sets_disagree() {
     let exe = std::env::current_exe().unwrap();
     let mut spec = LaunchSpec::new(
         &exe,
-        ["helper_process_for_the_threads_test", "--exact", "--nocapture", "--test-threads", "1"],
+        [
+            "helper_process_for_the_threads_test",
+            "--exact",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ],
     );
-    spec.env_set.push(("CAPRING_HELPER".into(), "threads".into()));
+    spec.env_set
+        .push(("CAPRING_HELPER".into(), "threads".into()));
     spec.sample_on_stdout = true;
     let obs = observe(&spec);
     let text = dump(&obs);
     assert!(obs.exit.success(), "{text}");
     let root = obs.root_pid;
-    let starts: Vec<&Entry> =
-        obs.timeline.of_kind(Kind::ThreadStart).into_iter().filter(|e| e.pid == root).collect();
+    let starts: Vec<&Entry> = obs
+        .timeline
+        .of_kind(Kind::ThreadStart)
+        .into_iter()
+        .filter(|e| e.pid == root)
+        .collect();
     // libtest's test thread + cr-keep + cr-drop
     assert!(starts.len() >= 3, "{text}");
-    assert!(starts.iter().all(|e| e.from_tid.is_some() && e.tid != root), "{text}");
+    assert!(
+        starts.iter().all(|e| e.from_tid.is_some() && e.tid != root),
+        "{text}"
+    );
     assert!(obs.timeline.of_kind(Kind::ThreadExit).len() >= 3, "{text}");
 
     let capsets = obs.timeline.syscalls("capset");
@@ -235,14 +325,26 @@ fn threads_are_seen_and_per_thread_sets_disagree() {
     assert_eq!(dropper.comm, "cr-drop");
     assert!(!dropper.effective.contains(cap("cap_net_raw")), "{text}");
     assert!(dropper.permitted.contains(cap("cap_net_raw")), "{text}");
-    let keeper = c.threads.iter().find(|t| t.comm == "cr-keep").unwrap_or_else(|| panic!("{text}"));
+    let keeper = c
+        .threads
+        .iter()
+        .find(|t| t.comm == "cr-keep")
+        .unwrap_or_else(|| panic!("{text}"));
     assert!(keeper.effective.contains(cap("cap_net_raw")), "{text}");
-    assert!(c.disagreeing().iter().any(|t| t.tid == keeper.tid), "{text}");
+    assert!(
+        c.disagreeing().iter().any(|t| t.tid == keeper.tid),
+        "{text}"
+    );
     let line = capring_harness::timeline::render_entry(c, 40);
     assert!(line.contains("threads disagree"), "{line}");
 
     // The helper printed one line after the drop: its sample shows the drop too.
-    let n = obs.stdout_lines.iter().position(|(_, l)| l.ends_with("HELPER dropped")).expect("helper line") + 1;
+    let n = obs
+        .stdout_lines
+        .iter()
+        .position(|(_, l)| l.ends_with("HELPER dropped"))
+        .expect("helper line")
+        + 1;
     let sample = obs
         .timeline
         .samples()
@@ -287,9 +389,15 @@ fn helper_process_for_the_threads_test() {
     let dropper = std::thread::Builder::new()
         .name("cr-drop".into())
         .spawn(|| unsafe {
-            let mut hdr = Header { version: 0x2008_0522, pid: 0 };
+            let mut hdr = Header {
+                version: 0x2008_0522,
+                pid: 0,
+            };
             let mut data = [Data::default(); 2];
-            assert_eq!(libc::syscall(libc::SYS_capget, &mut hdr, data.as_mut_ptr()), 0);
+            assert_eq!(
+                libc::syscall(libc::SYS_capget, &mut hdr, data.as_mut_ptr()),
+                0
+            );
             data[0].effective &= !(1 << 13); // cap_net_raw, this thread only
             assert_eq!(libc::syscall(libc::SYS_capset, &hdr, data.as_ptr()), 0);
             println!("HELPER dropped");
@@ -351,7 +459,10 @@ fn stop_after_lines_terms_then_kills() {
     assert!(obs.exit.stopped_after_lines, "{text}");
     assert_eq!(obs.exit.signal, Some(libc::SIGKILL), "{text}");
     assert!(!obs.exit.timed_out);
-    assert!(t.elapsed() >= Duration::from_secs(2) && t.elapsed() < Duration::from_secs(8), "{text}");
+    assert!(
+        t.elapsed() >= Duration::from_secs(2) && t.elapsed() < Duration::from_secs(8),
+        "{text}"
+    );
 }
 
 #[test]
@@ -363,12 +474,24 @@ fn samples_on_stdout_and_periodic() {
     let text = dump(&obs);
     let samples = obs.timeline.samples();
     let details: Vec<&str> = samples.iter().map(|s| s.detail.as_str()).collect();
-    assert!(details.contains(&"stdout line 1") && details.contains(&"stdout line 2"), "{text}");
+    assert!(
+        details.contains(&"stdout line 1") && details.contains(&"stdout line 2"),
+        "{text}"
+    );
     let periodic: Vec<&&Entry> = samples.iter().filter(|s| s.detail == "periodic").collect();
     assert!(periodic.len() >= 4, "{text}");
-    assert!(periodic.iter().any(|s| s.threads.iter().any(|t| t.comm == "sh")), "{text}");
+    assert!(
+        periodic
+            .iter()
+            .any(|s| s.threads.iter().any(|t| t.comm == "sh")),
+        "{text}"
+    );
     // merged by time
-    assert!(obs.timeline.entries.windows(2).all(|w| w[0].t_ns <= w[1].t_ns));
+    assert!(obs
+        .timeline
+        .entries
+        .windows(2)
+        .all(|w| w[0].t_ns <= w[1].t_ns));
     let (t1, _) = obs.stdout_lines[0];
     let (t2, _) = obs.stdout_lines[1];
     assert!(t2 - t1 >= 90_000_000, "{t1} {t2}");
@@ -404,7 +527,10 @@ fn launch_errors_are_errors() {
     assert!(matches!(run(&spec), Err(ObserveError::NotFound(_))));
     let spec = LaunchSpec::new(Path::new("/proc/self/status"), Vec::<String>::new());
     match run(&spec) {
-        Err(ObserveError::ChildSetup { stage: "execve", source }) => {
+        Err(ObserveError::ChildSetup {
+            stage: "execve",
+            source,
+        }) => {
             assert_eq!(source.raw_os_error(), Some(libc::EACCES))
         }
         other => panic!("{other:?}"),
@@ -422,7 +548,10 @@ fn concurrent_runs_do_not_steal_each_others_children() {
         })
         .collect();
     // A plain child of this process, waited for with std, must not be reaped by the tracers.
-    let status = Command::new("sh").args(["-c", "sleep 0.3; exit 7"]).status().unwrap();
+    let status = Command::new("sh")
+        .args(["-c", "sleep 0.3; exit 7"])
+        .status()
+        .unwrap();
     assert_eq!(status.code(), Some(7));
     for (i, h) in handles.into_iter().enumerate() {
         assert_eq!(h.join().unwrap(), Some(i as i32));
@@ -445,7 +574,10 @@ fn normalized_timelines_are_stable_across_runs() {
 // the binary
 
 fn capring(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_capring")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_capring"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -453,13 +585,25 @@ fn cli_observe_prints_and_propagates_the_exit_code() {
     let dir = std::env::temp_dir().join(format!("capring-observe-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let out_file = dir.join("t.json");
-    let out = capring(&["observe", "--out", out_file.to_str().unwrap(), "--", "sh", "-c", "echo hi; exit 3"]);
+    let out = capring(&[
+        "observe",
+        "--out",
+        out_file.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "echo hi; exit 3",
+    ]);
     assert_eq!(out.status.code(), Some(3));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains(" exec /usr/bin/sh") || stdout.contains(" exec /bin/sh"), "{stdout}");
+    assert!(
+        stdout.contains(" exec /usr/bin/sh") || stdout.contains(" exec /bin/sh"),
+        "{stdout}"
+    );
     assert!(stdout.contains("process_exit code 3"), "{stdout}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("stdout| hi"));
-    let t: capring_harness::Timeline = serde_json::from_slice(&std::fs::read(&out_file).unwrap()).unwrap();
+    let t: capring_harness::Timeline =
+        serde_json::from_slice(&std::fs::read(&out_file).unwrap()).unwrap();
     assert_eq!(t.of_kind(Kind::ProcessExit).len(), 1);
     std::fs::remove_dir_all(&dir).unwrap();
 

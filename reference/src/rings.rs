@@ -36,9 +36,10 @@
 //!    `/proc/self/task`. The handler (installed once, `SA_RESTART | SA_SIGINFO`, accepts only
 //!    `SI_TKILL` signals from this process) is async-signal-safe: it reads the job, makes the
 //!    same raw system calls, writes its tid, the job generation and its result (failed
-//!    operation + errno) into a fixed static slot array and bumps a counter; it saves and
-//!    restores `errno`; no allocation, no lock. The coordinator waits (bounded: 2 s per round,
-//!    spinning, then yielding, then sleeping 50 µs) until every signalled thread has an
+//!    operation + errno) into a fixed static slot array, saves and restores `errno`, then
+//!    bumps a futex word and wakes the coordinator (`FUTEX_WAKE`); no allocation, no lock.
+//!    The coordinator sleeps on that word (`FUTEX_WAIT`, so it does not steal the CPU from the
+//!    threads it waits for), bounded by 2 s per round, until every signalled thread has an
 //!    acknowledgement for this generation. A thread that exits meanwhile is struck off. An
 //!    error recorded by any thread is returned with that thread's tid;
 //! 4. re-scans `/proc/self/task` until no tid is left unsignalled: a thread born during the
@@ -547,6 +548,8 @@ static JOB_EFF: AtomicU64 = AtomicU64::new(0);
 static JOB_PRM: AtomicU64 = AtomicU64::new(0);
 static JOB_INH: AtomicU64 = AtomicU64::new(0);
 static NEXT_SLOT: AtomicU64 = AtomicU64::new(0);
+/// Bumped after every acknowledgement; the coordinator sleeps on it with FUTEX_WAIT.
+static ACK_WORD: AtomicU32 = AtomicU32::new(0);
 static SLOTS: [Slot; SLOT_COUNT] = [const { Slot::new() }; SLOT_COUNT];
 static BROADCAST_LOCK: Mutex<()> = Mutex::new(());
 static INSTALLED: OnceLock<Result<i32, String>> = OnceLock::new();
@@ -651,6 +654,16 @@ fn record(tid: i32, gen: u64, op: u32, arg: u32, err: i32) {
     slot.arg.store(arg, SeqCst);
     slot.errno.store(err, SeqCst);
     slot.seq.store(n + 1, SeqCst);
+    ACK_WORD.fetch_add(1, SeqCst);
+    // SAFETY: futex wake on a static word.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            ACK_WORD.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            i32::MAX,
+        )
+    };
 }
 
 extern "C" fn on_broadcast_signal(
@@ -878,10 +891,7 @@ fn broadcast(job: &Job, ring: Ring, expect: &Expect) -> Result<usize, Failed> {
         })
     };
 
-    let t0 = Instant::now();
-    let trace = std::env::var_os("RINGS_TRACE").is_some();
     for _round in 0..MAX_ROUNDS {
-        if trace { eprintln!("TRACE round {_round} at {:?}", t0.elapsed()); }
         // 4. (re-)scan.
         let tids = task_ids().map_err(|e| io("listing /proc/self/task", e))?;
         let fresh: Vec<i32> = tids
@@ -916,7 +926,6 @@ fn broadcast(job: &Job, ring: Ring, expect: &Expect) -> Result<usize, Failed> {
                 }
             }
             if !unsignalled_mismatch {
-                if trace { eprintln!("TRACE verified at {:?}", t0.elapsed()); }
                 return Ok(live);
             }
             continue;
@@ -940,9 +949,7 @@ fn broadcast(job: &Job, ring: Ring, expect: &Expect) -> Result<usize, Failed> {
                 }
             }
         }
-        if trace { eprintln!("TRACE signalled at {:?}", t0.elapsed()); }
         wait_acks(start, gen, pending, ring, signo).map_err(fail)?;
-        if trace { eprintln!("TRACE acked at {:?}", t0.elapsed()); }
     }
     Err(fail(RingError::Unstable {
         ring,
@@ -960,8 +967,10 @@ fn wait_acks(
 ) -> Result<(), RingError> {
     let began = Instant::now();
     let mut last_liveness = began;
-    let mut polls: u32 = 0;
     while !pending.is_empty() {
+        // Read the wake-up word before looking: an acknowledgement after this load makes the
+        // futex wait below return at once.
+        let seen = ACK_WORD.load(SeqCst);
         let end = NEXT_SLOT.load(SeqCst);
         for n in start..end {
             let slot = &SLOTS[(n % SLOT_COUNT as u64) as usize];
@@ -1030,14 +1039,21 @@ fn wait_acks(
                 hint,
             });
         }
-        polls += 1;
-        if polls < 200 {
-            std::hint::spin_loop();
-        } else if polls < 2000 {
-            std::thread::yield_now();
-        } else {
-            std::thread::sleep(Duration::from_micros(50));
-        }
+        // Sleep until a handler bumps ACK_WORD (or 5 ms pass, for the liveness check).
+        let timeout = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 5_000_000,
+        };
+        // SAFETY: futex wait on a static word with a valid timeout.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                ACK_WORD.as_ptr(),
+                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                seen,
+                &timeout as *const libc::timespec,
+            )
+        };
     }
     Ok(())
 }

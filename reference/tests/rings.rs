@@ -700,6 +700,96 @@ fn capset_failure_on_another_thread_names_that_thread() {
 }
 
 #[test]
+fn return_failure_keeps_the_operation_error() {
+    needs_root();
+    if child_mode().as_deref() == Some("return-eperm") {
+        let mgr = RingManager::new(plan(false, false), None).unwrap();
+        mgr.enter_required("configure").unwrap();
+        let err = mgr
+            .with_requested(Cap::SYSLOG, "op then capset breaks", || {
+                // From now on capset fails on this (the scope owner's) thread.
+                let prog = seccomp_program(
+                    &[libc::SYS_capset],
+                    seccompiler::SeccompAction::Errno(libc::EPERM as u32),
+                );
+                seccompiler::apply_filter(&prog).unwrap();
+                Err::<(), _>("op boom")
+            })
+            .unwrap_err();
+        match &err {
+            ScopeError::Return { error, operation } => {
+                println!("CHILD-RETURN-ERR {error}");
+                println!("CHILD-OP {operation:?}");
+            }
+            other => println!("CHILD-WRONG {other:?}"),
+        }
+        println!("CHILD-TEXT {err}");
+        println!("CHILD-RING {}", mgr.current());
+        return;
+    }
+    let (status, out) = run_child("return_failure_keeps_the_operation_error", "return-eperm");
+    assert!(status.success(), "child failed ({status}):\n{out}");
+    assert!(!out.contains("CHILD-WRONG"), "{out}");
+    let ret = marker(&out, "CHILD-RETURN-ERR ").unwrap_or_else(|| panic!("{out}"));
+    assert!(ret.contains("capset") && ret.contains("EPERM"), "{ret}");
+    assert!(out.contains("CHILD-OP Some(\"op boom\")"), "{out}");
+    let text = marker(&out, "CHILD-TEXT ").unwrap();
+    assert!(
+        text.contains("capset") && text.contains("op boom"),
+        "{text}"
+    );
+    // The process is still in the elevated ring, and says so.
+    assert!(out.contains("CHILD-RING requested(cap_syslog)"), "{out}");
+}
+
+#[test]
+fn panicking_operation_restores_the_ring_and_releases_the_scope() {
+    needs_root();
+    let plan = plan(false, false);
+    let mgr = Arc::new(RingManager::new(plan.clone(), None).unwrap());
+    mgr.enter_required("configure").unwrap();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        mgr.with_requested(Cap::SYSLOG, "panics", || -> Result<(), String> {
+            panic!("op panicked")
+        })
+    }));
+    assert!(caught.is_err());
+    assert_eq!(mgr.current(), Ring::Required);
+    assert_all("after the panic", plan.required, plan.config_permitted);
+    // Another thread can open a scope (ownership was released).
+    let other = mgr.clone();
+    std::thread::spawn(move || {
+        other
+            .with_requested(Cap::SYS_PTRACE, "after panic", || Ok::<_, String>(()))
+            .unwrap()
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn requested_before_configuration_returns_to_privileged() {
+    needs_root();
+    let plan = plan(false, true);
+    let p0 = start_permitted();
+    let idle = Idle::spawn(2);
+    let mgr = RingManager::new(plan.clone(), None).unwrap();
+    mgr.with_requested(Cap::SYSLOG, "early", || {
+        assert_all("requested in ring 0", caps(&[Cap::SYSLOG]), p0);
+        Ok::<_, String>(())
+    })
+    .unwrap();
+    assert_eq!(mgr.current(), Ring::Privileged);
+    assert_all("back to privileged: E = P", p0, p0);
+    // Bounding untouched before the first drop.
+    assert!(all_threads().iter().all(|t| t.bnd != CapSet::EMPTY));
+    mgr.enter_unprivileged("straight to steady").unwrap();
+    assert_all("unprivileged", CapSet::EMPTY, plan.steady_permitted);
+    assert!(all_threads().iter().all(|t| t.bnd == CapSet::EMPTY));
+    idle.stop();
+}
+
+#[test]
 fn thread_blocking_the_signal_fails_closed() {
     needs_root();
     let plan = plan(false, false);
