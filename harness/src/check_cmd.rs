@@ -34,9 +34,14 @@ pub struct CheckArgs {
     /// What to print on standard output.
     #[arg(long, value_enum, default_value = "human")]
     pub format: Format,
-    /// Also write results.json, report.tap, junit.xml and timelines/<scenario>.json here.
+    /// Also write results.json, report.tap, junit.xml, timelines/<scenario>.json and
+    /// summaries/<scenario>.json (the per-kernel snapshot material) here.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Launch the same runs without ptrace. Only for overhead benchmarks
+    /// (`cargo xtask bench harness`): clauses that need the timeline then fail.
+    #[arg(long)]
+    pub no_observe: bool,
 }
 
 pub fn load_scenarios(path: Option<&Path>) -> Result<Vec<Scenario>> {
@@ -49,6 +54,9 @@ pub fn load_scenarios(path: Option<&Path>) -> Result<Vec<Scenario>> {
         }
     })
 }
+
+/// A scenario with what running it gave.
+pub type ScenarioRun = (Scenario, Result<RunRecord, Skip>);
 
 /// Judges one run into clause results (expected failures applied).
 pub fn judge(
@@ -94,14 +102,15 @@ pub fn judge(
 pub fn run_catalog(
     profile: &Profile,
     scenarios: &[Scenario],
+    observe: bool,
     mut progress: impl FnMut(usize, usize, &str),
-) -> Result<(Report, Vec<(Scenario, Result<RunRecord, Skip>)>)> {
+) -> Result<(Report, Vec<ScenarioRun>)> {
     let base = facts::probe().context("probing the environment")?;
     let mut results = Vec::new();
     let mut runs = Vec::new();
     for (i, s) in scenarios.iter().enumerate() {
         progress(i + 1, scenarios.len(), &s.name);
-        let outcome = run::run(profile, s, &base);
+        let outcome = run::run_with(profile, s, &base, observe);
         results.extend(judge(profile, s, &outcome, &base));
         runs.push((s.clone(), outcome));
     }
@@ -116,13 +125,12 @@ pub fn run_catalog(
     ))
 }
 
-pub fn write_outputs(
-    dir: &Path,
-    report: &Report,
-    runs: &[(Scenario, Result<RunRecord, Skip>)],
-) -> Result<()> {
+pub fn write_outputs(dir: &Path, report: &Report, runs: &[ScenarioRun]) -> Result<()> {
     let tl = dir.join("timelines");
-    std::fs::create_dir_all(&tl).with_context(|| format!("creating {}", tl.display()))?;
+    let sm = dir.join("summaries");
+    for d in [&tl, &sm] {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
     std::fs::write(
         dir.join("results.json"),
         serde_json::to_string_pretty(report)?,
@@ -181,7 +189,7 @@ pub fn execute(args: &CheckArgs) -> Result<i32> {
             args.scenario
         ));
     }
-    let (report, runs) = run_catalog(&profile, &selected, |i, n, name| {
+    let (report, runs) = run_catalog(&profile, &selected, !args.no_observe, |i, n, name| {
         eprintln!("capring: [{i}/{n}] {name}");
     })?;
     match args.format {

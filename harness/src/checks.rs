@@ -1290,7 +1290,10 @@ fn rules_env_add_drop_ignored(v: &View) -> Check {
 }
 
 /// Clause id → check.
-const CHECKS: &[(&str, fn(&View) -> Check)] = &[
+/// A check: judges one clause on one run.
+type CheckFn = fn(&View) -> Check;
+
+const CHECKS: &[(&str, CheckFn)] = &[
     ("ring.privileged.bypass-only", ring_privileged_bypass_only),
     ("ring.required.exact", ring_required_exact),
     ("ring.required.config-only", ring_required_config_only),

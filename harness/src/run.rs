@@ -258,8 +258,19 @@ fn spawn_workload(profile: &Profile, command: &[String]) -> Result<Child, Skip> 
         .map_err(|e| Skip::Harness(format!("cannot start the workload {prog}: {e}")))
 }
 
-/// Runs one scenario.
+/// Runs one scenario under the observer.
 pub fn run(profile: &Profile, s: &Scenario, base: &EnvFacts) -> Result<RunRecord, Skip> {
+    run_with(profile, s, base, true)
+}
+
+/// Runs one scenario; `observe = false` launches the same runs without ptrace (overhead
+/// benchmarks: the checks then lack a timeline and fail).
+pub fn run_with(
+    profile: &Profile,
+    s: &Scenario,
+    base: &EnvFacts,
+    observe: bool,
+) -> Result<RunRecord, Skip> {
     for need in &s.needs {
         match need {
             Need::Tracefs if !tracefs_ready() => {
@@ -364,6 +375,7 @@ pub fn run(profile: &Profile, s: &Scenario, base: &EnvFacts) -> Result<RunRecord
     spec.stop_after_lines = s.lines;
     spec.sample_on_stdout = true;
     spec.sample_every = Some(Duration::from_millis(100));
+    spec.observe = observe;
 
     let workload = match (&expectation, s.target) {
         (Expectation::Runs { .. }, Target::Tracer) => {

@@ -54,12 +54,15 @@ impl FromStr for Mutation {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ALL.iter().find(|(n, _)| *n == s).map(|(_, m)| *m).ok_or_else(|| {
-            format!(
-                "unknown mutant '{s}' (known: {})",
-                ALL.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
-            )
-        })
+        ALL.iter()
+            .find(|(n, _)| *n == s)
+            .map(|(_, m)| *m)
+            .ok_or_else(|| {
+                format!(
+                    "unknown mutant '{s}' (known: {})",
+                    ALL.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                )
+            })
     }
 }
 

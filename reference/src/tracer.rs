@@ -319,7 +319,8 @@ fn trace(
     };
 
     // Ring 1: the first drop. Nothing privileged has happened before this point.
-    if let Err(e) = manager.enter_required("configure: load and attach the selected eBPF programs") {
+    if let Err(e) = manager.enter_required("configure: load and attach the selected eBPF programs")
+    {
         if mutation != Mutation::IgnoresDropFailure {
             return Err(Failure::Capability(format!(
                 "dropping capabilities failed: {e}; {BYPASS_HINT}"
@@ -343,7 +344,11 @@ fn trace(
         }
     }
     if mutation == Mutation::KeepsSysAdmin {
-        let _ = caps::raise(None, caps::CapSet::Effective, caps::Capability::CAP_SYS_ADMIN);
+        let _ = caps::raise(
+            None,
+            caps::CapSet::Effective,
+            caps::Capability::CAP_SYS_ADMIN,
+        );
     }
 
     let enabled = |cap: Cap| {

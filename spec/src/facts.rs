@@ -169,9 +169,10 @@ mod probe_impl {
         // Kernel BTF names every global function; kallsyms names them too (addresses need
         // CAP_SYSLOG, names do not). No BPF program is loaded to find out.
         if let Ok(btf) = fs::read("/sys/kernel/btf/vmlinux") {
+            // BTF strings are NUL-terminated: match whole names only.
             if MEMCG_SYMBOLS.iter().any(|s| {
-                btf.windows(s.len() + 2)
-                    .any(|w| w[0] == 0 && &w[1..=s.len()] == s.as_bytes() && w[s.len() + 1] == 0)
+                let needle = [b"\0", s.as_bytes(), b"\0"].concat();
+                memchr::memmem::find(&btf, &needle).is_some()
             }) {
                 return true;
             }

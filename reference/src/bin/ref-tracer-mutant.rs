@@ -12,7 +12,10 @@ fn main() {
         Ok(name) => name.parse().unwrap_or_else(|e| cli::usage_exit(PROGRAM, e)),
         Err(_) => cli::usage_exit(
             PROGRAM,
-            format!("set {} to one of the faults in fixtures/mutants/mutants.toml", mutant::ENV),
+            format!(
+                "set {} to one of the faults in fixtures/mutants/mutants.toml",
+                mutant::ENV
+            ),
         ),
     };
     std::process::exit(tracer::run(args, mutation));
