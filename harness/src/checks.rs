@@ -396,22 +396,17 @@ fn ring_requested_single(v: &View) -> Check {
     let mut seen = CapSet::EMPTY;
     for (_, t) in v.states_after(first) {
         let e = t.effective;
-        if e.is_empty() || e == rings.required {
+        if e == rings.unprivileged || e == rings.required {
             continue;
         }
-        if e.len() == 1 && enabled.contains(e.iter().next().expect("one")) {
+        if rings.requested_sets().contains(&e) {
             seen = seen.union(e);
             continue;
         }
         return fail(
             format!(
                 "a Requested ring is one of {}",
-                allowed_sets_text(
-                    &enabled
-                        .iter()
-                        .map(|c| CapSet::EMPTY.with(c))
-                        .collect::<Vec<_>>()
-                )
+                allowed_sets_text(&rings.requested_sets())
             ),
             format!("tid {} had E={}", t.tid, e),
         );
@@ -437,11 +432,7 @@ fn ring_requested_returns(v: &View) -> Check {
     if bypass {
         return na("bypass run");
     }
-    let singles: Vec<CapSet> = rings
-        .requested_caps()
-        .iter()
-        .map(|c| CapSet::EMPTY.with(c))
-        .collect();
+    let singles: Vec<CapSet> = rings.requested_sets();
     // At the end of the run, no thread may be parked in a Requested ring.
     for t in v.final_states() {
         if singles.contains(&t.effective) && t.effective != rings.required {
@@ -498,11 +489,7 @@ fn ring_unprivileged_empty(v: &View) -> Check {
             ),
         );
     }
-    let transient: Vec<CapSet> = rings
-        .requested_caps()
-        .iter()
-        .map(|c| CapSet::EMPTY.with(c))
-        .collect();
+    let transient: Vec<CapSet> = rings.requested_sets();
     let mut empty = 0usize;
     let mut total = 0usize;
     for (t, threads) in &samples {

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::launch::{Faults, LaunchSpec};
 use crate::observer::{self, Observation};
-use crate::profile::Profile;
+use crate::profile::{Profile, RingModel};
 use crate::scenario::{Need, Scenario, Target};
 
 /// What the spec says should happen in a scenario.
@@ -136,13 +136,20 @@ pub fn expectation(profile: &Profile, s: &Scenario, facts: &EnvFacts) -> Expecta
         Ok(Outcome::Help) => Expectation::Help,
         Ok(Outcome::Runs {
             bypass,
-            rings,
+            mut rings,
             warnings,
-        }) => Expectation::Runs {
-            bypass,
-            rings,
-            warnings,
-        },
+        }) => {
+            if profile.ring_model == RingModel::TraceeHead && !bypass {
+                // Tracee since v0.14: added capabilities live in the Base ring, which is
+                // effective all the time; a Requested ring is Base plus its capability.
+                rings.unprivileged = opts.add.intersection(facts.usable());
+            }
+            Expectation::Runs {
+                bypass,
+                rings,
+                warnings,
+            }
+        }
         Ok(Outcome::CannotRun {
             missing, message, ..
         }) => Expectation::CannotRun { missing, message },

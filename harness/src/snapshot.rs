@@ -73,11 +73,7 @@ pub fn summarize(r: &RunRecord) -> Summary {
         })
         .map_or(first_event, |e| e.t_ns.saturating_add(1).min(first_event));
     let transient: BTreeSet<CapSet> = match &r.expectation {
-        crate::run::Expectation::Runs { rings, .. } => rings
-            .requested_caps()
-            .iter()
-            .map(|c| CapSet::EMPTY.with(c))
-            .collect(),
+        crate::run::Expectation::Runs { rings, .. } => rings.requested_sets().into_iter().collect(),
         _ => BTreeSet::new(),
     };
     let mut configuration: Vec<(Step, usize)> = Vec::new();
@@ -141,6 +137,26 @@ pub fn summarize(r: &RunRecord) -> Summary {
                 }
                 steady_p.insert(compact(t.permitted, last));
             }
+        }
+    }
+    if steady_e.is_empty() && !r.observation.stdout_lines.is_empty() {
+        // The process ended before any steady sample (a fast rules engine): its last
+        // recorded state is the steady one.
+        let mut last_state: BTreeMap<i32, &crate::timeline::ThreadCaps> = BTreeMap::new();
+        for e in r
+            .observation
+            .timeline
+            .entries
+            .iter()
+            .filter(|e| e.kind != Kind::Fault)
+        {
+            for t in e.threads.iter().filter(|t| t.pid == pid) {
+                last_state.insert(t.tid, t);
+            }
+        }
+        for t in last_state.values() {
+            steady_e.insert(compact(t.effective, last));
+            steady_p.insert(compact(t.permitted, last));
         }
     }
     let x = &r.observation.exit;

@@ -59,9 +59,21 @@ impl Rings {
     /// Capability sets E may legally have at some moment of a non-bypass run.
     pub fn allowed_effective(&self) -> Vec<CapSet> {
         let mut sets = vec![self.required, self.unprivileged];
-        for op in self.requested.iter().filter(|o| o.enabled) {
-            sets.push(CapSet::EMPTY.with(op.capability));
-        }
+        sets.extend(self.requested_sets());
+        sets.sort();
+        sets.dedup();
+        sets
+    }
+
+    /// The effective set of each enabled Requested operation: the steady ring plus its one
+    /// capability (just the capability in the seed's model, where the steady ring is empty).
+    pub fn requested_sets(&self) -> Vec<CapSet> {
+        let mut sets: Vec<CapSet> = self
+            .requested
+            .iter()
+            .filter(|o| o.enabled)
+            .map(|o| self.unprivileged.with(o.capability))
+            .collect();
         sets.sort();
         sets.dedup();
         sets
@@ -482,6 +494,16 @@ mod tests {
             rings(run(values, &["execve"], &EnvFacts::example())).required,
             set(required)
         );
+    }
+
+    #[test]
+    fn requested_sets_sit_on_top_of_the_steady_ring() {
+        let mut r = rings(run(&[], &["module_load"], &EnvFacts::example()));
+        assert_eq!(r.requested_sets(), vec![set(&["cap_syslog"])]);
+        // Tracee-HEAD's model: the steady (Base) ring holds added capabilities.
+        r.unprivileged = set(&["cap_kill"]);
+        assert_eq!(r.requested_sets(), vec![set(&["cap_kill", "cap_syslog"])]);
+        assert!(r.allowed_effective().contains(&set(&["cap_kill"])));
     }
 
     #[test]

@@ -1,1 +1,215 @@
-fn main() {}
+//! `cargo xtask`: project automation.
+//!
+//! * `cargo xtask vm-test --kernel 5.10|6.1|6.12|7.2|all|PATH/TO/bzImage` boots each
+//!   kernel in QEMU and runs the suite inside it (commands from vm/guest.toml).
+//! * `cargo xtask kernels update` re-pins vm/kernels.lock from vm/kernels.toml.
+//! * `cargo xtask bench vm` compares full runs with bare boots; `bench harness` and
+//!   `bench ring-share` measure the harness and the reference tracer on the host.
+//! * `cargo xtask test` is the project's test command (README, `.ci/run`).
+
+mod bench_host;
+mod prereq;
+mod snapshots;
+mod test_cmd;
+mod vmtest;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use capring_vm::accel::AccelChoice;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "capring project automation")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Boot kernels in QEMU and run the conformance suite inside each.
+    VmTest(VmTestArgs),
+    /// Manage the kernel lock file (vm/kernels.lock).
+    Kernels {
+        #[command(subcommand)]
+        cmd: KernelsCmd,
+    },
+    /// The project's test command: install prerequisites, build, nextest, then the kernel
+    /// matrix in QEMU.
+    Test(test_cmd::TestArgs),
+    /// Benchmarks (speed goals live here, never in tests).
+    Bench {
+        #[command(subcommand)]
+        what: BenchCmd,
+    },
+}
+
+#[derive(clap::Args, Clone)]
+pub struct VmTestArgs {
+    /// Kernel series (5.10, 6.1, 6.12, 7.2; see vm/kernels.toml), `all`, or PATH/TO/bzImage.
+    #[arg(long)]
+    pub kernel: String,
+    /// Only run scenarios matching this glob (passed to the guest command).
+    #[arg(long)]
+    pub scenario: Option<String>,
+    /// Accelerator: auto probes KVM once per host boot and falls back to TCG.
+    #[arg(long, default_value = "auto", env = "VM_TEST_ACCEL", value_parser = parse_accel)]
+    pub accel: AccelChoice,
+    /// VMs running at once; each start waits for the previous VM's HELLO.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub jobs: u32,
+    /// Guest configuration (default: vm/guest.toml).
+    #[arg(long)]
+    pub guest_config: Option<PathBuf>,
+    /// Run this one command in the guest instead of the configured ones
+    /// (split on whitespace; e.g. "/init --selftest").
+    #[arg(long)]
+    pub run: Option<String>,
+    /// Per-command timeout in the guest for --run, in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub run_timeout: u64,
+    /// Ask the guest agent for a fault drill instead of running commands.
+    #[arg(long, value_parser = ["panic", "hang"])]
+    pub drill: Option<String>,
+    /// Extra kernel command-line arguments (repeatable), e.g. --append noapic.
+    #[arg(long)]
+    pub append: Vec<String>,
+    /// Boot deadline (spawn to HELLO) in seconds; default 20 (TCG) / 10 (KVM).
+    #[arg(long)]
+    pub boot_timeout: Option<u64>,
+    /// Do not build the musl binaries (use what is in target/).
+    #[arg(long)]
+    pub no_build: bool,
+    /// Echo protocol lines and apt output; print the network-request counter.
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+#[derive(Subcommand)]
+enum KernelsCmd {
+    /// Resolve every series of vm/kernels.toml and rewrite vm/kernels.lock.
+    Update {
+        /// Only these series (repeatable); others keep their lock entries.
+        #[arg(long)]
+        series: Vec<String>,
+        /// Exit non-zero if any series could not be resolved.
+        #[arg(long)]
+        strict: bool,
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Show the lock entries and whether each kernel is cached.
+    List,
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Per kernel: full run ÷ bare boot-to-HELLO, and a cached re-run's network requests.
+    Vm(vmtest::BenchArgs),
+    /// Whole scenario catalog observed ÷ unobserved; one --print-rings ÷ spawning /bin/true.
+    Harness(bench_host::HarnessArgs),
+    /// Exec storm under ref-tracer: share of time with a non-empty effective set.
+    RingShare(bench_host::RingShareArgs),
+}
+
+fn parse_accel(s: &str) -> Result<AccelChoice, String> {
+    s.parse()
+}
+
+pub fn workspace() -> PathBuf {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    here.parent().map(PathBuf::from).unwrap_or(here)
+}
+
+fn main() -> ExitCode {
+    // Behave like a normal CLI when piped into `head`.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+                || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            {
+                let _ = e.print();
+                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::SUCCESS
+                };
+            }
+            let text = e.to_string();
+            let lines: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            let mut first = lines
+                .first()
+                .copied()
+                .unwrap_or("bad arguments")
+                .to_string();
+            if first.ends_with(':') {
+                if let Some(next) = lines.get(1) {
+                    first = format!("{first} {next}");
+                }
+            }
+            eprintln!("{first} (see `cargo xtask --help`)");
+            return ExitCode::from(2);
+        }
+    };
+    let r = match cli.cmd {
+        Cmd::VmTest(a) => vmtest::vm_test(&a),
+        Cmd::Kernels {
+            cmd:
+                KernelsCmd::Update {
+                    series,
+                    strict,
+                    verbose,
+                },
+        } => vmtest::kernels_update(&series, strict, verbose),
+        Cmd::Kernels {
+            cmd: KernelsCmd::List,
+        } => vmtest::kernels_list(),
+        Cmd::Bench {
+            what: BenchCmd::Vm(a),
+        } => vmtest::bench_vm(&a),
+        Cmd::Bench {
+            what: BenchCmd::Harness(a),
+        } => bench_host::harness(&a).map(|()| 0),
+        Cmd::Bench {
+            what: BenchCmd::RingShare(a),
+        } => bench_host::ring_share(&a).map(|()| 0),
+        Cmd::Test(a) => match test_cmd::execute(&a) {
+            Ok(()) => Ok(0),
+            Err(e) => {
+                eprintln!("xtask test: {e:#}");
+                Ok(1)
+            }
+        },
+    };
+    match r {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            // One line: the error chain without repeating what a cause already said.
+            let mut msg = String::new();
+            for cause in e.chain() {
+                let c = cause.to_string();
+                if !msg.contains(&c) {
+                    if !msg.is_empty() {
+                        msg.push_str(": ");
+                    }
+                    msg.push_str(&c);
+                }
+            }
+            eprintln!(
+                "error: {}",
+                msg.split_whitespace().collect::<Vec<_>>().join(" ")
+            );
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! `vm/kernels.toml` (where each kernel series comes from) and
+//! `vm/kernels.lock` (the exact package chosen for each series).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoCtx, Result};
+
+/// An apt source (one archive, signed by one keyring).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mirror {
+    pub uri: String,
+    pub keyring: String,
+    #[serde(default = "default_components")]
+    pub components: Vec<String>,
+}
+
+fn default_components() -> Vec<String> {
+    vec!["main".into()]
+}
+
+fn default_min_size() -> u64 {
+    4 << 20
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Where one kernel series comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    pub suite: String,
+    pub mirror: String,
+    /// Package-name pattern; `*` matches any run of characters.
+    pub package: String,
+    /// Tried in order when nothing matches `package` (e.g. a suite without
+    /// `-unsigned`, or one that moved the image into `linux-binary-*`).
+    #[serde(default)]
+    pub fallback: Vec<String>,
+    /// Packages smaller than this are skipped (meta and transitional
+    /// packages that depend on the real image).
+    #[serde(default = "default_min_size")]
+    pub min_size: u64,
+    /// Part of `--kernel all`.
+    #[serde(default = "yes")]
+    pub all: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Catalog {
+    #[serde(default)]
+    pub mirror: BTreeMap<String, Mirror>,
+    #[serde(default)]
+    pub kernel: BTreeMap<String, Source>,
+}
+
+impl Catalog {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).ctx(path)?;
+        Self::parse(&text).map_err(|m| Error::parse(path, m))
+    }
+
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        let c: Catalog = toml::from_str(text).map_err(|e| one_line(&e.to_string()))?;
+        for (series, src) in &c.kernel {
+            if !c.mirror.contains_key(&src.mirror) {
+                return Err(format!(
+                    "kernel {series:?}: unknown mirror {:?}",
+                    src.mirror
+                ));
+            }
+        }
+        Ok(c)
+    }
+
+    /// The mirror of a source, with `CAPRING_VM_MIRROR_<NAME>` overriding its URI.
+    pub fn mirror_for(&self, src: &Source) -> Mirror {
+        let mut m = self.mirror[&src.mirror].clone();
+        let var = format!(
+            "CAPRING_VM_MIRROR_{}",
+            src.mirror.to_uppercase().replace('-', "_")
+        );
+        if let Ok(uri) = std::env::var(var) {
+            if !uri.is_empty() {
+                m.uri = uri;
+            }
+        }
+        m
+    }
+
+    /// Series names, oldest first.
+    pub fn series(&self) -> Vec<String> {
+        sorted_series(self.kernel.keys().cloned())
+    }
+
+    /// Series that `--kernel all` runs, oldest first.
+    pub fn all_series(&self) -> Vec<String> {
+        sorted_series(
+            self.kernel
+                .iter()
+                .filter(|(_, s)| s.all)
+                .map(|(k, _)| k.clone()),
+        )
+    }
+
+    pub fn describe(&self, src: &Source) -> String {
+        let m = self.mirror_for(src);
+        format!("{} {} ({})", src.mirror, src.suite, m.uri)
+    }
+}
+
+pub fn sorted_series(it: impl Iterator<Item = String>) -> Vec<String> {
+    let mut v: Vec<String> = it.collect();
+    v.sort_by(|a, b| crate::debver::compare(a, b));
+    v
+}
+
+pub(crate) fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Glob match where `*` matches any (possibly empty) run of characters.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for p in &parts[1..parts.len() - 1] {
+        match rest.find(p) {
+            Some(i) => rest = &rest[i + p.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// One locked kernel package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockEntry {
+    pub mirror: String,
+    pub suite: String,
+    pub package: String,
+    pub version: String,
+    /// Path of the .deb relative to the mirror URI.
+    pub filename: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lock {
+    #[serde(default)]
+    pub kernel: BTreeMap<String, LockEntry>,
+}
+
+pub const LOCK_HEADER: &str = "# Generated by `cargo xtask kernels update` from vm/kernels.toml. Do not edit by hand.\n# Each entry pins the exact Debian package (name, version, pool filename, SHA256) of one kernel series.\n\n";
+
+impl Lock {
+    /// A missing lock file is an empty lock.
+    pub fn load(path: &Path) -> Result<Self> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text).map_err(|m| Error::parse(path, m)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Lock::default()),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        let l: Lock = toml::from_str(text).map_err(|e| one_line(&e.to_string()))?;
+        for (series, e) in &l.kernel {
+            if e.sha256.len() != 64 || !e.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "kernel {series:?}: sha256 {:?} is not 64 hex digits",
+                    e.sha256
+                ));
+            }
+            if e.filename.is_empty() || e.filename.starts_with('/') || e.filename.contains("..") {
+                return Err(format!("kernel {series:?}: bad filename {:?}", e.filename));
+            }
+        }
+        Ok(l)
+    }
+
+    pub fn render(&self) -> String {
+        let body = toml::to_string_pretty(self).unwrap_or_default();
+        format!("{LOCK_HEADER}{body}")
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let tmp = path.with_extension("lock.tmp");
+        std::fs::write(&tmp, self.render()).ctx(&tmp)?;
+        std::fs::rename(&tmp, path).ctx(path)
+    }
+}

@@ -1,0 +1,99 @@
+//! `vm/guest.toml`: which static binaries go into the guest's `/bin` and which
+//! commands the agent runs.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::one_line;
+use crate::error::{Error, IoCtx, Result};
+use crate::settings::GuestCommand;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandSpec {
+    pub name: String,
+    pub argv: Vec<String>,
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+    /// When `--scenario GLOB` is given, `[scenario_flag, GLOB]` is appended.
+    #[serde(default)]
+    pub scenario_flag: Option<String>,
+}
+
+fn default_timeout() -> u64 {
+    300
+}
+
+fn default_results() -> String {
+    "/results".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestConfig {
+    /// Static musl binaries (names under target/x86_64-unknown-linux-musl/release/) copied to /bin.
+    #[serde(default)]
+    pub binaries: Vec<String>,
+    /// Cargo packages built for the musl target to produce `binaries`.
+    #[serde(default)]
+    pub packages: Vec<String>,
+    #[serde(default = "default_results")]
+    pub results_dir: String,
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    #[serde(default, rename = "command")]
+    pub commands: Vec<CommandSpec>,
+}
+
+impl GuestConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).ctx(path)?;
+        Self::parse(&text).map_err(|m| Error::parse(path, m))
+    }
+
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        let g: GuestConfig = toml::from_str(text).map_err(|e| one_line(&e.to_string()))?;
+        for c in &g.commands {
+            if c.name.is_empty() || c.name.contains(char::is_whitespace) {
+                return Err(format!(
+                    "command name {:?} must be non-empty without whitespace",
+                    c.name
+                ));
+            }
+            match c.argv.first() {
+                Some(p) if p.starts_with('/') => {}
+                _ => {
+                    return Err(format!(
+                        "command {:?}: argv[0] must be an absolute guest path",
+                        c.name
+                    ))
+                }
+            }
+        }
+        for b in &g.binaries {
+            if b.is_empty() || b.contains('/') {
+                return Err(format!("binary name {b:?} must be a plain file name"));
+            }
+        }
+        Ok(g)
+    }
+
+    pub fn commands(&self, scenario: Option<&str>) -> Vec<GuestCommand> {
+        self.commands
+            .iter()
+            .map(|c| {
+                let mut argv = c.argv.clone();
+                if let (Some(flag), Some(glob)) = (&c.scenario_flag, scenario) {
+                    argv.push(flag.clone());
+                    argv.push(glob.to_string());
+                }
+                GuestCommand {
+                    name: c.name.clone(),
+                    argv,
+                    timeout_secs: c.timeout_secs,
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,98 @@
+//! `cargo xtask test`: the project's one test command (README, `.ci/run`).
+//!
+//! 1. Installs what the tests need when running as root on Debian (clang, llvm, libbpf-dev,
+//!    libcap2-bin for capsh, qemu-system-x86, the musl target), else prints the command.
+//! 2. Mounts tracefs if needed (classic tracepoints need it; the host does not mount it).
+//! 3. Builds the whole workspace (the harness tests drive the built binaries).
+//! 4. Runs `cargo nextest run --workspace` (profile `ci` under CI, which writes JUnit).
+//! 5. Runs the conformance suite inside QEMU on every kernel of vm/kernels.toml
+//!    (`cargo xtask vm-test --kernel all`) unless `--no-vm`.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::prereq;
+
+#[derive(clap::Args)]
+pub struct TestArgs {
+    /// Skip the QEMU kernel matrix (host tests only).
+    #[arg(long)]
+    pub no_vm: bool,
+    /// nextest profile (default: `ci` when $CI is set, else `default`).
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Extra arguments for nextest (after `--`), e.g. a filter expression.
+    #[arg(last = true)]
+    pub nextest_args: Vec<String>,
+}
+
+fn run(what: &str, cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask test: {what}");
+    let status = cmd.status().with_context(|| format!("starting {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+fn mount_tracefs() {
+    let dir = Path::new("/sys/kernel/tracing");
+    if dir.join("events").is_dir() {
+        return;
+    }
+    // SAFETY: mount(2) with static C strings.
+    let r = unsafe {
+        libc::mount(
+            c"nodev".as_ptr(),
+            c"/sys/kernel/tracing".as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        eprintln!(
+            "xtask test: warning: cannot mount tracefs ({}); tests of perf tracepoints will fail",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+pub fn execute(args: &TestArgs) -> Result<()> {
+    prereq::bpf_toolchain()?;
+    prereq::capsh()?;
+    prereq::musl_target()?;
+    if !args.no_vm {
+        prereq::qemu()?;
+    }
+    mount_tracefs();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(
+        "cargo build --workspace --all-targets",
+        Command::new(&cargo).args(["build", "--workspace", "--all-targets"]),
+    )?;
+    let profile = args.profile.clone().unwrap_or_else(|| {
+        if std::env::var_os("CI").is_some() {
+            "ci".into()
+        } else {
+            "default".into()
+        }
+    });
+    let mut nextest = Command::new(&cargo);
+    nextest.args(["nextest", "run", "--workspace", "--profile", &profile]);
+    nextest.args(&args.nextest_args);
+    // Snapshots are compared, never written, during the test command.
+    nextest.env("INSTA_UPDATE", "no");
+    run(
+        &format!("cargo nextest run --workspace --profile {profile}"),
+        &mut nextest,
+    )?;
+    if !args.no_vm {
+        let mut vm = Command::new(&cargo);
+        vm.args(["xtask", "vm-test", "--kernel", "all"]);
+        run("cargo xtask vm-test --kernel all", &mut vm)?;
+    }
+    Ok(())
+}

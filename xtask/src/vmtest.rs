@@ -1,0 +1,624 @@
+//! `vm-test`, `kernels update|list` and `bench vm`.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use capring_vm::accel::{Accel, AccelChoice};
+use capring_vm::apt;
+use capring_vm::cache::CacheState;
+use capring_vm::catalog::{Catalog, Lock};
+use capring_vm::guest::GuestConfig;
+use capring_vm::outcome::Outcome;
+use capring_vm::qemu::RunReport;
+use capring_vm::session::{self, KernelSpec, Paths, PreparedKernel, RunOptions, MUSL_TARGET};
+use capring_vm::settings::{Drill, GuestCommand, GuestSettings};
+
+use crate::{prereq, workspace, VmTestArgs};
+
+/// Everything needed before the first boot.
+struct Prepared {
+    paths: Paths,
+    kernels: Vec<PreparedKernel>,
+    base: Vec<u8>,
+    guest: GuestConfig,
+    qemu: PathBuf,
+}
+
+fn load_guest(paths: &Paths, a: &VmTestArgs) -> Result<GuestConfig> {
+    let p = a
+        .guest_config
+        .clone()
+        .unwrap_or_else(|| paths.guest.clone());
+    Ok(GuestConfig::load(&p)?)
+}
+
+/// Builds the musl packages of the guest config; a failed build is reported
+/// and whatever binaries exist are used (missing listed ones fail below).
+fn build_guest_packages(paths: &Paths, guest: &GuestConfig) -> Result<()> {
+    if guest.packages.is_empty() {
+        return Ok(());
+    }
+    prereq::bpf_toolchain()?;
+    eprintln!(
+        "building guest binaries: cargo build --release --target {MUSL_TARGET} -p {}",
+        guest.packages.join(" -p ")
+    );
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(&paths.workspace)
+        .args(["build", "--release", "--target", MUSL_TARGET]);
+    for p in &guest.packages {
+        c.arg("-p").arg(p);
+    }
+    let st = c
+        .status()
+        .context("running cargo build for the guest binaries")?;
+    if !st.success() {
+        eprintln!(
+            "warning: the musl build of {} failed ({st}); using whatever binaries exist",
+            guest.packages.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn guest_binaries(
+    paths: &Paths,
+    guest: &GuestConfig,
+    config: &std::path::Path,
+) -> Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    for name in &guest.binaries {
+        let p = paths.musl_bin(name);
+        if !p.is_file() {
+            return Err(capring_vm::Error::MissingGuestBinary {
+                name: name.clone(),
+                config: config.to_path_buf(),
+                path: p,
+            }
+            .into());
+        }
+        out.push((name.clone(), p));
+    }
+    Ok(out)
+}
+
+fn prepare(a: &VmTestArgs) -> Result<Prepared> {
+    let paths = Paths::new(&workspace());
+    let catalog = Catalog::load(&paths.catalog)?;
+    let lock = Lock::load(&paths.lock)?;
+    let guest = load_guest(&paths, a)?;
+    let specs = session::parse_kernel_arg(&a.kernel, &catalog)?;
+    let qemu = prereq::qemu()?;
+    prereq::musl_target()?;
+
+    // Build everything before the first boot.
+    let agent = if a.no_build {
+        paths.musl_bin("vm-agent")
+    } else {
+        session::build_agent(&paths)?
+    };
+    if !agent.is_file() {
+        bail!(
+            "guest agent {} not built (drop --no-build)",
+            agent.display()
+        );
+    }
+    if !a.no_build {
+        build_guest_packages(&paths, &guest)?;
+    }
+    let config_path = a
+        .guest_config
+        .clone()
+        .unwrap_or_else(|| paths.guest.clone());
+    let bins = guest_binaries(&paths, &guest, &config_path)?;
+    let fixtures = paths.workspace.join("fixtures");
+    let base = session::base_initramfs(&agent, &bins, Some(&fixtures))?;
+    eprintln!(
+        "initramfs: agent + {} binaries + fixtures/ = {:.1} MiB",
+        bins.len(),
+        base.len() as f64 / (1 << 20) as f64
+    );
+
+    let mut cache = paths.cache();
+    cache.verbose = a.verbose;
+    let mut kernels = Vec::new();
+    for spec in &specs {
+        let k = session::prepare_kernel(spec, &catalog, &lock, &cache)?;
+        let how = match (&k.entry, k.ensured.network_requests) {
+            (None, _) => "local image".to_string(),
+            (Some(_), 0) => "cached".to_string(),
+            (Some(_), n) => format!("fetched, {n} network requests"),
+        };
+        let pkg = k
+            .entry
+            .as_ref()
+            .map(|e| format!("{} {}", e.package, e.version))
+            .unwrap_or_default();
+        eprintln!(
+            "kernel {}: {} {pkg} ({how})",
+            k.label, k.ensured.image.release
+        );
+        kernels.push(k);
+    }
+    Ok(Prepared {
+        paths,
+        kernels,
+        base,
+        guest,
+        qemu,
+    })
+}
+
+fn commands(a: &VmTestArgs, guest: &GuestConfig) -> Vec<GuestCommand> {
+    match &a.run {
+        Some(cmdline) => vec![GuestCommand {
+            name: "run".into(),
+            argv: cmdline.split_whitespace().map(str::to_string).collect(),
+            timeout_secs: a.run_timeout,
+        }],
+        None => guest.commands(a.scenario.as_deref()),
+    }
+}
+
+fn choose_accel(p: &Prepared, choice: AccelChoice, verbose: bool) -> Result<Accel> {
+    let verdict_file = p.paths.out_root.join("accel.json");
+    let first = &p.kernels[0];
+    let mut probe = || -> capring_vm::Result<bool> {
+        eprintln!(
+            "probing KVM: booting kernel {} under KVM (must say HELLO within 8 s)…",
+            first.label
+        );
+        let mut opts = RunOptions::new(p.qemu.clone(), Accel::Kvm);
+        opts.boot_timeout = Duration::from_secs(8);
+        opts.verbose = verbose;
+        let s = session::settings(Vec::new(), &p.guest.results_dir, Vec::new());
+        let out = p.paths.out_root.join("kvm-probe");
+        let r = session::run_vm(
+            "kvm-probe",
+            &first.ensured.image.vmlinuz,
+            &p.base,
+            &s,
+            &out,
+            &opts,
+            &mut || {},
+        )?;
+        Ok(r.evidence.hello)
+    };
+    let (accel, why) = session::choose_accel(choice, &p.qemu, &verdict_file, &mut probe)?;
+    eprintln!("accelerator: {accel} ({why})");
+    Ok(accel)
+}
+
+/// Runs one kernel, retrying once on BOOT_TIMEOUT (under TCG if it was KVM).
+fn run_one(
+    p: &Prepared,
+    k: &PreparedKernel,
+    settings: &GuestSettings,
+    opts: &RunOptions,
+    on_hello: &mut dyn FnMut(),
+) -> Result<RunReport> {
+    // Re-verify the cached image right before booting it.
+    if let Some(entry) = &k.entry {
+        if let CacheState::Corrupt(why) = p.paths.cache().check(entry) {
+            bail!(
+                "kernel {}: cached image became corrupt ({why}); not booting it",
+                k.label
+            );
+        }
+    }
+    let out = p.paths.out_root.join(&k.label);
+    let mut said_hello = false;
+    let mut hello = || {
+        if !said_hello {
+            said_hello = true;
+            on_hello();
+        }
+    };
+    let vmlinuz = &k.ensured.image.vmlinuz;
+    let r = session::run_vm(&k.label, vmlinuz, &p.base, settings, &out, opts, &mut hello)?;
+    if r.outcome != Outcome::BootTimeout {
+        return Ok(r);
+    }
+    let mut retry = opts.clone();
+    retry.accel = Accel::Tcg;
+    retry.boot_timeout = opts
+        .boot_timeout
+        .max(session::default_boot_timeout(Accel::Tcg));
+    eprintln!(
+        "[{}] BOOT_TIMEOUT under {}; retrying once under tcg",
+        k.label, opts.accel
+    );
+    let mut s = settings.clone();
+    s.nonce = session::nonce();
+    Ok(session::run_vm(
+        &k.label, vmlinuz, &p.base, &s, &out, &retry, &mut hello,
+    )?)
+}
+
+fn fmt_secs(s: Option<f64>) -> String {
+    s.map(|s| format!("{s:.2}s")).unwrap_or_else(|| "-".into())
+}
+
+fn results_summary(r: &RunReport) -> String {
+    let total = r.commands.len();
+    let ok = r.commands.iter().filter(|(_, s)| s == "code=0").count();
+    let mut s = format!("{ok}/{total} commands ok");
+    if let Some((o, n)) = r.tap {
+        s.push_str(&format!(", tap {o} ok / {n} not ok"));
+    }
+    if !r.files.is_empty() {
+        s.push_str(&format!(", {} files", r.files.len()));
+    }
+    s
+}
+
+fn print_table(rows: &[(String, Result<RunReport, String>)]) {
+    println!();
+    println!(
+        "{:<14} {:<28} {:<5} {:<13} {:>8} {:>8}  results",
+        "kernel", "release", "accel", "outcome", "boot", "run"
+    );
+    for (label, r) in rows {
+        match r {
+            Ok(r) => {
+                println!(
+                    "{:<14} {:<28} {:<5} {:<13} {:>8} {:>8}  {}",
+                    label,
+                    r.release.clone().unwrap_or_else(|| "-".into()),
+                    r.accel.to_string(),
+                    r.outcome.to_string(),
+                    fmt_secs(r.boot_secs),
+                    fmt_secs(r.run_secs),
+                    results_summary(r)
+                );
+                if r.outcome != Outcome::Pass {
+                    println!("{:<14} reason: {}", "", r.reason);
+                }
+            }
+            Err(e) => println!("{label:<14} {:<28} {:<5} {:<13} {e}", "-", "-", "ERROR"),
+        }
+    }
+}
+
+fn print_failure_details(r: &RunReport, out: &std::path::Path) {
+    if r.outcome == Outcome::Pass {
+        return;
+    }
+    eprintln!(
+        "[{}] {}: {} (logs in {})",
+        r.label,
+        r.outcome,
+        r.reason,
+        out.display()
+    );
+    if matches!(r.outcome, Outcome::KernelPanic | Outcome::BootTimeout) {
+        for l in r
+            .console_tail
+            .iter()
+            .rev()
+            .take(12)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            eprintln!("  console| {l}");
+        }
+        if r.console_tail
+            .iter()
+            .any(|l| l.contains("IO-APIC + timer doesn't work"))
+        {
+            eprintln!("  hint: try --append noapic");
+        }
+    }
+    for c in &r.transcript.commands {
+        if c.exit.is_some_and(|s| s.success()) {
+            continue;
+        }
+        for l in c
+            .stderr
+            .iter()
+            .rev()
+            .take(10)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            eprintln!("  {}| {l}", c.name);
+        }
+    }
+}
+
+pub fn vm_test(a: &VmTestArgs) -> Result<u8> {
+    let p = prepare(a)?;
+    let accel = choose_accel(&p, a.accel, a.verbose)?;
+    let mut opts = RunOptions::new(p.qemu.clone(), accel);
+    if let Some(b) = a.boot_timeout {
+        opts.boot_timeout = Duration::from_secs(b);
+    }
+    opts.verbose = a.verbose;
+    opts.extra_append = a.append.clone();
+    let cmds = commands(a, &p.guest);
+    let drill = match a.drill.as_deref() {
+        Some("panic") => Some(Drill::Panic),
+        Some("hang") => Some(Drill::Hang),
+        _ => None,
+    };
+
+    // Staggered start: the next VM starts only after the previous one said
+    // HELLO (or ended), and at most `jobs` run at once.
+    let jobs = a.jobs as usize;
+    let mut rows: Vec<(String, Result<RunReport, String>)> = Vec::new();
+    std::thread::scope(|scope| {
+        let (hello_tx, hello_rx) = mpsc::channel::<()>();
+        let (done_tx, done_rx) = mpsc::channel::<(usize, Result<RunReport, String>)>();
+        let mut running = 0;
+        let mut results: Vec<Option<Result<RunReport, String>>> = vec![None; p.kernels.len()];
+        for (i, k) in p.kernels.iter().enumerate() {
+            while running >= jobs {
+                if let Ok((j, r)) = done_rx.recv() {
+                    results[j] = Some(r);
+                }
+                running -= 1;
+            }
+            let mut s = session::settings(cmds.clone(), &p.guest.results_dir, p.guest.env.clone());
+            s.drill = drill;
+            let (p, opts, hello_tx, done_tx) =
+                (&p, opts.clone(), hello_tx.clone(), done_tx.clone());
+            eprintln!(
+                "[{}] booting {} under {}…",
+                k.label, k.ensured.image.release, opts.accel
+            );
+            scope.spawn(move || {
+                let started = Instant::now();
+                let label = k.label.clone();
+                let mut on_hello = || {
+                    eprintln!(
+                        "[{label}] guest up after {:.2}s",
+                        started.elapsed().as_secs_f64()
+                    );
+                    let _ = hello_tx.send(());
+                };
+                let r = run_one(p, k, &s, &opts, &mut on_hello).map_err(|e| format!("{e:#}"));
+                let _ = hello_tx.send(());
+                let _ = done_tx.send((i, r));
+            });
+            running += 1;
+            let _ = hello_rx.recv();
+        }
+        drop(done_tx);
+        while running > 0 {
+            match done_rx.recv() {
+                Ok((j, r)) => results[j] = Some(r),
+                Err(_) => break,
+            }
+            running -= 1;
+        }
+        for (k, r) in p.kernels.iter().zip(results) {
+            rows.push((
+                k.label.clone(),
+                r.unwrap_or_else(|| Err("no result".into())),
+            ));
+        }
+    });
+
+    for (label, r) in &rows {
+        if let Ok(r) = r {
+            print_failure_details(r, &p.paths.out_root.join(label));
+        }
+    }
+    print_table(&rows);
+    let summary: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|(l, r)| match r {
+            Ok(r) => serde_json::json!({"kernel": l, "report": r}),
+            Err(e) => serde_json::json!({"kernel": l, "error": e}),
+        })
+        .collect();
+    let _ = std::fs::write(
+        p.paths.out_root.join("summary.json"),
+        serde_json::to_string_pretty(&summary).unwrap_or_default(),
+    );
+    println!(
+        "artifacts: {}/<kernel>/ (console.log, protocol.log, results/)",
+        p.paths.out_root.display()
+    );
+    if a.verbose {
+        println!("network requests: {}", apt::network_requests());
+    }
+    let all_pass = rows
+        .iter()
+        .all(|(_, r)| matches!(r, Ok(r) if r.outcome == Outcome::Pass));
+    let mut snapshots_ok = true;
+    if a.run.is_none() && a.drill.is_none() {
+        for (label, r) in &rows {
+            if !matches!(r, Ok(r) if r.outcome == Outcome::Pass) {
+                continue;
+            }
+            let results = p.paths.out_root.join(label).join("results");
+            let differ = crate::snapshots::compare(label, &results)?;
+            if differ.is_empty() {
+                println!("[{label}] snapshots: match");
+            } else {
+                snapshots_ok = false;
+                println!(
+                    "[{label}] snapshots differ: {} (review with `cargo insta review`, or accept with INSTA_UPDATE=always)",
+                    differ.join(", ")
+                );
+            }
+        }
+    }
+    Ok(if all_pass && snapshots_ok { 0 } else { 1 })
+}
+
+pub fn kernels_update(only: &[String], strict: bool, verbose: bool) -> Result<u8> {
+    let paths = Paths::new(&workspace());
+    let catalog = Catalog::load(&paths.catalog)?;
+    let mut lock = Lock::load(&paths.lock)?;
+    let cache = paths.cache();
+    for s in only {
+        if !catalog.kernel.contains_key(s) {
+            bail!(
+                "unknown series {s:?} (known: {})",
+                catalog.series().join(", ")
+            );
+        }
+    }
+    let series: Vec<String> = if only.is_empty() {
+        catalog.series()
+    } else {
+        only.to_vec()
+    };
+    let mut failed = 0;
+    for s in &series {
+        eprint!("kernel {s}: resolving… ");
+        match session::resolve(s, &catalog, &cache.root, verbose) {
+            Ok(e) => {
+                let changed = lock.kernel.get(s) != Some(&e);
+                eprintln!(
+                    "{} {}{}",
+                    e.package,
+                    e.version,
+                    if changed {
+                        " (updated)"
+                    } else {
+                        " (unchanged)"
+                    }
+                );
+                lock.kernel.insert(s.clone(), e);
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!();
+                eprintln!("warning: {e}");
+            }
+        }
+    }
+    lock.save(&paths.lock)?;
+    println!(
+        "wrote {} ({} entries); network requests: {}",
+        paths.lock.display(),
+        lock.kernel.len(),
+        apt::network_requests()
+    );
+    Ok(if strict && failed > 0 { 1 } else { 0 })
+}
+
+pub fn kernels_list() -> Result<u8> {
+    let paths = Paths::new(&workspace());
+    let catalog = Catalog::load(&paths.catalog)?;
+    let lock = Lock::load(&paths.lock)?;
+    let cache = paths.cache();
+    for s in catalog.series() {
+        match lock.kernel.get(&s) {
+            Some(e) => {
+                let state = match cache.check(e) {
+                    CacheState::Valid(i) => format!("cached ({})", i.release),
+                    CacheState::Missing => "not cached".into(),
+                    CacheState::Corrupt(w) => format!("CORRUPT: {w}"),
+                };
+                println!(
+                    "{s:<6} {} {} [{}] {}",
+                    e.package,
+                    e.version,
+                    &e.sha256[..12],
+                    state
+                );
+            }
+            None => println!(
+                "{s:<6} (not locked; source {})",
+                catalog.describe(&catalog.kernel[&s])
+            ),
+        }
+    }
+    Ok(0)
+}
+
+#[derive(clap::Args, Clone)]
+pub struct BenchArgs {
+    #[arg(long, default_value = "all")]
+    pub kernel: String,
+    #[arg(long, default_value = "auto", env = "VM_TEST_ACCEL", value_parser = crate::parse_accel)]
+    pub accel: AccelChoice,
+    /// Guest configuration for the full run (default: vm/guest.toml).
+    #[arg(long)]
+    pub guest_config: Option<PathBuf>,
+    #[arg(long)]
+    pub no_build: bool,
+}
+
+pub fn bench_vm(b: &BenchArgs) -> Result<u8> {
+    let a = VmTestArgs {
+        kernel: b.kernel.clone(),
+        scenario: None,
+        accel: b.accel,
+        jobs: 1,
+        guest_config: b.guest_config.clone(),
+        run: None,
+        run_timeout: 300,
+        drill: None,
+        append: Vec::new(),
+        boot_timeout: None,
+        no_build: b.no_build,
+        verbose: false,
+    };
+    let p = prepare(&a)?;
+    let accel = choose_accel(&p, a.accel, false)?;
+    let opts = RunOptions::new(p.qemu.clone(), accel);
+    let full_cmds = commands(&a, &p.guest);
+    let catalog = Catalog::load(&p.paths.catalog)?;
+    let lock = Lock::load(&p.paths.lock)?;
+    println!(
+        "{:<8} {:>10} {:>10} {:>10} {:>8} {:>9}  full outcome",
+        "kernel", "bare-boot", "bare-total", "full-total", "ratio", "net-reqs"
+    );
+    let mut any_fail = false;
+    let mut rerun_net = 0;
+    for k in &p.kernels {
+        let bare = session::settings(Vec::new(), &p.guest.results_dir, Vec::new());
+        let out = p.paths.out_root.join("bench").join(&k.label);
+        let rb = session::run_vm(
+            &k.label,
+            &k.ensured.image.vmlinuz,
+            &p.base,
+            &bare,
+            &out.join("bare"),
+            &opts,
+            &mut || {},
+        )?;
+        let full = session::settings(full_cmds.clone(), &p.guest.results_dir, p.guest.env.clone());
+        let rf = session::run_vm(
+            &k.label,
+            &k.ensured.image.vmlinuz,
+            &p.base,
+            &full,
+            &out.join("full"),
+            &opts,
+            &mut || {},
+        )?;
+        // A cached re-run must not touch the network.
+        let spec = match &k.entry {
+            Some(_) => KernelSpec::Series(k.label.clone()),
+            None => KernelSpec::Local(k.ensured.image.vmlinuz.clone()),
+        };
+        let again = session::prepare_kernel(&spec, &catalog, &lock, &p.paths.cache())
+            .map_err(|e| anyhow!("re-preparing {}: {e}", k.label))?;
+        rerun_net += again.ensured.network_requests;
+        let bare_boot = rb.boot_secs.unwrap_or(f64::NAN);
+        println!(
+            "{:<8} {:>9.2}s {:>9.2}s {:>9.2}s {:>7.2}x {:>9}  {}",
+            k.label,
+            bare_boot,
+            rb.total_secs,
+            rf.total_secs,
+            rf.total_secs / bare_boot,
+            again.ensured.network_requests,
+            rf.outcome
+        );
+        any_fail |= rb.outcome != Outcome::Pass || rf.outcome != Outcome::Pass;
+    }
+    println!("network requests (cached re-runs): {rerun_net}");
+    Ok(if any_fail { 1 } else { 0 })
+}
