@@ -152,6 +152,11 @@ pub fn write_outputs(dir: &Path, report: &Report, runs: &[ScenarioRun]) -> Resul
                 tl.join(format!("{}.json", s.name)),
                 serde_json::to_string_pretty(&doc)?,
             )?;
+            let summary = crate::snapshot::summarize(rec);
+            std::fs::write(
+                sm.join(format!("{}.json", s.name)),
+                serde_json::to_string_pretty(&summary)?,
+            )?;
         }
     }
     Ok(())

@@ -582,67 +582,76 @@ fn ring_no_excess(v: &View) -> Check {
     )
 }
 
-fn ring_permitted_shrinks(v: &View) -> Check {
+/// The threads of the first steady-state sample of a dropping run, or why there is none.
+fn first_steady<'a>(
+    v: &View<'a>,
+) -> Result<(&'a capring_spec::oracle::Rings, Vec<&'a ThreadCaps>), Check> {
     let Some((rings, bypass)) = v.rings() else {
-        return na("the tracer is not expected to run");
+        return Err(na("the tracer is not expected to run"));
     };
     if bypass {
-        return na("bypass run");
+        return Err(na("bypass run"));
     }
-    let samples = v.steady_samples();
-    let Some((_, threads)) = samples.first() else {
-        return na("no steady state");
+    let first = v.steady_samples().into_iter().next();
+    first
+        .map(|(_, threads)| (rings, threads))
+        .ok_or_else(|| na("no steady state"))
+}
+
+/// Passes when every thread of the first steady sample satisfies `ok`.
+fn every_steady_thread(
+    threads: &[&ThreadCaps],
+    expected: String,
+    ok: impl Fn(&ThreadCaps) -> bool,
+    show: impl Fn(&ThreadCaps) -> String,
+) -> Check {
+    match threads.iter().find(|t| !ok(t)) {
+        Some(t) => fail(expected, format!("tid {} has {}", t.tid, show(t))),
+        None => pass(expected, "as expected on every thread"),
+    }
+}
+
+fn ring_permitted_shrinks(v: &View) -> Check {
+    let (rings, threads) = match first_steady(v) {
+        Ok(x) => x,
+        Err(c) => return c,
     };
-    match threads
-        .iter()
-        .find(|t| t.permitted != rings.steady_permitted)
-    {
-        Some(t) => fail(
-            format!("P={}", rings.steady_permitted),
-            format!("tid {} has P={}", t.tid, t.permitted),
-        ),
-        None => pass(format!("P={}", rings.steady_permitted), "as expected"),
-    }
+    let p = rings.steady_permitted;
+    every_steady_thread(
+        &threads,
+        format!("P={p}"),
+        |t| t.permitted == p,
+        |t| format!("P={}", t.permitted),
+    )
 }
 
 fn ring_bounding_cleared(v: &View) -> Check {
-    let Some((rings, bypass)) = v.rings() else {
-        return na("the tracer is not expected to run");
+    let (rings, threads) = match first_steady(v) {
+        Ok(x) => x,
+        Err(c) => return c,
     };
-    if bypass || !rings.clear_bounding {
-        return na("cap_setpcap not usable (or bypass): no bounding drop expected");
+    if !rings.clear_bounding {
+        return na("cap_setpcap not usable: no bounding drop expected");
     }
-    let samples = v.steady_samples();
-    let Some((_, threads)) = samples.first() else {
-        return na("no steady state");
-    };
-    match threads.iter().find(|t| !t.bounding.is_empty()) {
-        Some(t) => fail("B={}", format!("tid {} has B={}", t.tid, t.bounding)),
-        None => pass("B={}", "B={} on every thread"),
-    }
+    every_steady_thread(
+        &threads,
+        "B={}".into(),
+        |t| t.bounding.is_empty(),
+        |t| format!("B={}", t.bounding),
+    )
 }
 
 fn ring_inheritable_ambient_empty(v: &View) -> Check {
-    let Some((_, bypass)) = v.rings() else {
-        return na("the tracer is not expected to run");
+    let threads = match first_steady(v) {
+        Ok((_, t)) => t,
+        Err(c) => return c,
     };
-    if bypass {
-        return na("bypass run");
-    }
-    let samples = v.steady_samples();
-    let Some((_, threads)) = samples.first() else {
-        return na("no steady state");
-    };
-    match threads
-        .iter()
-        .find(|t| !t.inheritable.is_empty() || !t.ambient.is_empty())
-    {
-        Some(t) => fail(
-            "I={} A={}",
-            format!("tid {} has I={} A={}", t.tid, t.inheritable, t.ambient),
-        ),
-        None => pass("I={} A={}", "as expected"),
-    }
+    every_steady_thread(
+        &threads,
+        "I={} A={}".into(),
+        |t| t.inheritable.is_empty() && t.ambient.is_empty(),
+        |t| format!("I={} A={}", t.inheritable, t.ambient),
+    )
 }
 
 fn threads_same_ring(v: &View) -> Check {

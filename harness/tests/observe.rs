@@ -617,3 +617,57 @@ fn cli_observe_prints_and_propagates_the_exit_code() {
     let out = capring(&["observe"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `capring check --out DIR` writes the report files, the timelines and the per-scenario
+/// summaries that vm-test compares with snapshots/.
+#[test]
+fn check_out_dir_holds_reports_timelines_and_summaries() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "needs root (CI runs as root)"
+    );
+    let dir = std::env::temp_dir().join(format!("capring-out-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let profile = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fixtures/tracers/ref-tracer.toml"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_capring"))
+        .args([
+            "check",
+            "--tracer",
+            profile,
+            "--scenario",
+            "usage-bad-bypass",
+            "--format",
+            "tap",
+            "--out",
+        ])
+        .arg(&dir)
+        .output()
+        .expect("capring runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .starts_with("TAP version 13\n1..1\nok 1 - usage-bad-bypass usage.exit"));
+    for f in [
+        "results.json",
+        "report.tap",
+        "junit.xml",
+        "timelines/usage-bad-bypass.json",
+        "summaries/usage-bad-bypass.json",
+    ] {
+        assert!(dir.join(f).is_file(), "{f} missing");
+    }
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("summaries/usage-bad-bypass.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["outcome"], "exit 2");
+    let _ = std::fs::remove_dir_all(&dir);
+}

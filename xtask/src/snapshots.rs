@@ -7,11 +7,12 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-/// Compares every summary of one kernel; returns the scenarios whose snapshot differs.
-pub fn compare(kernel: &str, results: &Path) -> Result<Vec<String>> {
+/// Compares every summary of one kernel; returns the scenarios whose snapshot differs, or
+/// `None` when the guest returned no summaries at all.
+pub fn compare(kernel: &str, results: &Path) -> Result<Option<Vec<String>>> {
     let dir = results.join("summaries");
     if !dir.is_dir() {
-        return Ok(Vec::new());
+        return Ok(None);
     }
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .with_context(|| format!("reading {}", dir.display()))?
@@ -47,5 +48,5 @@ pub fn compare(kernel: &str, results: &Path) -> Result<Vec<String>> {
             differ.push(name);
         }
     }
-    Ok(differ)
+    Ok(Some(differ))
 }
