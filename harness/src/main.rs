@@ -13,7 +13,20 @@ use capring_spec::caps::{parse_name, Cap, CapSet};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "capring", version, about, propagate_version = true)]
+#[command(
+    name = "capring",
+    version,
+    about,
+    propagate_version = true,
+    after_help = "Examples:
+  capring check --tracer fixtures/tracers/ref-tracer.toml
+  capring check --tracer my-tracer.toml --scenario 'bypass-*' --format junit --out results/
+  capring observe -- capsh --drop=cap_net_raw -- -c true
+  capring mutants
+  capring clauses | less
+
+Profiles: harness/PROFILE.md. Clauses: spec/SPEC.md. Most commands need root."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
