@@ -31,7 +31,9 @@ pub struct EnvFacts {
     /// `perf_event_paranoid`; `None` when unreadable (treated as the most restrictive).
     pub perf_event_paranoid: Option<i32>,
     /// BPF maps are charged to memory cgroups (since 5.11), not to `RLIMIT_MEMLOCK`.
-    pub bpf_memcg: bool,
+    /// Probed only when it matters (the memlock soft limit is below [`MEMLOCK_NEEDED`]);
+    /// `None` = not probed.
+    pub bpf_memcg: Option<bool>,
     /// `RLIMIT_MEMLOCK` soft and hard limits in bytes ([`UNLIMITED`] for infinity).
     pub memlock_soft: u64,
     pub memlock_hard: u64,
@@ -67,7 +69,7 @@ impl EnvFacts {
     }
 
     pub fn memlock_action(&self) -> MemlockAction {
-        if self.bpf_memcg || self.memlock_soft >= MEMLOCK_NEEDED {
+        if self.memlock_soft >= MEMLOCK_NEEDED || self.bpf_memcg == Some(true) {
             MemlockAction::Nothing
         } else if self.memlock_hard >= MEMLOCK_NEEDED {
             MemlockAction::RaiseSoft
@@ -93,8 +95,8 @@ impl EnvFacts {
             None => "paranoid-unreadable".to_string(),
         };
         let memlock = match self.memlock_action() {
-            MemlockAction::Nothing if self.bpf_memcg => "memcg",
-            MemlockAction::Nothing => "memlock-ok",
+            MemlockAction::Nothing if self.memlock_soft >= MEMLOCK_NEEDED => "memlock-ok",
+            MemlockAction::Nothing => "memcg",
             MemlockAction::RaiseSoft => "memlock-soft",
             MemlockAction::RaiseHard => "memlock-hard",
         };
@@ -114,7 +116,7 @@ impl EnvFacts {
             permitted: CapSet::all_up_to(40),
             bounding: CapSet::all_up_to(40),
             perf_event_paranoid: Some(2),
-            bpf_memcg: true,
+            bpf_memcg: None,
             memlock_soft: 8 << 20,
             memlock_hard: 8 << 20,
             cgroup2: Some("/sys/fs/cgroup".into()),
@@ -225,6 +227,9 @@ mod probe_impl {
             content: last.clone(),
         })?;
         let (memlock_soft, memlock_hard) = probe_memlock();
+        // Reading the kernel's BTF costs ~10 ms (sysfs hands it out 4 KiB at a time): only
+        // look when the answer can change the rings.
+        let bpf_memcg = (memlock_soft < MEMLOCK_NEEDED).then(probe_bpf_memcg);
         Ok(EnvFacts {
             kernel_release: read("/proc/sys/kernel/osrelease")?.trim().to_string(),
             cap_last_cap,
@@ -233,7 +238,7 @@ mod probe_impl {
             perf_event_paranoid: fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
                 .ok()
                 .and_then(|s| s.trim().parse().ok()),
-            bpf_memcg: probe_bpf_memcg(),
+            bpf_memcg,
             memlock_soft,
             memlock_hard,
             cgroup2: probe_cgroup2(),
@@ -265,20 +270,25 @@ mod tests {
     fn memlock_actions() {
         let mut f = EnvFacts::example();
         assert_eq!(f.memlock_action(), MemlockAction::Nothing);
-        f.bpf_memcg = false;
+        f.bpf_memcg = Some(false);
         f.memlock_soft = 64 << 10;
         f.memlock_hard = 64 << 10;
         assert_eq!(f.memlock_action(), MemlockAction::RaiseHard);
         f.memlock_hard = UNLIMITED;
         assert_eq!(f.memlock_action(), MemlockAction::RaiseSoft);
+        f.bpf_memcg = Some(true);
+        assert_eq!(f.memlock_action(), MemlockAction::Nothing);
     }
 
     #[test]
     fn feature_keys() {
         let mut f = EnvFacts::example();
+        assert_eq!(f.feature_key(), "capbpf.paranoid2.memlock-ok.cgroup2");
+        f.memlock_soft = 64 << 10;
+        f.bpf_memcg = Some(true);
         assert_eq!(f.feature_key(), "capbpf.paranoid2.memcg.cgroup2");
         f.perf_event_paranoid = Some(3);
-        f.bpf_memcg = false;
+        f.bpf_memcg = Some(false);
         f.memlock_soft = 64 << 10;
         f.memlock_hard = 64 << 10;
         f.permitted.remove(Cap::BPF);

@@ -456,7 +456,7 @@ mod tests {
     #[test]
     fn memlock_needs_sys_resource_only_when_the_hard_limit_is_low() {
         let mut f = EnvFacts::example();
-        f.bpf_memcg = false;
+        f.bpf_memcg = Some(false);
         f.memlock_soft = 64 << 10;
         f.memlock_hard = 64 << 10;
         assert!(rings(run(&[], &["execve"], &f))
