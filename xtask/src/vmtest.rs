@@ -176,7 +176,9 @@ fn choose_accel(p: &Prepared, choice: AccelChoice, verbose: bool) -> Result<Acce
         opts.verbose = verbose;
         let s = session::settings(Vec::new(), &p.guest.results_dir, Vec::new());
         let out = p.paths.out_root.join("kvm-probe");
-        let r = session::run_vm(
+        // KVM may hang the guest (nested setups) or make QEMU itself fail (e.g. "failed to
+        // set MSR"): either way it is unusable here, and TCG is used.
+        match session::run_vm(
             "kvm-probe",
             &first.ensured.image.vmlinuz,
             &p.base,
@@ -184,8 +186,13 @@ fn choose_accel(p: &Prepared, choice: AccelChoice, verbose: bool) -> Result<Acce
             &out,
             &opts,
             &mut || {},
-        )?;
-        Ok(r.evidence.hello)
+        ) {
+            Ok(r) => Ok(r.evidence.hello),
+            Err(e) => {
+                eprintln!("KVM probe failed: {e}");
+                Ok(false)
+            }
+        }
     };
     let (accel, why) = session::choose_accel(choice, &p.qemu, &verdict_file, &mut probe)?;
     eprintln!("accelerator: {accel} ({why})");
