@@ -251,15 +251,23 @@ fn allowed_sets_text(sets: &[CapSet]) -> String {
         .join(" or ")
 }
 
+/// The rings of a run that is expected to run and to drop (not bypassed), or why the
+/// clause does not apply.
+fn dropping_rings<'a>(v: &View<'a>) -> Result<&'a capring_spec::oracle::Rings, Check> {
+    match v.rings() {
+        None => Err(na("the tracer is not expected to run")),
+        Some((_, true)) => Err(na("bypass run")),
+        Some((rings, false)) => Ok(rings),
+    }
+}
+
 // ----- rings ---------------------------------------------------------------------------------
 
 fn ring_privileged_bypass_only(v: &View) -> Check {
-    let Some((rings, bypass)) = v.rings() else {
-        return na("the tracer is not expected to run");
+    let rings = match dropping_rings(v) {
+        Ok(r) => r,
+        Err(c) => return c,
     };
-    if bypass {
-        return na("bypass run");
-    }
     let Some(first) = v.first_change() else {
         return fail(
             "a first capability drop before anything privileged",
@@ -301,12 +309,10 @@ fn ring_privileged_bypass_only(v: &View) -> Check {
 }
 
 fn ring_required_exact(v: &View) -> Check {
-    let Some((rings, bypass)) = v.rings() else {
-        return na("the tracer is not expected to run");
+    let rings = match dropping_rings(v) {
+        Ok(r) => r,
+        Err(c) => return c,
     };
-    if bypass {
-        return na("bypass run");
-    }
     let Some(state) = v.first_capset_state() else {
         return fail(
             format!("E={}", names(rings.required)),
@@ -383,12 +389,10 @@ fn ring_required_config_only(v: &View) -> Check {
 }
 
 fn ring_requested_single(v: &View) -> Check {
-    let Some((rings, bypass)) = v.rings() else {
-        return na("the tracer is not expected to run");
+    let rings = match dropping_rings(v) {
+        Ok(r) => r,
+        Err(c) => return c,
     };
-    if bypass {
-        return na("bypass run");
-    }
     let enabled = rings.requested_caps();
     let Some(first) = v.first_change() else {
         return fail("capability changes", "none");
@@ -426,12 +430,10 @@ fn ring_requested_single(v: &View) -> Check {
 }
 
 fn ring_requested_returns(v: &View) -> Check {
-    let Some((rings, bypass)) = v.rings() else {
-        return na("the tracer is not expected to run");
+    let rings = match dropping_rings(v) {
+        Ok(r) => r,
+        Err(c) => return c,
     };
-    if bypass {
-        return na("bypass run");
-    }
     let singles: Vec<CapSet> = rings.requested_sets();
     // At the end of the run, no thread may be parked in a Requested ring.
     for t in v.final_states() {
@@ -485,12 +487,10 @@ fn ring_requested_returns(v: &View) -> Check {
 }
 
 fn ring_unprivileged_empty(v: &View) -> Check {
-    let Some((rings, bypass)) = v.rings() else {
-        return na("the tracer is not expected to run");
+    let rings = match dropping_rings(v) {
+        Ok(r) => r,
+        Err(c) => return c,
     };
-    if bypass {
-        return na("bypass run");
-    }
     let samples = v.steady_samples();
     if samples.is_empty() {
         if v.events_emitted() == 0 && v.exit_code() == Some(v.r.capability_code) {
@@ -575,12 +575,10 @@ fn ring_unprivileged_most_of_time(v: &View) -> Check {
 }
 
 fn ring_no_excess(v: &View) -> Check {
-    let Some((rings, bypass)) = v.rings() else {
-        return na("the tracer is not expected to run");
+    let rings = match dropping_rings(v) {
+        Ok(r) => r,
+        Err(c) => return c,
     };
-    if bypass {
-        return na("bypass run");
-    }
     let Some(first) = v.first_change() else {
         return fail("a first drop", "no capability change");
     };
@@ -603,12 +601,7 @@ fn ring_no_excess(v: &View) -> Check {
 fn first_steady<'a>(
     v: &View<'a>,
 ) -> Result<(&'a capring_spec::oracle::Rings, Vec<&'a ThreadCaps>), Check> {
-    let Some((rings, bypass)) = v.rings() else {
-        return Err(na("the tracer is not expected to run"));
-    };
-    if bypass {
-        return Err(na("bypass run"));
-    }
+    let rings = dropping_rings(v)?;
     let first = v.steady_samples().into_iter().next();
     first
         .map(|(_, threads)| (rings, threads))
@@ -755,12 +748,10 @@ fn threads_same_ring(v: &View) -> Check {
 }
 
 fn syscalls_privileged_in_ring(v: &View) -> Check {
-    let Some((rings, bypass)) = v.rings() else {
-        return na("the tracer is not expected to run");
+    let rings = match dropping_rings(v) {
+        Ok(r) => r,
+        Err(c) => return c,
     };
-    if bypass {
-        return na("bypass run");
-    }
     let first = v.first_change().unwrap_or(u64::MAX);
     let mut count = 0;
     for e in v.own_syscalls().filter(|e| View::is_privileged(e)) {
