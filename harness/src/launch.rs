@@ -14,6 +14,8 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use capring_spec::caps::CapSet;
@@ -64,6 +66,10 @@ pub struct LaunchSpec {
     pub sample_every: Option<Duration>,
     /// false: just launch (same faults), no ptrace (overhead benchmarks).
     pub observe: bool,
+    /// Started next to the command once it attaches its first probe (see [`Companion`]).
+    pub companion: Option<Arc<Companion>>,
+    /// Start the companion this long after launch even if no attach was seen.
+    pub companion_fallback: Duration,
 }
 
 impl LaunchSpec {
@@ -85,6 +91,8 @@ impl LaunchSpec {
             sample_on_stdout: false,
             sample_every: None,
             observe: true,
+            companion: None,
+            companion_fallback: Duration::from_secs(5),
         }
     }
 
@@ -93,6 +101,85 @@ impl LaunchSpec {
         std::iter::once(self.program.display().to_string())
             .chain(self.args.iter().cloned())
             .collect()
+    }
+}
+
+/// A process started next to the observed command: the workload that makes its events fire.
+///
+/// It starts once the command attaches its first probe (the first successful
+/// `perf_event_open`, or `bpf` `PROG_ATTACH` / `RAW_TRACEPOINT_OPEN` / `LINK_CREATE`), not at
+/// launch: until then it would only compete with the command's configuration for the CPU, which
+/// on a one-CPU guest under emulation doubled the time of every run. Without observation (or
+/// after [`LaunchSpec::companion_fallback`]) it starts anyway.
+pub struct Companion {
+    program: PathBuf,
+    args: Vec<String>,
+    state: Mutex<CompanionState>,
+}
+
+enum CompanionState {
+    Waiting,
+    Running(Child),
+    Failed(String),
+    Stopped,
+}
+
+impl std::fmt::Debug for Companion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Companion")
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .finish()
+    }
+}
+
+impl Companion {
+    pub fn new(program: impl Into<PathBuf>, args: Vec<String>) -> Arc<Companion> {
+        Arc::new(Companion {
+            program: program.into(),
+            args,
+            state: Mutex::new(CompanionState::Waiting),
+        })
+    }
+
+    /// Starts it, once; later calls (from any thread) do nothing.
+    pub fn start(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !matches!(*state, CompanionState::Waiting) {
+            return;
+        }
+        *state = match Command::new(&self.program)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(child) => CompanionState::Running(child),
+            Err(e) => CompanionState::Failed(format!("{}: {e}", self.program.display())),
+        };
+    }
+
+    /// Whether it was started (successfully or not).
+    pub fn started(&self) -> bool {
+        !matches!(
+            *self.state.lock().unwrap_or_else(|e| e.into_inner()),
+            CompanionState::Waiting
+        )
+    }
+
+    /// Kills and reaps it; never starts it afterwards. The error says why it could not start.
+    pub fn stop(&self) -> Result<(), String> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match std::mem::replace(&mut *state, CompanionState::Stopped) {
+            CompanionState::Running(mut child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Ok(())
+            }
+            CompanionState::Failed(e) => Err(e),
+            CompanionState::Waiting | CompanionState::Stopped => Ok(()),
+        }
     }
 }
 

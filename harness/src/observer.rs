@@ -203,6 +203,12 @@ struct Shared {
     term_sent: Mutex<Option<Instant>>,
     wake: Condvar,
     wake_lock: Mutex<()>,
+    /// The workload, started by the monitor thread at the first attach (or at `companion_at`).
+    /// Never by the ptrace thread: its `__WNOTHREAD` waits would then see the workload as one
+    /// more child to wait for.
+    companion: Option<Arc<l::Companion>>,
+    companion_at: Instant,
+    companion_requested: AtomicBool,
 }
 
 impl Shared {
@@ -242,6 +248,13 @@ impl Shared {
             from_tid: None,
             threads,
         });
+    }
+
+    /// Asks the monitor thread to start the companion now.
+    fn request_companion(&self) {
+        if self.companion.is_some() && !self.companion_requested.swap(true, Ordering::SeqCst) {
+            self.notify();
+        }
     }
 
     fn notify(&self) {
@@ -322,6 +335,14 @@ fn monitor(shared: Arc<Shared>, timeout: Duration, every: Option<Duration>) {
                 shared.kill_tree(libc::SIGKILL);
             }
         }
+        let companion_due = shared.companion.as_ref().is_some_and(|c| !c.started());
+        if companion_due
+            && (now >= shared.companion_at || shared.companion_requested.load(Ordering::SeqCst))
+        {
+            if let Some(c) = &shared.companion {
+                c.start();
+            }
+        }
         if let (Some(at), Some(d)) = (next_sample, every) {
             if now >= at {
                 drop(guard);
@@ -337,6 +358,9 @@ fn monitor(shared: Arc<Shared>, timeout: Duration, every: Option<Duration>) {
         }
         if let Some(at) = next_sample {
             wait = wait.min(at.saturating_duration_since(now));
+        }
+        if companion_due {
+            wait = wait.min(shared.companion_at.saturating_duration_since(now));
         }
         if shared.timed_out.load(Ordering::SeqCst) || killed_after_term {
             shared.kill_tree(libc::SIGKILL);
@@ -356,6 +380,8 @@ fn monitor(shared: Arc<Shared>, timeout: Duration, every: Option<Duration>) {
 struct Pending {
     name: &'static str,
     detail: String,
+    /// Attaches a probe (starts the companion when it succeeds).
+    attach: bool,
 }
 
 struct Task {
@@ -394,6 +420,20 @@ fn syscall_name(nr: i64) -> &'static str {
         298 => "perf_event_open",
         _ => "unknown",
     }
+}
+
+/// `perf_event_open`, or a `bpf` command that attaches a program: the tracer has started
+/// attaching its probes, so its events can fire from now on.
+fn is_attach(nr: i64, first_arg: u64) -> bool {
+    const BPF_PROG_ATTACH: u64 = 8;
+    const BPF_RAW_TRACEPOINT_OPEN: u64 = 17;
+    const BPF_LINK_CREATE: u64 = 28;
+    nr == libc::SYS_perf_event_open
+        || (nr == libc::SYS_bpf
+            && matches!(
+                first_arg,
+                BPF_PROG_ATTACH | BPF_RAW_TRACEPOINT_OPEN | BPF_LINK_CREATE
+            ))
 }
 
 fn bpf_cmd(cmd: u64) -> String {
@@ -731,6 +771,7 @@ impl Tracer {
             t.pending = Some(Pending {
                 name: syscall_name(nr),
                 detail,
+                attach: is_attach(nr, args[0]),
             });
         }
     }
@@ -744,6 +785,9 @@ impl Tracer {
         let result = ptrace::getregs(Pid::from_raw(tid))
             .map(|r| r.rax as i64)
             .ok();
+        if p.attach && result.is_some_and(|r| r >= 0) {
+            self.shared.request_companion();
+        }
         let threads = read_process(pid);
         let idx = self.push(pid, tid, Kind::Syscall, p.detail, threads);
         self.entries[idx].syscall = Some(p.name.to_string());
@@ -987,6 +1031,10 @@ fn run_here(spec: &LaunchSpec) -> Result<Observation, ObserveError> {
         term_sent: Mutex::new(None),
         wake: Condvar::new(),
         wake_lock: Mutex::new(()),
+        companion: spec.companion.clone(),
+        companion_at: t0 + spec.companion_fallback,
+        // Attaches are invisible without ptrace: start it at once.
+        companion_requested: AtomicBool::new(!spec.observe),
     });
     let wait_flags = WaitPidFlag::__WALL | WaitPidFlag::__WNOTHREAD;
 

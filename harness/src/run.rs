@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use capring_spec::caps::{self, Cap, CapSet};
@@ -14,7 +14,7 @@ use capring_spec::options::{self, CapEnv};
 use capring_spec::oracle::{self, Outcome, Rings};
 use serde::Serialize;
 
-use crate::launch::{Faults, LaunchSpec};
+use crate::launch::{Companion, Faults, LaunchSpec};
 use crate::observer::{self, Observation};
 use crate::profile::{Profile, RingModel};
 use crate::scenario::{Need, Scenario, Target};
@@ -252,17 +252,12 @@ impl Drop for ParanoidGuard {
     }
 }
 
-fn spawn_workload(profile: &Profile, command: &[String]) -> Result<Child, Skip> {
+/// The workload next to the tracer, started by the observer at the tracer's first attach.
+fn workload_companion(profile: &Profile, command: &[String]) -> Result<Arc<Companion>, Skip> {
     let (prog, args) = command
         .split_first()
         .ok_or_else(|| Skip::Harness("empty workload command".into()))?;
-    Command::new(profile.resolve_program(prog))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| Skip::Harness(format!("cannot start the workload {prog}: {e}")))
+    Ok(Companion::new(profile.resolve_program(prog), args.to_vec()))
 }
 
 /// Runs one scenario under the observer.
@@ -394,20 +389,28 @@ pub fn run_with(
                 .iter()
                 .find_map(|e| profile.workload.per_event.get(e))
                 .unwrap_or(&profile.workload.command);
-            Some(spawn_workload(profile, command)?)
+            Some(workload_companion(profile, command)?)
         }
         _ => None,
     };
+    spec.companion = workload.clone();
     let programs_before = loaded_programs();
     let observed = observer::run(&spec);
-    if let Some(mut w) = workload {
-        let _ = w.kill();
-        let _ = w.wait();
+    if let Some(w) = workload {
+        w.stop()
+            .map_err(|e| Skip::Harness(format!("cannot start the workload {e}")))?;
     }
     let observation = observed.map_err(|e| Skip::Harness(e.to_string()))?;
-    // Let the kernel release programs whose last reference was the exited process.
-    std::thread::sleep(Duration::from_millis(50));
-    let programs_after = loaded_programs();
+    // The kernel frees a program whose last reference was the exited process a little later
+    // (RCU): give programs the run added up to 500 ms to go before calling them left behind.
+    let mut programs_after = loaded_programs();
+    let release_deadline = std::time::Instant::now() + Duration::from_millis(500);
+    while !programs_after.is_subset(&programs_before)
+        && std::time::Instant::now() < release_deadline
+    {
+        std::thread::sleep(Duration::from_millis(10));
+        programs_after = loaded_programs();
+    }
     let parse_list = |key: &str| -> CapSet {
         s.cli
             .iter()
