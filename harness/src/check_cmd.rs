@@ -98,20 +98,48 @@ pub fn judge(
         .collect()
 }
 
+/// Where [`run_catalog`] is: a scenario starts, or one finished (with its wall time and its
+/// verdicts).
+pub enum Progress<'a> {
+    Start {
+        index: usize,
+        total: usize,
+        name: &'a str,
+    },
+    Done {
+        index: usize,
+        total: usize,
+        name: &'a str,
+        elapsed: std::time::Duration,
+        results: &'a [ClauseResult],
+    },
+}
+
 /// Runs the selected scenarios; returns the report and the raw runs.
 pub fn run_catalog(
     profile: &Profile,
     scenarios: &[Scenario],
     observe: bool,
-    mut progress: impl FnMut(usize, usize, &str),
+    mut progress: impl FnMut(Progress<'_>),
 ) -> Result<(Report, Vec<ScenarioRun>)> {
     let base = facts::probe().context("probing the environment")?;
     let mut results = Vec::new();
     let mut runs = Vec::new();
+    let total = scenarios.len();
     for (i, s) in scenarios.iter().enumerate() {
-        progress(i + 1, scenarios.len(), &s.name);
+        let (index, name) = (i + 1, s.name.as_str());
+        progress(Progress::Start { index, total, name });
+        let started = std::time::Instant::now();
         let outcome = run::run_with(profile, s, &base, observe);
-        results.extend(judge(profile, s, &outcome, &base));
+        let judged = judge(profile, s, &outcome, &base);
+        progress(Progress::Done {
+            index,
+            total,
+            name,
+            elapsed: started.elapsed(),
+            results: &judged,
+        });
+        results.extend(judged);
         runs.push((s.clone(), outcome));
     }
     Ok((
@@ -194,8 +222,25 @@ pub fn execute(args: &CheckArgs) -> Result<i32> {
             args.scenario
         ));
     }
-    let (report, runs) = run_catalog(&profile, &selected, !args.no_observe, |i, n, name| {
-        eprintln!("capring: [{i}/{n}] {name}");
+    let started = std::time::Instant::now();
+    let (report, runs) = run_catalog(&profile, &selected, !args.no_observe, |p| match p {
+        Progress::Start { index, total, name } => eprintln!("capring: [{index}/{total}] {name}"),
+        Progress::Done {
+            index,
+            total,
+            name,
+            elapsed,
+            results,
+        } => {
+            let count = |v: Verdict| results.iter().filter(|r| r.verdict == v).count();
+            eprintln!(
+                "capring: [{index}/{total}] {name}: {} pass, {} fail, {} n/a ({:.2} s)",
+                count(Verdict::Pass),
+                count(Verdict::Fail),
+                count(Verdict::NotApplicable),
+                elapsed.as_secs_f64()
+            );
+        }
     })?;
     match args.format {
         Format::Human => print!("{}", report.human()),
@@ -204,9 +249,19 @@ pub fn execute(args: &CheckArgs) -> Result<i32> {
         Format::Tap => print!("{}", report.tap()),
     }
     if let Some(dir) = &args.out {
+        let writing = std::time::Instant::now();
         write_outputs(dir, &report, &runs)?;
+        eprintln!(
+            "capring: wrote {} in {:.2} s",
+            dir.display(),
+            writing.elapsed().as_secs_f64()
+        );
     }
-    eprintln!("capring: {}", report.summary());
+    eprintln!(
+        "capring: {} ({:.1} s)",
+        report.summary(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(if report.failed_must().is_empty() {
         0
     } else {
