@@ -16,6 +16,17 @@ pub const MARKER: &str = "@@CAPRING";
 /// Raw bytes per `FILE` line (base64 makes it 4/3 as long).
 pub const FILE_CHUNK: usize = 3 * 1024;
 
+/// The largest file a `deflate` transfer may inflate to (a corrupt stream must not exhaust
+/// the host's memory).
+pub const MAX_INFLATED: usize = 512 << 20;
+
+/// Compresses a result file for the serial line (zlib stream, level 6). Every byte on `ttyS1`
+/// costs an emulated port write, and JSON timelines shrink about 40 times: a catalog's
+/// timelines went from 17 s of transfer to well under one.
+pub fn deflate(data: &[u8]) -> Vec<u8> {
+    miniz_oxide::deflate::compress_to_vec_zlib(data, 6)
+}
+
 /// How a guest command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitStatus {
@@ -73,9 +84,12 @@ pub enum Event {
         path: String,
         chunk: Vec<u8>,
     },
+    /// The file is complete: `size` bytes were sent in `FILE` chunks; when `deflated`, those
+    /// bytes are a zlib stream ([`deflate`]) of the file.
     FileEnd {
         path: String,
         size: u64,
+        deflated: bool,
     },
     Exit {
         name: String,
@@ -102,7 +116,14 @@ impl Event {
                 "FILE {path} {}",
                 base64::engine::general_purpose::STANDARD.encode(chunk)
             ),
-            Event::FileEnd { path, size } => format!("FILEEND {path} {size}"),
+            Event::FileEnd {
+                path,
+                size,
+                deflated,
+            } => format!(
+                "FILEEND {path} {size}{}",
+                if *deflated { " deflate" } else { "" }
+            ),
             Event::Exit { name, status } => format!("EXIT {name} {status}"),
             Event::Done { ok } => format!("DONE {}", if *ok { "ok" } else { "fail" }),
         };
@@ -125,6 +146,8 @@ pub enum ProtocolError {
     BadPath(String),
     #[error("FILE {0}: chunk is not valid base64")]
     BadBase64(String),
+    #[error("FILE {0}: not a valid zlib stream (or inflates beyond the limit)")]
+    BadDeflate(String),
     #[error("FILE {path}: announced {announced} bytes, received {received}")]
     SizeMismatch {
         path: String,
@@ -189,10 +212,16 @@ pub fn parse_line(nonce: &str, line: &str) -> Result<Option<Event>, ProtocolErro
             if !safe_relpath(path) {
                 return Err(ProtocolError::BadPath(path.to_string()));
             }
-            let size = size.trim().parse().map_err(|_| malformed())?;
+            let (size, deflated) = match size.trim().split_once(' ') {
+                Some((n, "deflate")) => (n, true),
+                Some(_) => return Err(malformed()),
+                None => (size.trim(), false),
+            };
+            let size = size.parse().map_err(|_| malformed())?;
             Event::FileEnd {
                 path: path.to_string(),
                 size,
+                deflated,
             }
         }
         "EXIT" => {
@@ -297,7 +326,11 @@ impl Transcript {
                 .entry(path.clone())
                 .or_default()
                 .extend_from_slice(chunk),
-            Event::FileEnd { path, size } => {
+            Event::FileEnd {
+                path,
+                size,
+                deflated,
+            } => {
                 let data = self.partial_files.remove(path).unwrap_or_default();
                 if data.len() as u64 != *size {
                     return Err(ProtocolError::SizeMismatch {
@@ -306,6 +339,12 @@ impl Transcript {
                         received: data.len() as u64,
                     });
                 }
+                let data = if *deflated {
+                    miniz_oxide::inflate::decompress_to_vec_zlib_with_limit(&data, MAX_INFLATED)
+                        .map_err(|_| ProtocolError::BadDeflate(path.clone()))?
+                } else {
+                    data
+                };
                 self.files.insert(path.clone(), data);
             }
             Event::Exit { name, status } => {

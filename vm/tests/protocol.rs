@@ -1,8 +1,8 @@
 //! Protocol parsing: framing, nonce filtering, DONE uniqueness, FILE reassembly.
 
 use capring_vm::protocol::{
-    debug_exit_fail, decode_qemu_status, parse_line, safe_relpath, DebugExit, Event, ExitStatus,
-    ProtocolError, Transcript, DEBUG_EXIT_OK, FILE_CHUNK,
+    debug_exit_fail, decode_qemu_status, deflate, parse_line, safe_relpath, DebugExit, Event,
+    ExitStatus, ProtocolError, Transcript, DEBUG_EXIT_OK, FILE_CHUNK,
 };
 
 const N: &str = "0123abcd";
@@ -32,6 +32,12 @@ fn events_round_trip() {
         Event::FileEnd {
             path: "a/b.json".into(),
             size: 4,
+            deflated: false,
+        },
+        Event::FileEnd {
+            path: "a/c.json".into(),
+            size: 9,
+            deflated: true,
         },
         Event::Exit {
             name: "check".into(),
@@ -115,6 +121,7 @@ fn file_chunks_reassemble() {
     t.feed(&line(Event::FileEnd {
         path: "junit.xml".into(),
         size: data.len() as u64,
+        deflated: false,
     }))
     .unwrap();
     assert_eq!(t.files["junit.xml"], data);
@@ -127,6 +134,7 @@ fn file_chunks_reassemble() {
     t.feed(&line(Event::FileEnd {
         path: "junit.xml".into(),
         size: 3,
+        deflated: false,
     }))
     .unwrap();
     assert_eq!(t.files["junit.xml"], b"new");
@@ -143,7 +151,8 @@ fn file_size_mismatch_and_bad_input_are_errors() {
     assert!(matches!(
         t.feed(&line(Event::FileEnd {
             path: "x".into(),
-            size: 3
+            size: 3,
+            deflated: false,
         })),
         Err(ProtocolError::SizeMismatch {
             announced: 3,
@@ -236,4 +245,57 @@ fn qemu_exit_status_decoding() {
     );
     assert_eq!(decode_qemu_status(0), DebugExit::None);
     assert_eq!(decode_qemu_status(1), DebugExit::None);
+}
+
+#[test]
+fn deflated_files_inflate_on_the_host_and_shrink_on_the_wire() {
+    // A timeline-like JSON document: repetitive, as the real ones are.
+    let doc: String = (0..2000)
+        .map(|i| format!("{{\"t_ns\": {i}, \"effective\": [\"cap_bpf\", \"cap_perfmon\"]}},\n"))
+        .collect();
+    let packed = deflate(doc.as_bytes());
+    assert!(
+        packed.len() * 10 < doc.len(),
+        "{} bytes packed to {}",
+        doc.len(),
+        packed.len()
+    );
+    let mut t = Transcript::new(N);
+    for c in packed.chunks(FILE_CHUNK) {
+        t.feed(&line(Event::File {
+            path: "timelines/a.json".into(),
+            chunk: c.to_vec(),
+        }))
+        .unwrap();
+    }
+    t.feed(&line(Event::FileEnd {
+        path: "timelines/a.json".into(),
+        size: packed.len() as u64,
+        deflated: true,
+    }))
+    .unwrap();
+    assert_eq!(t.files["timelines/a.json"], doc.as_bytes());
+}
+
+#[test]
+fn a_corrupt_deflated_file_is_an_error_not_a_file() {
+    let mut t = Transcript::new(N);
+    t.feed(&line(Event::File {
+        path: "x.json".into(),
+        chunk: b"not zlib".to_vec(),
+    }))
+    .unwrap();
+    assert!(matches!(
+        t.feed(&line(Event::FileEnd {
+            path: "x.json".into(),
+            size: 8,
+            deflated: true,
+        })),
+        Err(ProtocolError::BadDeflate(p)) if p == "x.json"
+    ));
+    assert!(t.files.is_empty());
+    assert!(matches!(
+        t.feed("@@CAPRING 0123abcd FILEEND x.json 8 gzip"),
+        Err(ProtocolError::Malformed(_))
+    ));
 }

@@ -23,7 +23,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use capring_vm::protocol::{debug_exit_fail, Event, ExitStatus, DEBUG_EXIT_OK, FILE_CHUNK};
+use capring_vm::protocol::{
+    debug_exit_fail, deflate, Event, ExitStatus, DEBUG_EXIT_OK, FILE_CHUNK,
+};
 use capring_vm::settings::{Drill, GuestCommand, GuestSettings, SETTINGS_PATH};
 
 /// The protocol channel: a serial port (or the console as a fallback).
@@ -528,7 +530,8 @@ fn send_files(ch: &Channel, dir: &Path, sent: &mut BTreeMap<PathBuf, (u64, i64, 
                 continue;
             }
         };
-        for chunk in data.chunks(FILE_CHUNK) {
+        let packed = deflate(&data);
+        for chunk in packed.chunks(FILE_CHUNK) {
             ch.emit(&Event::File {
                 path: rel.clone(),
                 chunk: chunk.to_vec(),
@@ -536,7 +539,8 @@ fn send_files(ch: &Channel, dir: &Path, sent: &mut BTreeMap<PathBuf, (u64, i64, 
         }
         ch.emit(&Event::FileEnd {
             path: rel,
-            size: data.len() as u64,
+            size: packed.len() as u64,
+            deflated: true,
         });
         sent.insert(p, key);
     }
