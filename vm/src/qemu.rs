@@ -125,6 +125,11 @@ impl VmConfig {
             "console=ttyS0".to_string(),
             "panic=-1".into(),
             "rdinit=/init".into(),
+            // Speculative-execution mitigations (retpolines, buffer clears on every return to
+            // user space) are emulated instruction by instruction under TCG and slow every
+            // syscall and context switch the observer causes; they have no bearing on
+            // capabilities. `--append mitigations=auto` restores the default.
+            "mitigations=off".into(),
         ];
         append.extend(self.extra_append.iter().cloned());
         let accel = match self.accel {
