@@ -42,6 +42,12 @@ pub struct CheckArgs {
     /// (`cargo xtask bench harness`): clauses that need the timeline then fail.
     #[arg(long)]
     pub no_observe: bool,
+    /// Scenarios run at once. Scenarios that change or judge machine-wide state
+    /// (perf_event_paranoid, injected drop failures) always run alone. Timing clauses
+    /// (convergence windows, time with a non-empty effective set) assume a CPU per run: keep
+    /// N at or below the CPU count.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
 }
 
 pub fn load_scenarios(path: Option<&Path>) -> Result<Vec<Scenario>> {
@@ -115,18 +121,19 @@ pub enum Progress<'a> {
     },
 }
 
-/// Runs the selected scenarios; returns the report and the raw runs.
+/// Runs the selected scenarios, `jobs` at a time (those that [`Scenario::runs_alone`] with
+/// nothing next to them), in catalog order; returns the report and the raw runs in that order.
 pub fn run_catalog(
     profile: &Profile,
     scenarios: &[Scenario],
     observe: bool,
-    mut progress: impl FnMut(Progress<'_>),
+    jobs: usize,
+    progress: impl Fn(Progress<'_>) + Sync,
 ) -> Result<(Report, Vec<ScenarioRun>)> {
     let base = facts::probe().context("probing the environment")?;
-    let mut results = Vec::new();
-    let mut runs = Vec::new();
     let total = scenarios.len();
-    for (i, s) in scenarios.iter().enumerate() {
+
+    let done = crate::schedule::run_ordered(scenarios, jobs, Scenario::runs_alone, |i, s| {
         let (index, name) = (i + 1, s.name.as_str());
         progress(Progress::Start { index, total, name });
         let started = std::time::Instant::now();
@@ -139,6 +146,11 @@ pub fn run_catalog(
             elapsed: started.elapsed(),
             results: &judged,
         });
+        (judged, outcome)
+    });
+    let mut results = Vec::new();
+    let mut runs = Vec::new();
+    for (s, (judged, outcome)) in scenarios.iter().zip(done) {
         results.extend(judged);
         runs.push((s.clone(), outcome));
     }
@@ -151,6 +163,19 @@ pub fn run_catalog(
         },
         runs,
     ))
+}
+
+/// `timelines/<scenario>.json`, serialized straight from the run (no intermediate JSON tree:
+/// under emulation building one doubled the time to write the catalog's outputs).
+#[derive(serde::Serialize)]
+struct TimelineDoc<'a> {
+    scenario: &'a str,
+    feature_key: String,
+    expectation: &'a run::Expectation,
+    exit: &'a crate::launch::ExitInfo,
+    stdout_lines: usize,
+    stderr: &'a str,
+    timeline: &'a crate::timeline::Timeline,
 }
 
 pub fn write_outputs(dir: &Path, report: &Report, runs: &[ScenarioRun]) -> Result<()> {
@@ -167,18 +192,20 @@ pub fn write_outputs(dir: &Path, report: &Report, runs: &[ScenarioRun]) -> Resul
     std::fs::write(dir.join("junit.xml"), report.junit())?;
     for (s, r) in runs {
         if let Ok(rec) = r {
-            let doc = serde_json::json!({
-                "scenario": s.name,
-                "feature_key": rec.facts.feature_key(),
-                "expectation": rec.expectation,
-                "exit": rec.observation.exit,
-                "stdout_lines": rec.observation.stdout_lines.len(),
-                "stderr": rec.observation.stderr,
-                "timeline": rec.observation.timeline,
-            });
+            let doc = TimelineDoc {
+                scenario: &s.name,
+                feature_key: rec.facts.feature_key(),
+                expectation: &rec.expectation,
+                exit: &rec.observation.exit,
+                stdout_lines: rec.observation.stdout_lines.len(),
+                stderr: &rec.observation.stderr,
+                timeline: &rec.observation.timeline,
+            };
+            // Compact: a timeline holds every thread's sets at every entry (megabytes pretty
+            // printed, slow to write and to send from a VM); `jq .` shows it indented.
             std::fs::write(
                 tl.join(format!("{}.json", s.name)),
-                serde_json::to_string_pretty(&doc)?,
+                serde_json::to_vec(&doc)?,
             )?;
             let summary = crate::snapshot::summarize(rec);
             std::fs::write(
@@ -223,7 +250,8 @@ pub fn execute(args: &CheckArgs) -> Result<i32> {
         ));
     }
     let started = std::time::Instant::now();
-    let (report, runs) = run_catalog(&profile, &selected, !args.no_observe, |p| match p {
+    let jobs = usize::from(args.jobs);
+    let (report, runs) = run_catalog(&profile, &selected, !args.no_observe, jobs, |p| match p {
         Progress::Start { index, total, name } => eprintln!("capring: [{index}/{total}] {name}"),
         Progress::Done {
             index,

@@ -4,7 +4,8 @@
 //! * [`observer`]: [`run`] a command under ptrace and get its capability [`Timeline`].
 //! * [`timeline`]: the timeline data, helpers and human rendering.
 //! * [`profile`], [`scenario`]: how to drive a tracer, and under which conditions.
-//! * [`run`], [`checks`], [`report`], [`check_cmd`]: run scenarios, judge clauses, report.
+//! * [`run`], [`checks`], [`report`], [`check_cmd`]: run scenarios, judge clauses, report;
+//!   [`schedule`] runs them side by side (`--jobs`).
 
 pub mod check_cmd;
 pub mod checks;
@@ -15,6 +16,7 @@ pub mod profile;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod schedule;
 pub mod snapshot;
 pub mod timeline;
 

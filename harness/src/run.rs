@@ -403,9 +403,12 @@ pub fn run_with(
     let observation = observed.map_err(|e| Skip::Harness(e.to_string()))?;
     // The kernel frees a program whose last reference was the exited process a little later
     // (RCU): give programs the run added up to 500 ms to go before calling them left behind.
+    // Only drop-failure runs are judged on it (and only they run alone, see
+    // `Scenario::runs_alone`): others do not wait for programs of runs next to them.
     let mut programs_after = loaded_programs();
     let release_deadline = std::time::Instant::now() + Duration::from_millis(500);
-    while !programs_after.is_subset(&programs_before)
+    while s.runs_alone()
+        && !programs_after.is_subset(&programs_before)
         && std::time::Instant::now() < release_deadline
     {
         std::thread::sleep(Duration::from_millis(10));

@@ -62,6 +62,15 @@ pub struct Scenario {
     pub clauses: Vec<String>,
 }
 
+impl Scenario {
+    /// Whether the scenario must run with no other scenario next to it (`capring check
+    /// --jobs`): `perf_event_paranoid` is one value for the whole machine, and a drop-failure
+    /// run judges the kernel's whole BPF program list before and after.
+    pub fn runs_alone(&self) -> bool {
+        self.paranoid.is_some() || self.faults.capset_eperm || self.faults.capbset_drop_eperm
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
     #[error("{path}: {message}")]

@@ -44,6 +44,13 @@ pub struct GuestConfig {
     pub env: Vec<(String, String)>,
     #[serde(default, rename = "command")]
     pub commands: Vec<CommandSpec>,
+    /// Virtual CPUs of the guest (1–8). Bare boots in `cargo xtask bench vm` use the same.
+    #[serde(default = "default_vcpus")]
+    pub vcpus: u32,
+}
+
+fn default_vcpus() -> u32 {
+    1
 }
 
 impl GuestConfig {
@@ -70,6 +77,9 @@ impl GuestConfig {
                     ))
                 }
             }
+        }
+        if !(1..=8).contains(&g.vcpus) {
+            return Err(format!("vcpus = {} is outside 1..=8", g.vcpus));
         }
         for b in &g.binaries {
             if b.is_empty() || b.contains('/') {

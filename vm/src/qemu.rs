@@ -72,6 +72,8 @@ pub struct VmConfig {
     pub initrd: PathBuf,
     pub accel: Accel,
     pub memory_mb: u32,
+    /// Virtual CPUs (`-smp`); under TCG each is one host thread (MTTCG).
+    pub cpus: u32,
     pub extra_append: Vec<String>,
     /// Per-kernel output directory (emptied first).
     pub out_dir: PathBuf,
@@ -150,7 +152,7 @@ impl VmConfig {
             "-m".into(),
             format!("{}M", self.memory_mb),
             "-smp".into(),
-            "1".into(),
+            self.cpus.max(1).to_string(),
             "-display".into(),
             "none".into(),
             "-no-reboot".into(),

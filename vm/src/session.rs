@@ -294,6 +294,8 @@ pub struct RunOptions {
     pub test_slack: Duration,
     pub verbose: bool,
     pub extra_append: Vec<String>,
+    /// Virtual CPUs (`vcpus` in vm/guest.toml).
+    pub cpus: u32,
 }
 
 impl RunOptions {
@@ -305,6 +307,7 @@ impl RunOptions {
             test_slack: Duration::from_secs(15),
             verbose: false,
             extra_append: Vec::new(),
+            cpus: 1,
         }
     }
 }
@@ -345,6 +348,7 @@ pub fn run_vm(
         initrd: initrd.clone(),
         accel: opts.accel,
         memory_mb: 512,
+        cpus: opts.cpus,
         extra_append: opts.extra_append.clone(),
         out_dir: out_dir.to_path_buf(),
         nonce: settings.nonce.clone(),

@@ -347,6 +347,7 @@ pub fn vm_test(a: &VmTestArgs) -> Result<u8> {
     }
     opts.verbose = a.verbose;
     opts.extra_append = a.append.clone();
+    opts.cpus = p.guest.vcpus;
     let cmds = commands(a, &p.guest);
     let drill = match a.drill.as_deref() {
         Some("panic") => Some(Drill::Panic),
@@ -578,7 +579,8 @@ pub fn bench_vm(b: &BenchArgs) -> Result<u8> {
     };
     let p = prepare(&a)?;
     let accel = choose_accel(&p, a.accel, false)?;
-    let opts = RunOptions::new(p.qemu.clone(), accel);
+    let mut opts = RunOptions::new(p.qemu.clone(), accel);
+    opts.cpus = p.guest.vcpus;
     let full_cmds = commands(&a, &p.guest);
     let catalog = Catalog::load(&p.paths.catalog)?;
     let lock = Lock::load(&p.paths.lock)?;
