@@ -169,15 +169,15 @@ mod probe_impl {
 
     fn probe_bpf_memcg() -> bool {
         // Kernel BTF names every global function; kallsyms names them too (addresses need
-        // CAP_SYSLOG, names do not). No BPF program is loaded to find out.
+        // CAP_SYSLOG, names do not). No BPF program is loaded to find out. When the kernel
+        // has BTF its answer is final: kallsyms (100k+ lines, seconds under emulation) is
+        // read only on kernels built without BTF.
         if let Ok(btf) = fs::read("/sys/kernel/btf/vmlinux") {
             // BTF strings are NUL-terminated: match whole names only.
-            if MEMCG_SYMBOLS.iter().any(|s| {
+            return MEMCG_SYMBOLS.iter().any(|s| {
                 let needle = [b"\0", s.as_bytes(), b"\0"].concat();
                 memchr::memmem::find(&btf, &needle).is_some()
-            }) {
-                return true;
-            }
+            });
         }
         fs::read_to_string("/proc/kallsyms")
             .map(|k| {
