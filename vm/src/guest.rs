@@ -89,11 +89,16 @@ impl GuestConfig {
         Ok(g)
     }
 
-    pub fn commands(&self, scenario: Option<&str>) -> Vec<GuestCommand> {
+    /// The commands to run, with `{vcpus}` in an argument replaced by the guest's CPU count.
+    pub fn commands(&self, scenario: Option<&str>, vcpus: u32) -> Vec<GuestCommand> {
         self.commands
             .iter()
             .map(|c| {
-                let mut argv = c.argv.clone();
+                let mut argv: Vec<String> = c
+                    .argv
+                    .iter()
+                    .map(|a| a.replace("{vcpus}", &vcpus.to_string()))
+                    .collect();
                 if let (Some(flag), Some(glob)) = (&c.scenario_flag, scenario) {
                     argv.push(flag.clone());
                     argv.push(glob.to_string());

@@ -152,14 +152,14 @@ fn prepare(a: &VmTestArgs) -> Result<Prepared> {
     })
 }
 
-fn commands(a: &VmTestArgs, guest: &GuestConfig) -> Vec<GuestCommand> {
+fn commands(a: &VmTestArgs, guest: &GuestConfig, vcpus: u32) -> Vec<GuestCommand> {
     match &a.run {
         Some(cmdline) => vec![GuestCommand {
             name: "run".into(),
             argv: cmdline.split_whitespace().map(str::to_string).collect(),
             timeout_secs: a.run_timeout,
         }],
-        None => guest.commands(a.scenario.as_deref()),
+        None => guest.commands(a.scenario.as_deref(), vcpus),
     }
 }
 
@@ -347,8 +347,7 @@ pub fn vm_test(a: &VmTestArgs) -> Result<u8> {
     }
     opts.verbose = a.verbose;
     opts.extra_append = a.append.clone();
-    opts.cpus = p.guest.vcpus;
-    let cmds = commands(a, &p.guest);
+    let guest_vcpus = p.guest.vcpus;
     let drill = match a.drill.as_deref() {
         Some("panic") => Some(Drill::Panic),
         Some("hang") => Some(Drill::Hang),
@@ -371,13 +370,20 @@ pub fn vm_test(a: &VmTestArgs) -> Result<u8> {
                 }
                 running -= 1;
             }
-            let mut s = session::settings(cmds.clone(), &p.guest.results_dir, p.guest.env.clone());
+            let vcpus = k.vcpus(guest_vcpus);
+            let cmds = commands(a, &p.guest, vcpus);
+            let mut s = session::settings(cmds, &p.guest.results_dir, p.guest.env.clone());
             s.drill = drill;
-            let (p, opts, hello_tx, done_tx) =
+            let (p, mut opts, hello_tx, done_tx) =
                 (&p, opts.clone(), hello_tx.clone(), done_tx.clone());
+            opts.cpus = vcpus;
             eprintln!(
-                "[{}] booting {} under {}…",
-                k.label, k.ensured.image.release, opts.accel
+                "[{}] booting {} under {}, {} vCPU{}…",
+                k.label,
+                k.ensured.image.release,
+                opts.accel,
+                vcpus,
+                if vcpus == 1 { "" } else { "s" }
             );
             scope.spawn(move || {
                 let started = Instant::now();
@@ -580,8 +586,6 @@ pub fn bench_vm(b: &BenchArgs) -> Result<u8> {
     let p = prepare(&a)?;
     let accel = choose_accel(&p, a.accel, false)?;
     let mut opts = RunOptions::new(p.qemu.clone(), accel);
-    opts.cpus = p.guest.vcpus;
-    let full_cmds = commands(&a, &p.guest);
     let catalog = Catalog::load(&p.paths.catalog)?;
     let lock = Lock::load(&p.paths.lock)?;
     println!(
@@ -591,6 +595,9 @@ pub fn bench_vm(b: &BenchArgs) -> Result<u8> {
     let mut any_fail = false;
     let mut rerun_net = 0;
     for k in &p.kernels {
+        // Bare and full boots get the same machine.
+        opts.cpus = k.vcpus(p.guest.vcpus);
+        let full_cmds = commands(&a, &p.guest, opts.cpus);
         let bare = session::settings(Vec::new(), &p.guest.results_dir, Vec::new());
         let out = p.paths.out_root.join("bench").join(&k.label);
         let rb = session::run_vm(
@@ -602,7 +609,7 @@ pub fn bench_vm(b: &BenchArgs) -> Result<u8> {
             &opts,
             &mut || {},
         )?;
-        let full = session::settings(full_cmds.clone(), &p.guest.results_dir, p.guest.env.clone());
+        let full = session::settings(full_cmds, &p.guest.results_dir, p.guest.env.clone());
         let rf = session::run_vm(
             &k.label,
             &k.ensured.image.vmlinuz,
