@@ -211,7 +211,6 @@ impl KernelCache {
             fallback: Vec::new(),
             min_size: 0,
             all: true,
-            max_vcpus: None,
         };
         let mut apt = AptRoot::new(
             &self.root,

@@ -49,10 +49,6 @@ pub struct Source {
     /// Part of `--kernel all`.
     #[serde(default = "yes")]
     pub all: bool,
-    /// At most this many vCPUs, whatever `vcpus` in vm/guest.toml says (a kernel that is not
-    /// reliable with more under emulation).
-    #[serde(default)]
-    pub max_vcpus: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -167,17 +167,6 @@ pub struct PreparedKernel {
     pub label: String,
     pub ensured: Ensured,
     pub entry: Option<LockEntry>,
-    /// `max_vcpus` of its catalog entry.
-    pub max_vcpus: Option<u32>,
-}
-
-impl PreparedKernel {
-    /// The vCPUs to boot it with: the guest's `vcpus`, capped by the kernel's `max_vcpus`.
-    pub fn vcpus(&self, guest_vcpus: u32) -> u32 {
-        self.max_vcpus
-            .map_or(guest_vcpus, |m| guest_vcpus.min(m))
-            .max(1)
-    }
 }
 
 /// Locked series → cached (or fetched) image; local path → checked bzImage.
@@ -196,7 +185,6 @@ pub fn prepare_kernel(
                 replaced_corrupt: None,
             },
             entry: None,
-            max_vcpus: None,
         }),
         KernelSpec::Series(series) => {
             let entry = match lock.kernel.get(series) {
@@ -215,7 +203,6 @@ pub fn prepare_kernel(
                 label: series.clone(),
                 ensured,
                 entry: Some(entry),
-                max_vcpus: catalog.kernel.get(series).and_then(|s| s.max_vcpus),
             })
         }
     }

@@ -1,8 +1,7 @@
-//! vm/guest.toml: the guest's CPU count reaches the commands and is capped per kernel.
+//! vm/guest.toml: the guest's CPU count reaches the commands.
 
 use std::path::Path;
 
-use capring_vm::catalog::Catalog;
 use capring_vm::guest::GuestConfig;
 
 const GUEST: &str = r#"
@@ -50,13 +49,4 @@ fn repository_guest_config_passes_its_cpu_count_as_jobs() {
     let argv = &check[0].argv;
     let jobs = argv.iter().position(|a| a == "--jobs").expect("--jobs");
     assert_eq!(argv[jobs + 1], g.vcpus.to_string());
-}
-
-#[test]
-fn a_kernel_max_vcpus_caps_the_guest() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(root.join("kernels.toml")).unwrap();
-    let catalog = Catalog::parse(&text).unwrap();
-    assert_eq!(catalog.kernel["7.2"].max_vcpus, Some(1));
-    assert_eq!(catalog.kernel["6.1"].max_vcpus, None);
 }

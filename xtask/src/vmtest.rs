@@ -347,7 +347,7 @@ pub fn vm_test(a: &VmTestArgs) -> Result<u8> {
     }
     opts.verbose = a.verbose;
     opts.extra_append = a.append.clone();
-    let guest_vcpus = p.guest.vcpus;
+    let vcpus = p.guest.vcpus;
     let drill = match a.drill.as_deref() {
         Some("panic") => Some(Drill::Panic),
         Some("hang") => Some(Drill::Hang),
@@ -370,7 +370,6 @@ pub fn vm_test(a: &VmTestArgs) -> Result<u8> {
                 }
                 running -= 1;
             }
-            let vcpus = k.vcpus(guest_vcpus);
             let cmds = commands(a, &p.guest, vcpus);
             let mut s = session::settings(cmds, &p.guest.results_dir, p.guest.env.clone());
             s.drill = drill;
@@ -596,7 +595,7 @@ pub fn bench_vm(b: &BenchArgs) -> Result<u8> {
     let mut rerun_net = 0;
     for k in &p.kernels {
         // Bare and full boots get the same machine.
-        opts.cpus = k.vcpus(p.guest.vcpus);
+        opts.cpus = p.guest.vcpus;
         let full_cmds = commands(&a, &p.guest, opts.cpus);
         let bare = session::settings(Vec::new(), &p.guest.results_dir, Vec::new());
         let out = p.paths.out_root.join("bench").join(&k.label);
