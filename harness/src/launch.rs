@@ -109,8 +109,9 @@ impl LaunchSpec {
 /// It starts once the command attaches its first probe (the first successful
 /// `perf_event_open`, or `bpf` `PROG_ATTACH` / `RAW_TRACEPOINT_OPEN` / `LINK_CREATE`), not at
 /// launch: until then it would only compete with the command's configuration for the CPU, which
-/// on a one-CPU guest under emulation doubled the time of every run. Without observation (or
-/// after [`LaunchSpec::companion_fallback`]) it starts anyway.
+/// on a one-CPU guest under emulation doubled the time of every run. Without observation it
+/// starts when a new BPF program appears in the kernel; after
+/// [`LaunchSpec::companion_fallback`] it starts anyway.
 pub struct Companion {
     program: PathBuf,
     args: Vec<String>,

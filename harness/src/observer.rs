@@ -209,6 +209,10 @@ struct Shared {
     companion: Option<Arc<l::Companion>>,
     companion_at: Instant,
     companion_requested: AtomicBool,
+    /// Without ptrace the attach is invisible: the monitor starts the companion when a BPF
+    /// program appears that was not loaded at launch (near enough for the overhead benchmark,
+    /// which must give both modes the same workload).
+    programs_at_launch: Option<BTreeSet<u32>>,
 }
 
 impl Shared {
@@ -336,8 +340,16 @@ fn monitor(shared: Arc<Shared>, timeout: Duration, every: Option<Duration>) {
             }
         }
         let companion_due = shared.companion.as_ref().is_some_and(|c| !c.started());
+        let program_appeared = || {
+            shared
+                .programs_at_launch
+                .as_ref()
+                .is_some_and(|before| !crate::run::loaded_programs().is_subset(before))
+        };
         if companion_due
-            && (now >= shared.companion_at || shared.companion_requested.load(Ordering::SeqCst))
+            && (now >= shared.companion_at
+                || shared.companion_requested.load(Ordering::SeqCst)
+                || program_appeared())
         {
             if let Some(c) = &shared.companion {
                 c.start();
@@ -361,6 +373,9 @@ fn monitor(shared: Arc<Shared>, timeout: Duration, every: Option<Duration>) {
         }
         if companion_due {
             wait = wait.min(shared.companion_at.saturating_duration_since(now));
+            if shared.programs_at_launch.is_some() {
+                wait = wait.min(Duration::from_millis(5));
+            }
         }
         if shared.timed_out.load(Ordering::SeqCst) || killed_after_term {
             shared.kill_tree(libc::SIGKILL);
@@ -1033,8 +1048,9 @@ fn run_here(spec: &LaunchSpec) -> Result<Observation, ObserveError> {
         wake_lock: Mutex::new(()),
         companion: spec.companion.clone(),
         companion_at: t0 + spec.companion_fallback,
-        // Attaches are invisible without ptrace: start it at once.
-        companion_requested: AtomicBool::new(!spec.observe),
+        companion_requested: AtomicBool::new(false),
+        programs_at_launch: (!spec.observe && spec.companion.is_some())
+            .then(crate::run::loaded_programs),
     });
     let wait_flags = WaitPidFlag::__WALL | WaitPidFlag::__WNOTHREAD;
 
