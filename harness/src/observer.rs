@@ -437,12 +437,16 @@ fn syscall_name(nr: i64) -> &'static str {
     }
 }
 
+// `bpf(2)` commands the timeline names (uapi `enum bpf_cmd`).
+const BPF_MAP_CREATE: u64 = 0;
+const BPF_PROG_LOAD: u64 = 5;
+const BPF_PROG_ATTACH: u64 = 8;
+const BPF_RAW_TRACEPOINT_OPEN: u64 = 17;
+const BPF_LINK_CREATE: u64 = 28;
+
 /// `perf_event_open`, or a `bpf` command that attaches a program: the tracer has started
 /// attaching its probes, so its events can fire from now on.
 fn is_attach(nr: i64, first_arg: u64) -> bool {
-    const BPF_PROG_ATTACH: u64 = 8;
-    const BPF_RAW_TRACEPOINT_OPEN: u64 = 17;
-    const BPF_LINK_CREATE: u64 = 28;
     nr == libc::SYS_perf_event_open
         || (nr == libc::SYS_bpf
             && matches!(
@@ -453,11 +457,11 @@ fn is_attach(nr: i64, first_arg: u64) -> bool {
 
 fn bpf_cmd(cmd: u64) -> String {
     match cmd {
-        0 => "BPF_MAP_CREATE".into(),
-        5 => "BPF_PROG_LOAD".into(),
-        8 => "BPF_PROG_ATTACH".into(),
-        17 => "BPF_RAW_TRACEPOINT_OPEN".into(),
-        28 => "BPF_LINK_CREATE".into(),
+        BPF_MAP_CREATE => "BPF_MAP_CREATE".into(),
+        BPF_PROG_LOAD => "BPF_PROG_LOAD".into(),
+        BPF_PROG_ATTACH => "BPF_PROG_ATTACH".into(),
+        BPF_RAW_TRACEPOINT_OPEN => "BPF_RAW_TRACEPOINT_OPEN".into(),
+        BPF_LINK_CREATE => "BPF_LINK_CREATE".into(),
         n => format!("bpf cmd {n}"),
     }
 }
@@ -609,9 +613,13 @@ fn describe(tid: i32, nr: i64, a: [u64; 6], last: u8) -> String {
         }
         l::NR_BPF => {
             let mut s = bpf_cmd(a[0]);
-            if a[0] == 0 || a[0] == 5 {
+            if a[0] == BPF_MAP_CREATE || a[0] == BPF_PROG_LOAD {
                 if let Some(attr) = read_mem(tid, a[1], 4) {
-                    let what = if a[0] == 0 { "map_type" } else { "prog_type" };
+                    let what = if a[0] == BPF_MAP_CREATE {
+                        "map_type"
+                    } else {
+                        "prog_type"
+                    };
                     s.push_str(&format!(" {what}={}", u32_at(&attr, 0)));
                 }
             }
@@ -1026,6 +1034,9 @@ fn join_within<T: Send + 'static>(h: std::thread::JoinHandle<T>, limit: Duration
 fn run_here(spec: &LaunchSpec) -> Result<Observation, ObserveError> {
     let prepared = Prepared::new(spec)?;
     let last = cap_last_cap();
+    // Listed before the child exists, so none of its programs can be in it.
+    let programs_at_launch =
+        (!spec.observe && spec.companion.is_some()).then(crate::run::loaded_programs);
     let t0 = Instant::now();
     let l::Spawned {
         pid: root,
@@ -1049,8 +1060,7 @@ fn run_here(spec: &LaunchSpec) -> Result<Observation, ObserveError> {
         companion: spec.companion.clone(),
         companion_at: t0 + spec.companion_fallback,
         companion_requested: AtomicBool::new(false),
-        programs_at_launch: (!spec.observe && spec.companion.is_some())
-            .then(crate::run::loaded_programs),
+        programs_at_launch,
     });
     let wait_flags = WaitPidFlag::__WALL | WaitPidFlag::__WNOTHREAD;
 
