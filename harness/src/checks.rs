@@ -669,8 +669,13 @@ fn threads_same_ring(v: &View) -> Check {
         return na("the tracer is not expected to run");
     };
     let samples = v.steady_samples();
-    if samples.is_empty() {
-        return na("no steady-state sample");
+    if samples.len() < 2 {
+        // One sample cannot tell a lasting split from a broadcast in flight: say so rather
+        // than pass on nothing.
+        return na(format!(
+            "{} steady-state sample(s); two are needed to judge",
+            samples.len()
+        ));
     }
     let max_threads = samples.iter().map(|(_, t)| t.len()).max().unwrap_or(0);
     // A disagreement counts when it persists into the next sample (a broadcast in flight

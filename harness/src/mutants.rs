@@ -33,6 +33,9 @@ pub struct MutantResult {
     /// Clauses that failed in the mutant's scenario.
     pub failed: Vec<String>,
     pub caught: bool,
+    /// What the expected clause itself said (verdict and observation), so that a mutant that
+    /// got away shows why.
+    pub expected_verdict: String,
 }
 
 pub fn load(path: &Path) -> Result<Vec<Mutant>> {
@@ -71,8 +74,14 @@ pub fn run_all(
             .filter(|r| r.verdict == Verdict::Fail)
             .map(|r| r.clause.clone())
             .collect();
+        let expected_verdict = results
+            .iter()
+            .find(|r| r.clause == m.expected_clause)
+            .map(|r| format!("{}: {}", r.label(), r.observed))
+            .unwrap_or_else(|| "not judged".into());
         out.push(MutantResult {
             caught: failed.contains(&m.expected_clause),
+            expected_verdict,
             mutant: m.clone(),
             failed,
         });
@@ -93,6 +102,12 @@ pub fn table(results: &[MutantResult]) -> String {
             if r.caught { "yes" } else { "NO" },
             r.failed.join(", ")
         ));
+        if !r.caught {
+            s.push_str(&format!(
+                "{:<24} {} said: {}\n",
+                "", r.mutant.expected_clause, r.expected_verdict
+            ));
+        }
     }
     s
 }

@@ -30,8 +30,6 @@ pub struct Profile {
     pub ring_model: RingModel,
     pub events: EventsFlag,
     pub capabilities: CapabilityFlags,
-    #[serde(default)]
-    pub stop: StopFlags,
     pub workload: Workload,
     #[serde(default)]
     pub exit_codes: ExitCodes,
@@ -97,13 +95,6 @@ pub struct CapabilityFlags {
     pub env_bypass: Option<String>,
     pub env_add: Option<String>,
     pub env_drop: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StopFlags {
-    /// Flag that makes the tracer exit after N events (`{n}` replaced), if it has one.
-    pub max_events: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

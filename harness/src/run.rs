@@ -325,9 +325,6 @@ pub fn run_with(
                 args.push(profile.capabilities.flag.clone());
                 args.push(translate(profile, v));
             }
-            if let (Some(n), Some(tpl)) = (s.lines, &profile.stop.max_events) {
-                args.push(tpl.replace("{n}", &n.to_string()));
-            }
             (profile.resolve_program(&profile.binary), args)
         }
         Target::Rules => {
@@ -374,6 +371,10 @@ pub fn run_with(
         Expectation::Runs { .. } => Duration::from_secs(profile.ready_timeout_s + 30),
         _ => Duration::from_secs(15),
     };
+    // The harness ends the run itself (SIGTERM once `lines` lines were read), never the
+    // tracer: every stdout-line sample must see the tracer's threads alive. A tracer that
+    // stopped itself after N events could be gone before a slow reader took any sample, and
+    // the steady-state clauses would then judge nothing.
     spec.stop_after_lines = s.lines;
     spec.sample_on_stdout = true;
     spec.sample_every = Some(Duration::from_millis(100));

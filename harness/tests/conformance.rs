@@ -111,10 +111,11 @@ fn mutant_trial(m: mutants::Mutant) -> Result<(), Failed> {
         Ok(())
     } else {
         Err(format!(
-            "mutant {} ({}) was NOT caught by {}; failed clauses: [{}]",
+            "mutant {} ({}) was NOT caught by {} ({}); failed clauses: [{}]",
             m.name,
             m.fault,
             m.expected_clause,
+            r.expected_verdict,
             r.failed.join(", ")
         )
         .into())

@@ -719,7 +719,8 @@ fn parse_format_field(line: &str) -> Option<(String, u32)> {
 impl Probes {
     /// Waits up to `timeout` for events; returns those decoded (may be empty).
     ///
-    /// Returns as soon as at least one event is available. Records that cannot be decoded
+    /// Returns as soon as at least one event is available, or early when a signal interrupts
+    /// the wait (so a stop flag set by a handler is seen at once). Records that cannot be decoded
     /// are skipped and counted (see [`Probes::malformed_records`]).
     pub fn poll(&mut self, timeout: Duration) -> Result<Vec<TraceEvent>, EbpfError> {
         let deadline = Instant::now() + timeout;
@@ -747,6 +748,8 @@ impl Probes {
                 if error.kind() != io::ErrorKind::Interrupted {
                     return Err(EbpfError::Poll { source: error });
                 }
+                // A signal (SIGTERM, SIGINT): let the caller look at its stop flag now.
+                return Ok(events);
             }
         }
     }
