@@ -1381,4 +1381,163 @@ mod tests {
             assert!(ids.iter().any(|i| i == c), "check for unknown clause {c}");
         }
     }
+
+    // ----- threads.same-ring on hand-made timelines ------------------------------------------
+
+    const PID: i32 = 100;
+    const OTHER: i32 = 101;
+    const MS: u64 = 1_000_000;
+
+    fn caps(list: &[Cap]) -> CapSet {
+        list.iter().copied().collect()
+    }
+
+    fn thread(tid: i32, effective: CapSet) -> ThreadCaps {
+        ThreadCaps {
+            pid: PID,
+            tid,
+            comm: "tracer".into(),
+            effective,
+            permitted: effective,
+            inheritable: CapSet::default(),
+            bounding: CapSet::default(),
+            ambient: CapSet::default(),
+            uids: None,
+        }
+    }
+
+    fn entry(t_ns: u64, tid: i32, kind: Kind, threads: Vec<ThreadCaps>) -> Entry {
+        Entry {
+            t_ns,
+            pid: PID,
+            tid,
+            kind,
+            syscall: (kind == Kind::Syscall).then(|| "capset".into()),
+            detail: String::new(),
+            result: (kind == Kind::Syscall).then_some(0),
+            from_tid: None,
+            threads,
+        }
+    }
+
+    /// A steady-state sample at `t_ms` where the second thread has `other` effective.
+    fn sample(t_ms: u64, other: CapSet) -> Entry {
+        let threads = vec![thread(PID, CapSet::default()), thread(OTHER, other)];
+        entry(t_ms * MS, PID, Kind::Sample, threads)
+    }
+
+    /// A successful capset by `tid` at `t_ms` that leaves it with `effective`.
+    fn capset(t_ms: u64, tid: i32, effective: CapSet) -> Entry {
+        let threads = vec![thread(tid, effective)];
+        entry(t_ms * MS, tid, Kind::Syscall, threads)
+    }
+
+    fn record(entries: Vec<Entry>) -> RunRecord {
+        let all = CapSet::all_up_to(40);
+        let required = caps(&[Cap::BPF, Cap::PERFMON]);
+        let facts = capring_spec::facts::EnvFacts {
+            kernel_release: "test".into(),
+            cap_last_cap: 40,
+            permitted: all,
+            bounding: all,
+            perf_event_paranoid: Some(2),
+            bpf_memcg: None,
+            memlock_soft: capring_spec::facts::UNLIMITED,
+            memlock_hard: capring_spec::facts::UNLIMITED,
+            cgroup2: None,
+        };
+        let rings = capring_spec::oracle::Rings {
+            privileged: all,
+            required,
+            required_needs: vec![],
+            requested: vec![],
+            unprivileged: CapSet::default(),
+            config_permitted: required,
+            steady_permitted: CapSet::default(),
+            clear_bounding: true,
+            memlock: capring_spec::facts::MemlockAction::Nothing,
+        };
+        let scenario = crate::scenario::builtin()
+            .into_iter()
+            .find(|s| s.name == "steady-state")
+            .expect("the steady-state scenario");
+        RunRecord {
+            scenario,
+            facts,
+            expectation: Expectation::Runs {
+                bypass: false,
+                rings,
+                warnings: vec![],
+            },
+            observation: crate::observer::Observation {
+                timeline: crate::timeline::Timeline {
+                    command: vec!["tracer".into()],
+                    root_pid: PID,
+                    entries,
+                },
+                exit: Default::default(),
+                // The first event line: samples after it are the steady state.
+                stdout_lines: vec![(MS, "{}".into())],
+                stderr: String::new(),
+                root_pid: PID,
+                wall: std::time::Duration::ZERO,
+            },
+            programs_before: Default::default(),
+            programs_after: Default::default(),
+            usage_code: 2,
+            capability_code: 3,
+            added: CapSet::default(),
+            dropped: CapSet::default(),
+        }
+    }
+
+    fn same_ring(entries: Vec<Entry>) -> Check {
+        threads_same_ring(&View::new(&record(entries)))
+    }
+
+    #[test]
+    fn a_lasting_split_fails_same_ring() {
+        let all = CapSet::all_up_to(40);
+        let c = same_ring(vec![sample(10, all), sample(20, all)]);
+        assert_eq!(c.verdict, Verdict::Fail, "{c:?}");
+        assert!(c.observed.contains("tid 101"), "{c:?}");
+    }
+
+    #[test]
+    fn one_sample_is_not_enough_to_pass_same_ring() {
+        let all = CapSet::all_up_to(40);
+        let c = same_ring(vec![sample(10, all)]);
+        assert_eq!(c.verdict, Verdict::NotApplicable, "{c:?}");
+        assert!(c.observed.contains("1 steady-state sample"), "{c:?}");
+        // Nor are samples taken before the first event line.
+        let c = same_ring(vec![sample(0, all), sample(10, all)]);
+        assert_eq!(c.verdict, Verdict::NotApplicable, "{c:?}");
+    }
+
+    #[test]
+    fn agreeing_threads_pass_same_ring() {
+        let c = same_ring(vec![
+            sample(10, CapSet::default()),
+            sample(20, CapSet::default()),
+        ]);
+        assert_eq!(c.verdict, Verdict::Pass, "{c:?}");
+    }
+
+    #[test]
+    fn a_split_that_converges_is_a_broadcast_in_flight() {
+        // The second thread is still on the Required ring twice; its own capset brings it
+        // to the main thread's set within the convergence window: not a failure.
+        let required = caps(&[Cap::BPF, Cap::PERFMON]);
+        let entries = vec![
+            sample(10, required),
+            sample(20, required),
+            capset(30, OTHER, CapSet::default()),
+            sample(40, CapSet::default()),
+        ];
+        let c = same_ring(entries);
+        assert_eq!(c.verdict, Verdict::Pass, "{c:?}");
+        // Without that capset, the same samples fail.
+        let c = same_ring(vec![sample(10, required), sample(20, required)]);
+        assert_eq!(c.verdict, Verdict::Fail, "{c:?}");
+    }
 }
