@@ -1,6 +1,7 @@
 //! Boots one kernel in QEMU, follows the protocol on ttyS1 and the console on
 //! ttyS0, enforces the host deadlines and always kills QEMU before returning.
 
+use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
@@ -221,6 +222,60 @@ impl Tail {
     }
 }
 
+/// What `run` learns from the two serial logs while QEMU runs.
+struct Watch {
+    console: Tail,
+    proto: Tail,
+    transcript: Transcript,
+    ev: Evidence,
+    soft_lockups: u32,
+    hello_at: Option<Instant>,
+    done_at: Option<Instant>,
+    panic_at: Option<Instant>,
+    /// The last console lines, for the report.
+    tail: VecDeque<String>,
+}
+
+impl Watch {
+    const TAIL_LINES: usize = 40;
+
+    /// Reads the new lines of both logs (all of them when `flush`, e.g. once QEMU is gone).
+    fn poll(&mut self, cfg: &VmConfig, flush: bool) {
+        for l in self.console.poll(flush) {
+            if self.ev.console_panic.is_none() && console_marker(&l, &mut self.soft_lockups) {
+                self.ev.console_panic = Some(l.trim().to_string());
+                self.panic_at = Some(Instant::now());
+            }
+            if self.tail.len() == Self::TAIL_LINES {
+                self.tail.pop_front();
+            }
+            self.tail.push_back(l);
+        }
+        for l in self.proto.poll(flush) {
+            match self.transcript.feed(&l) {
+                Ok(Some(e)) => {
+                    if cfg.verbose {
+                        eprintln!(
+                            "  [{}] {}",
+                            cfg.label,
+                            l.split_once(' ').map(|x| x.1).unwrap_or(&l)
+                        );
+                    }
+                    match e {
+                        Event::Hello { .. } if self.hello_at.is_none() => {
+                            self.hello_at = Some(Instant::now())
+                        }
+                        Event::Done { .. } => self.done_at = Some(Instant::now()),
+                        _ => {}
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => self.ev.protocol_errors.push(e.to_string()),
+            }
+        }
+    }
+}
+
 /// Boots the VM and returns its report; QEMU never outlives this call.
 /// `on_hello` is called once, when the agent says HELLO (or the run ends).
 pub fn run(cfg: &VmConfig, on_hello: &mut dyn FnMut()) -> Result<RunReport> {
@@ -254,100 +309,59 @@ pub fn run(cfg: &VmConfig, on_hello: &mut dyn FnMut()) -> Result<RunReport> {
         detail: e.to_string(),
     })?;
     let mut guard = QemuGuard { child: Some(child) };
-    let mut proto = Tail::new(cfg.out_dir.join("protocol.log"));
-    let mut console = Tail::new(cfg.out_dir.join("console.log"));
-    let mut transcript = Transcript::new(&cfg.nonce);
-    let mut ev = Evidence::default();
-    let mut soft = 0u32;
-    let mut hello_at: Option<Instant> = None;
-    let mut done_at: Option<Instant> = None;
-    let mut panic_at: Option<Instant> = None;
-    let mut tail: Vec<String> = Vec::new();
-    let mut hello_called = false;
-    let mut handle_lines = |transcript: &mut Transcript,
-                            ev: &mut Evidence,
-                            hello_at: &mut Option<Instant>,
-                            done_at: &mut Option<Instant>,
-                            panic_at: &mut Option<Instant>,
-                            tail: &mut Vec<String>,
-                            flush: bool| {
-        for l in console.poll(flush) {
-            if ev.console_panic.is_none() && console_marker(&l, &mut soft) {
-                ev.console_panic = Some(l.trim().to_string());
-                *panic_at = Some(Instant::now());
-            }
-            tail.push(l);
-            if tail.len() > 40 {
-                tail.remove(0);
-            }
-        }
-        for l in proto.poll(flush) {
-            match transcript.feed(&l) {
-                Ok(Some(e)) => {
-                    if cfg.verbose {
-                        eprintln!(
-                            "  [{}] {}",
-                            cfg.label,
-                            l.split_once(' ').map(|x| x.1).unwrap_or(&l)
-                        );
-                    }
-                    match e {
-                        Event::Hello { .. } if hello_at.is_none() => {
-                            *hello_at = Some(Instant::now())
-                        }
-                        Event::Done { .. } => *done_at = Some(Instant::now()),
-                        _ => {}
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => ev.protocol_errors.push(e.to_string()),
-            }
-        }
+    let mut watch = Watch {
+        console: Tail::new(cfg.out_dir.join("console.log")),
+        proto: Tail::new(cfg.out_dir.join("protocol.log")),
+        transcript: Transcript::new(&cfg.nonce),
+        ev: Evidence::default(),
+        soft_lockups: 0,
+        hello_at: None,
+        done_at: None,
+        panic_at: None,
+        tail: VecDeque::new(),
     };
+    let mut hello_called = false;
     loop {
         let status = guard.try_wait();
-        handle_lines(
-            &mut transcript,
-            &mut ev,
-            &mut hello_at,
-            &mut done_at,
-            &mut panic_at,
-            &mut tail,
-            status.is_some(),
-        );
-        if hello_at.is_some() && !hello_called {
+        watch.poll(cfg, status.is_some());
+        if watch.hello_at.is_some() && !hello_called {
             hello_called = true;
             on_hello();
         }
         if let Some(st) = status {
-            ev.qemu_status = Some(st);
+            watch.ev.qemu_status = Some(st);
             break;
         }
         let now = Instant::now();
-        match (hello_at, done_at) {
+        let ev = &mut watch.ev;
+        match (watch.hello_at, watch.done_at) {
             (None, _) if now - started > cfg.boot_timeout => ev.deadline = Some(Deadline::Boot),
             (Some(h), None) if now - h > cfg.test_timeout => ev.deadline = Some(Deadline::Test),
             (_, Some(d)) if now - d > Duration::from_secs(5) => ev.deadline = Some(Deadline::Exit),
             _ => {}
         }
-        if panic_at.is_some_and(|p| now - p > Duration::from_secs(3)) && ev.deadline.is_none() {
+        if watch
+            .panic_at
+            .is_some_and(|p| now - p > Duration::from_secs(3))
+            && ev.deadline.is_none()
+        {
             ev.deadline = Some(Deadline::Test);
         }
         if ev.deadline.is_some() {
             guard.kill();
-            handle_lines(
-                &mut transcript,
-                &mut ev,
-                &mut hello_at,
-                &mut done_at,
-                &mut panic_at,
-                &mut tail,
-                true,
-            );
+            watch.poll(cfg, true);
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    let Watch {
+        transcript,
+        mut ev,
+        tail,
+        hello_at,
+        done_at,
+        ..
+    } = watch;
     guard.kill();
     if !hello_called {
         on_hello();
@@ -449,7 +463,7 @@ pub fn run(cfg: &VmConfig, on_hello: &mut dyn FnMut()) -> Result<RunReport> {
         files,
         tap: (ok + not_ok > 0).then_some((ok, not_ok)),
         infos: transcript.infos.clone(),
-        console_tail: tail,
+        console_tail: tail.into(),
         transcript,
     };
     let p = cfg.out_dir.join("vm-result.json");

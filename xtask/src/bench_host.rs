@@ -149,6 +149,9 @@ pub fn harness(args: &HarnessArgs) -> Result<()> {
     Ok(())
 }
 
+/// CLOCK_MONOTONIC in ns: the clock of the ring log's `t_ns` (reference/src/rings.rs). A
+/// copy, not a call: xtask cannot depend on the reference crate, whose build script needs the
+/// clang that xtask itself installs.
 fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
