@@ -138,8 +138,6 @@ mod probe_impl {
             #[source]
             source: std::io::Error,
         },
-        #[error("{path}: unexpected content {content:?}")]
-        Parse { path: String, content: String },
     }
 
     fn read(path: &str) -> Result<String, ProbeError> {
@@ -147,17 +145,6 @@ mod probe_impl {
             path: path.into(),
             source,
         })
-    }
-
-    fn status_field(status: &str, key: &str) -> Result<CapSet, ProbeError> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| CapSet::from_hex(v.trim_start_matches(':')))
-            .ok_or_else(|| ProbeError::Parse {
-                path: "/proc/thread-self/status".into(),
-                content: key.into(),
-            })
     }
 
     /// Symbols that appeared with memcg-based accounting of BPF memory (Linux 5.11).
@@ -220,11 +207,13 @@ mod probe_impl {
 
     /// Reads the running system's facts. Only file reads: no capability is used or changed.
     pub fn probe() -> Result<EnvFacts, ProbeError> {
-        let status = read("/proc/thread-self/status")?;
-        let last = read("/proc/sys/kernel/cap_last_cap")?;
-        let cap_last_cap = last.trim().parse().map_err(|_| ProbeError::Parse {
+        let own = crate::sys::own_thread().map_err(|source| ProbeError::Read {
+            path: "/proc/thread-self/status".into(),
+            source,
+        })?;
+        let cap_last_cap = crate::sys::cap_last_cap().map_err(|source| ProbeError::Read {
             path: "/proc/sys/kernel/cap_last_cap".into(),
-            content: last.clone(),
+            source,
         })?;
         let (memlock_soft, memlock_hard) = probe_memlock();
         // Reading the kernel's BTF costs ~10 ms (sysfs hands it out 4 KiB at a time): only
@@ -233,8 +222,8 @@ mod probe_impl {
         Ok(EnvFacts {
             kernel_release: read("/proc/sys/kernel/osrelease")?.trim().to_string(),
             cap_last_cap,
-            permitted: status_field(&status, "CapPrm")?,
-            bounding: status_field(&status, "CapBnd")?,
+            permitted: own.permitted,
+            bounding: own.bounding,
             perf_event_paranoid: fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
                 .ok()
                 .and_then(|s| s.trim().parse().ok()),

@@ -13,6 +13,8 @@
 //! * [`catalog`]: the event catalog (which capability each event needs, and why).
 //! * [`facts`]: environment facts the rings depend on (probed features, not versions).
 //! * [`oracle`]: from options, events and facts, the four rings and the expected outcome.
+//! * [`sys`]: one thread's capability state from `/proc`, `cap_last_cap`, syscall and errno
+//!   names, the kernel's BPF program list (the readers need the `probe` feature).
 
 pub mod caps;
 pub mod catalog;
@@ -20,3 +22,4 @@ pub mod clauses;
 pub mod facts;
 pub mod options;
 pub mod oracle;
+pub mod sys;

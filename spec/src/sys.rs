@@ -1,0 +1,308 @@
+//! The one place that reads the kernel's view of a thread and names what the kernel says.
+//!
+//! Why a module of its own: the reference tracer (verifying its own rings), the harness's
+//! observer (judging any tracer) and the facts probe all read `/proc/PID/task/TID/status`,
+//! `cap_last_cap`, syscall numbers, errno values and the kernel's BPF program list. Before
+//! this module each had its own parser with its own fallbacks, and they disagreed in small
+//! ways (a missing `cap_last_cap` meant 40 in one place and `LAST_NAMED` in another). Here
+//! there is one [`ThreadCaps`], one parser and one answer.
+//!
+//! The data types and the pure parser are always available; everything that reads the
+//! running system is behind the `probe` feature, like [`crate::facts::probe`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::caps::CapSet;
+
+/// The capability state of one thread, as `/proc/PID/task/TID/status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadCaps {
+    pub pid: i32,
+    pub tid: i32,
+    /// `Name:` (the thread's comm).
+    pub comm: String,
+    pub effective: CapSet,
+    pub permitted: CapSet,
+    pub inheritable: CapSet,
+    pub bounding: CapSet,
+    pub ambient: CapSet,
+    /// Real, effective, saved and filesystem uid (`Uid:` line), when readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uids: Option<[u32; 4]>,
+    /// The `State:` letter (`R`, `S`, `Z`, …); `?` when absent.
+    #[serde(default = "unknown_state", skip_serializing_if = "is_unknown_state")]
+    pub state: char,
+    /// The `SigBlk:` mask (bit n-1 = signal n). Only the reference's ring manager uses it.
+    #[serde(skip)]
+    pub blocked: u64,
+}
+
+fn unknown_state() -> char {
+    '?'
+}
+
+fn is_unknown_state(c: &char) -> bool {
+    *c == '?'
+}
+
+impl ThreadCaps {
+    /// A thread with every set empty (for building examples and tests).
+    pub fn empty(pid: i32, tid: i32) -> ThreadCaps {
+        ThreadCaps {
+            pid,
+            tid,
+            comm: String::new(),
+            effective: CapSet::EMPTY,
+            permitted: CapSet::EMPTY,
+            inheritable: CapSet::EMPTY,
+            bounding: CapSet::EMPTY,
+            ambient: CapSet::EMPTY,
+            uids: None,
+            state: '?',
+            blocked: 0,
+        }
+    }
+
+    /// True when the five capability sets (not the names or ids) are equal.
+    pub fn same_sets(&self, other: &ThreadCaps) -> bool {
+        self.effective == other.effective
+            && self.permitted == other.permitted
+            && self.inheritable == other.inheritable
+            && self.bounding == other.bounding
+            && self.ambient == other.ambient
+    }
+
+    /// A zombie or dead thread: its credentials no longer matter.
+    pub fn is_dead(&self) -> bool {
+        matches!(self.state, 'Z' | 'X' | 'x')
+    }
+}
+
+/// Parses the text of a `status` file. `None` unless all five capability lines are there
+/// and readable (a thread that is being torn down can show a truncated file).
+pub fn parse_status(pid: i32, tid: i32, text: &str) -> Option<ThreadCaps> {
+    let mut t = ThreadCaps::empty(pid, tid);
+    let mut sets = 0;
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        let mut set = |target: &mut CapSet| -> Option<()> {
+            *target = CapSet::from_hex(value)?;
+            sets += 1;
+            Some(())
+        };
+        match key {
+            "Name" => t.comm = value.to_string(),
+            "State" => t.state = value.chars().next().unwrap_or('?'),
+            "SigBlk" => t.blocked = u64::from_str_radix(value, 16).ok()?,
+            "Uid" => {
+                let v: Vec<u32> = value
+                    .split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect();
+                if let [r, e, s, f] = v[..] {
+                    t.uids = Some([r, e, s, f]);
+                }
+            }
+            "CapInh" => set(&mut t.inheritable)?,
+            "CapPrm" => set(&mut t.permitted)?,
+            "CapEff" => set(&mut t.effective)?,
+            "CapBnd" => set(&mut t.bounding)?,
+            "CapAmb" => set(&mut t.ambient)?,
+            _ => {}
+        }
+    }
+    (sets == 5).then_some(t)
+}
+
+#[cfg(feature = "probe")]
+mod probe_impl {
+    use std::collections::BTreeSet;
+    use std::io;
+
+    use super::{parse_status, ThreadCaps};
+
+    /// `/proc/sys/kernel/cap_last_cap`: the highest capability the running kernel knows.
+    pub fn cap_last_cap() -> io::Result<u8> {
+        let text = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")?;
+        text.trim().parse().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("/proc/sys/kernel/cap_last_cap: unexpected content {text:?}"),
+            )
+        })
+    }
+
+    /// One thread's sets; `None` when it is gone or its file is unreadable.
+    pub fn read_thread(pid: i32, tid: i32) -> Option<ThreadCaps> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
+        parse_status(pid, tid, &text)
+    }
+
+    /// The tids of one process, sorted (empty when the process is gone).
+    pub fn task_ids(pid: i32) -> Vec<i32> {
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return Vec::new();
+        };
+        let mut tids: Vec<i32> = dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        tids.sort_unstable();
+        tids
+    }
+
+    /// Every readable thread of one process, by tid.
+    pub fn read_process(pid: i32) -> Vec<ThreadCaps> {
+        task_ids(pid)
+            .into_iter()
+            .filter_map(|tid| read_thread(pid, tid))
+            .collect()
+    }
+
+    /// The calling thread's sets (from `/proc/thread-self/status`, no capget).
+    pub fn own_thread() -> io::Result<ThreadCaps> {
+        let text = std::fs::read_to_string("/proc/thread-self/status")?;
+        // SAFETY: getpid and gettid have no preconditions and cannot fail.
+        let (pid, tid) = unsafe { (libc::getpid(), libc::gettid()) };
+        parse_status(pid, tid, &text).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "unparsable /proc/thread-self/status",
+            )
+        })
+    }
+
+    /// The thread-group id of a task (`Tgid:` of `/proc/TID/status`).
+    pub fn tgid_of(tid: i32) -> Option<i32> {
+        let text = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("Tgid:"))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Ids of every BPF program loaded in the kernel (a `BPF_PROG_GET_NEXT_ID` walk; needs
+    /// CAP_SYS_ADMIN, and gives an empty set without it).
+    pub fn loaded_programs() -> BTreeSet<u32> {
+        const BPF_PROG_GET_NEXT_ID: libc::c_long = 11;
+        let mut ids = BTreeSet::new();
+        let mut attr = [0u32; 4]; // start_id, next_id, open_flags, pad
+        loop {
+            // SAFETY: attr is a valid, zero-padded bpf_attr prefix for this command, and
+            // the kernel writes only next_id inside it.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_bpf,
+                    BPF_PROG_GET_NEXT_ID,
+                    attr.as_mut_ptr(),
+                    std::mem::size_of_val(&attr) as u32,
+                )
+            };
+            if r != 0 {
+                break;
+            }
+            ids.insert(attr[1]);
+            attr[0] = attr[1];
+        }
+        ids
+    }
+
+    /// `EPERM` for 1: the errno's symbolic name (from nix, which takes it from libc).
+    pub fn errno_name(errno: i32) -> Option<String> {
+        match nix::errno::Errno::from_raw(errno) {
+            nix::errno::Errno::UnknownErrno => None,
+            e => Some(format!("{e:?}")),
+        }
+    }
+
+    /// The name of an x86_64 system call the observer traces (libc's numbers); `None` for
+    /// others.
+    pub fn syscall_name(nr: i64) -> Option<&'static str> {
+        NAMES.iter().find(|(n, _)| *n == nr).map(|(_, name)| *name)
+    }
+
+    /// Every system call the observer may stop at, with its name.
+    pub const NAMES: &[(i64, &str)] = &[
+        (libc::SYS_capset, "capset"),
+        (libc::SYS_prctl, "prctl"),
+        (libc::SYS_setuid, "setuid"),
+        (libc::SYS_setgid, "setgid"),
+        (libc::SYS_setreuid, "setreuid"),
+        (libc::SYS_setregid, "setregid"),
+        (libc::SYS_setresuid, "setresuid"),
+        (libc::SYS_setresgid, "setresgid"),
+        (libc::SYS_setfsuid, "setfsuid"),
+        (libc::SYS_setfsgid, "setfsgid"),
+        (libc::SYS_setgroups, "setgroups"),
+        (libc::SYS_execve, "execve"),
+        (libc::SYS_execveat, "execveat"),
+        (libc::SYS_bpf, "bpf"),
+        (libc::SYS_perf_event_open, "perf_event_open"),
+        (libc::SYS_socket, "socket"),
+        (libc::SYS_init_module, "init_module"),
+        (libc::SYS_finit_module, "finit_module"),
+    ];
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn reads_own_threads_and_limits() {
+            let me = std::process::id() as i32;
+            let threads = read_process(me);
+            assert!(!threads.is_empty());
+            assert!(threads.iter().all(|t| t.pid == me && !t.comm.is_empty()));
+            assert!(cap_last_cap().unwrap() >= 36);
+            assert_eq!(own_thread().unwrap().pid, me);
+            assert_eq!(tgid_of(me), Some(me));
+        }
+
+        #[test]
+        fn names_from_libc() {
+            assert_eq!(errno_name(libc::EPERM).as_deref(), Some("EPERM"));
+            assert_eq!(errno_name(libc::EACCES).as_deref(), Some("EACCES"));
+            assert_eq!(errno_name(99999), None);
+            assert_eq!(syscall_name(126), Some("capset"));
+            assert_eq!(syscall_name(321), Some("bpf"));
+            assert_eq!(syscall_name(0), None);
+        }
+    }
+}
+
+#[cfg(feature = "probe")]
+pub use probe_impl::{
+    cap_last_cap, errno_name, loaded_programs, own_thread, read_process, read_thread,
+    syscall_name, task_ids, tgid_of, NAMES as SYSCALLS,
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_status() {
+        let text = "Name:\tref-tracer\nState:\tS (sleeping)\nTgid:\t10\nUid:\t0\t0\t0\t0\nSigBlk:\t0000000000010000\nCapInh:\t0000000000000000\nCapPrm:\t000000c000000000\nCapEff:\t0000008000000000\nCapBnd:\t000001fffeffffff\nCapAmb:\t0000000000000000\n";
+        let t = parse_status(10, 11, text).unwrap();
+        assert_eq!((t.pid, t.tid, t.comm.as_str(), t.state), (10, 11, "ref-tracer", 'S'));
+        assert_eq!(t.effective.names(), vec!["cap_bpf"]);
+        assert_eq!(t.permitted.names(), vec!["cap_perfmon", "cap_bpf"]);
+        assert_eq!(t.uids, Some([0, 0, 0, 0]));
+        assert_eq!(t.blocked, 1 << 16);
+        assert!(!t.is_dead());
+        // Truncated (a thread being torn down) or garbled files give nothing.
+        assert!(parse_status(1, 1, "Name:\tx\nCapEff:\t0\n").is_none());
+        assert!(parse_status(1, 1, &text.replace("0000008000000000", "zz")).is_none());
+    }
+
+    #[test]
+    fn serde_skips_private_fields() {
+        let mut t = ThreadCaps::empty(1, 2);
+        t.blocked = 7;
+        let json = serde_json::to_string(&t).unwrap();
+        assert!(!json.contains("blocked") && !json.contains("state"), "{json}");
+        let back: ThreadCaps = serde_json::from_str(&json).unwrap();
+        assert_eq!((back.blocked, back.state), (0, '?'));
+    }
+}
