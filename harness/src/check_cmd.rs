@@ -4,12 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use capring_spec::facts;
+use capring_spec::facts::{self, EnvFacts};
 
-use crate::checks::{self, Verdict};
+use crate::checks::{self, Check, Verdict};
+use crate::plan::{self, NoPlan};
 use crate::profile::Profile;
 use crate::report::{ClauseResult, Report};
-use crate::run::{self, RunRecord, Skip};
+use crate::run::{self, RunRecord, Skip, TracefsMount};
 use crate::scenario::{self, Scenario};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -34,8 +35,9 @@ pub struct CheckArgs {
     /// What to print on standard output.
     #[arg(long, value_enum, default_value = "human")]
     pub format: Format,
-    /// Also write results.json, report.tap, junit.xml, timelines/<scenario>.json and
-    /// summaries/<scenario>.json (the per-kernel snapshot material) here.
+    /// Also write results.json, report.tap, junit.xml, runs/<scenario>.json (each run's plan
+    /// and timeline, readable back by `RunRecord::load`) and summaries/<scenario>.json (the
+    /// per-kernel snapshot material) here.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Launch the same runs without ptrace. Only for overhead benchmarks
@@ -61,47 +63,81 @@ pub fn load_scenarios(path: Option<&Path>) -> Result<Vec<Scenario>> {
     })
 }
 
-/// A scenario with what running it gave.
-pub type ScenarioRun = (Scenario, Result<RunRecord, Skip>);
+/// What one scenario gave: its plan (or why it has none) and, when it ran, the record.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    NoPlan(NoPlan),
+    Ran(Box<Result<RunRecord, Skip>>),
+}
 
-/// Judges one run into clause results (expected failures applied).
+/// A scenario with what running it gave.
+pub type ScenarioRun = (Scenario, Outcome);
+
+/// Judges one clause of a scenario's outcome.
+fn check_one(clause: &str, outcome: &Outcome) -> Check {
+    let na = |why: String| Check {
+        verdict: Verdict::NotApplicable,
+        expected: String::new(),
+        observed: why,
+        at_ns: None,
+    };
+    match outcome {
+        Outcome::NoPlan(NoPlan::Unsupported(i)) => checks::unsupported(clause, *i),
+        Outcome::NoPlan(NoPlan::NotApplicable(why)) => na(format!("not applicable: {why}")),
+        Outcome::NoPlan(NoPlan::BadInput(why)) => Check {
+            verdict: Verdict::Fail,
+            expected: "the scenario runs".into(),
+            observed: format!("bad input: {why}"),
+            at_ns: None,
+        },
+        Outcome::Ran(r) => match r.as_ref() {
+            Ok(rec) => checks::check(clause, rec),
+            Err(Skip::NotApplicable(why)) => na(why.clone()),
+            Err(Skip::Harness(why)) => Check {
+                verdict: Verdict::Fail,
+                expected: "the scenario runs".into(),
+                observed: format!("harness error: {why}"),
+                at_ns: None,
+            },
+        },
+    }
+}
+
+/// Judges one scenario's outcome into clause results (expected failures applied).
 pub fn judge(
     profile: &Profile,
     s: &Scenario,
-    outcome: &Result<RunRecord, Skip>,
-    base: &facts::EnvFacts,
+    outcome: &Outcome,
+    base: &EnvFacts,
 ) -> Vec<ClauseResult> {
+    let strict = profile.level == crate::profile::LevelChoice::Strict;
     s.clauses
         .iter()
         .map(|clause| {
-            let (verdict, expected, observed) = match outcome {
-                Ok(rec) => {
-                    let c = checks::check(clause, rec);
-                    (c.verdict, c.expected, c.observed)
-                }
-                Err(Skip::NotApplicable(why)) => {
-                    (Verdict::NotApplicable, String::new(), why.clone())
-                }
-                Err(Skip::Harness(why)) => (
-                    Verdict::Fail,
-                    "the scenario runs".to_string(),
-                    format!("harness error: {why}"),
-                ),
-            };
+            let c = check_one(clause, outcome);
             let expected_failure = profile
                 .expected_failure(clause, &s.name, base)
                 .map(|x| x.reason.clone());
             ClauseResult {
                 scenario: s.name.clone(),
                 clause: clause.clone(),
-                level: checks::level(clause),
-                verdict,
+                level: checks::level(clause, strict),
+                verdict: c.verdict,
                 expected_failure,
-                expected,
-                observed,
+                expected: c.expected,
+                observed: c.observed,
+                at_ns: c.at_ns,
             }
         })
         .collect()
+}
+
+/// Plans and runs one scenario.
+pub fn run_scenario(profile: &Profile, s: &Scenario, base: &EnvFacts, observe: bool) -> Outcome {
+    match plan::plan(profile, s, base) {
+        Err(no) => Outcome::NoPlan(no),
+        Ok(p) => Outcome::Ran(Box::new(run::execute(&p, observe))),
+    }
 }
 
 /// Where [`run_catalog`] is: a scenario starts, or one finished (with its wall time and its
@@ -123,6 +159,8 @@ pub enum Progress<'a> {
 
 /// Runs the selected scenarios, `jobs` at a time (those that [`Scenario::runs_alone`] with
 /// nothing next to them), in catalog order; returns the report and the raw runs in that order.
+/// Once capring is interrupted, scenarios not yet started are left out and the report says
+/// it is partial.
 pub fn run_catalog(
     profile: &Profile,
     scenarios: &[Scenario],
@@ -132,12 +170,14 @@ pub fn run_catalog(
 ) -> Result<(Report, Vec<ScenarioRun>)> {
     let base = facts::probe().context("probing the environment")?;
     let total = scenarios.len();
-
     let done = crate::schedule::run_ordered(scenarios, jobs, Scenario::runs_alone, |i, s| {
+        if crate::interrupt::requested().is_some() {
+            return None;
+        }
         let (index, name) = (i + 1, s.name.as_str());
         progress(Progress::Start { index, total, name });
         let started = std::time::Instant::now();
-        let outcome = run::run_with(profile, s, &base, observe);
+        let outcome = run_scenario(profile, s, &base, observe);
         let judged = judge(profile, s, &outcome, &base);
         progress(Progress::Done {
             index,
@@ -146,13 +186,16 @@ pub fn run_catalog(
             elapsed: started.elapsed(),
             results: &judged,
         });
-        (judged, outcome)
+        Some((judged, outcome))
     });
+    TracefsMount::restore();
     let mut results = Vec::new();
     let mut runs = Vec::new();
-    for (s, (judged, outcome)) in scenarios.iter().zip(done) {
-        results.extend(judged);
-        runs.push((s.clone(), outcome));
+    for (s, item) in scenarios.iter().zip(done) {
+        if let Some((judged, outcome)) = item {
+            results.extend(judged);
+            runs.push((s.clone(), outcome));
+        }
     }
     Ok((
         Report {
@@ -160,28 +203,16 @@ pub fn run_catalog(
             feature_key: base.feature_key(),
             kernel: base.kernel_release.clone(),
             results,
+            interrupted: crate::interrupt::requested().is_some(),
         },
         runs,
     ))
 }
 
-/// `timelines/<scenario>.json`, serialized straight from the run (no intermediate JSON tree:
-/// under emulation building one doubled the time to write the catalog's outputs).
-#[derive(serde::Serialize)]
-struct TimelineDoc<'a> {
-    scenario: &'a str,
-    feature_key: String,
-    expectation: &'a run::Expectation,
-    exit: &'a crate::launch::ExitInfo,
-    stdout_lines: usize,
-    stderr: &'a str,
-    timeline: &'a crate::timeline::Timeline,
-}
-
 pub fn write_outputs(dir: &Path, report: &Report, runs: &[ScenarioRun]) -> Result<()> {
-    let tl = dir.join("timelines");
+    let runs_dir = dir.join("runs");
     let sm = dir.join("summaries");
-    for d in [&tl, &sm] {
+    for d in [&runs_dir, &sm] {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
     std::fs::write(
@@ -190,29 +221,19 @@ pub fn write_outputs(dir: &Path, report: &Report, runs: &[ScenarioRun]) -> Resul
     )?;
     std::fs::write(dir.join("report.tap"), report.tap())?;
     std::fs::write(dir.join("junit.xml"), report.junit())?;
-    for (s, r) in runs {
-        if let Ok(rec) = r {
-            let doc = TimelineDoc {
-                scenario: &s.name,
-                feature_key: rec.facts.feature_key(),
-                expectation: &rec.expectation,
-                exit: &rec.observation.exit,
-                stdout_lines: rec.observation.stdout_lines.len(),
-                stderr: &rec.observation.stderr,
-                timeline: &rec.observation.timeline,
-            };
-            // Compact: a timeline holds every thread's sets at every entry (megabytes pretty
-            // printed, slow to write and to send from a VM); `jq .` shows it indented.
-            std::fs::write(
-                tl.join(format!("{}.json", s.name)),
-                serde_json::to_vec(&doc)?,
-            )?;
-            let summary = crate::snapshot::summarize(rec);
-            std::fs::write(
-                sm.join(format!("{}.json", s.name)),
-                serde_json::to_string_pretty(&summary)?,
-            )?;
-        }
+    for (s, outcome) in runs {
+        let Outcome::Ran(r) = outcome else { continue };
+        let Ok(rec) = r.as_ref() else { continue };
+        // Compact: a run holds every thread's sets at every entry (megabytes pretty printed,
+        // slow to write and to send from a VM); `jq .` shows it indented.
+        std::fs::write(
+            runs_dir.join(format!("{}.json", s.name)),
+            serde_json::to_vec(rec)?,
+        )?;
+        std::fs::write(
+            sm.join(format!("{}.json", s.name)),
+            serde_json::to_string_pretty(&crate::snapshot::summarize(rec))?,
+        )?;
     }
     Ok(())
 }
@@ -223,15 +244,9 @@ fn input_error(message: impl std::fmt::Display) -> Result<i32> {
     Ok(2)
 }
 
-pub fn execute(args: &CheckArgs) -> Result<i32> {
-    let profile = match Profile::load(&args.tracer) {
-        Ok(p) => p,
-        Err(e) => return input_error(e),
-    };
-    let all = match load_scenarios(args.scenarios.as_deref()) {
-        Ok(s) => s,
-        Err(e) => return input_error(format!("{e:#}")),
-    };
+/// The selected scenarios, or the bad-input message.
+fn select(args: &CheckArgs) -> Result<Vec<Scenario>, String> {
+    let all = load_scenarios(args.scenarios.as_deref()).map_err(|e| format!("{e:#}"))?;
     let selected: Vec<Scenario> = if args.scenario.is_empty() {
         all
     } else {
@@ -244,14 +259,40 @@ pub fn execute(args: &CheckArgs) -> Result<i32> {
             .collect()
     };
     if selected.is_empty() {
-        return input_error(format!(
+        return Err(format!(
             "no scenario matches {:?} (see `capring scenarios`)",
             args.scenario
         ));
     }
-    let started = std::time::Instant::now();
-    let jobs = usize::from(args.jobs);
-    let (report, runs) = run_catalog(&profile, &selected, !args.no_observe, jobs, |p| match p {
+    Ok(selected)
+}
+
+/// Programs the profile names that cannot be found make every scenario meaningless: that is
+/// bad input, reported before anything runs.
+pub fn check_programs(profile: &Profile) -> Result<(), String> {
+    profile
+        .resolve_program(&profile.binary)
+        .map_err(|e| format!("{}: binary: {e}", profile.path.display()))?;
+    if let Some(w) = &profile.workload {
+        let commands = std::iter::once(&w.command).chain(w.per_event.values());
+        for c in commands {
+            if let Some(p) = c.first() {
+                profile
+                    .resolve_program(p)
+                    .map_err(|e| format!("{}: workload: {e}", profile.path.display()))?;
+            }
+        }
+    }
+    if let Some(r) = &profile.rules_engine {
+        profile
+            .resolve_program(&r.binary)
+            .map_err(|e| format!("{}: rules_engine.binary: {e}", profile.path.display()))?;
+    }
+    Ok(())
+}
+
+fn print_progress(p: Progress<'_>) {
+    match p {
         Progress::Start { index, total, name } => eprintln!("capring: [{index}/{total}] {name}"),
         Progress::Done {
             index,
@@ -260,16 +301,34 @@ pub fn execute(args: &CheckArgs) -> Result<i32> {
             elapsed,
             results,
         } => {
-            let count = |v: Verdict| results.iter().filter(|r| r.verdict == v).count();
+            let count = |f: fn(Verdict) -> bool| results.iter().filter(|r| f(r.verdict)).count();
             eprintln!(
                 "capring: [{index}/{total}] {name}: {} pass, {} fail, {} n/a ({:.2} s)",
-                count(Verdict::Pass),
-                count(Verdict::Fail),
-                count(Verdict::NotApplicable),
+                count(|v| v == Verdict::Pass),
+                count(Verdict::is_failure),
+                count(|v| v == Verdict::NotApplicable),
                 elapsed.as_secs_f64()
             );
         }
-    })?;
+    }
+}
+
+pub fn execute(args: &CheckArgs) -> Result<i32> {
+    let profile = match Profile::load(&args.tracer) {
+        Ok(p) => p,
+        Err(e) => return input_error(e),
+    };
+    if let Err(e) = check_programs(&profile) {
+        return input_error(e);
+    }
+    let selected = match select(args) {
+        Ok(s) => s,
+        Err(e) => return input_error(e),
+    };
+    crate::interrupt::install().context("installing the SIGINT/SIGTERM handlers")?;
+    let started = std::time::Instant::now();
+    let jobs = usize::from(args.jobs);
+    let (report, runs) = run_catalog(&profile, &selected, !args.no_observe, jobs, print_progress)?;
     match args.format {
         Format::Human => print!("{}", report.human()),
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
@@ -290,6 +349,9 @@ pub fn execute(args: &CheckArgs) -> Result<i32> {
         report.summary(),
         started.elapsed().as_secs_f64()
     );
+    if let Some(sig) = crate::interrupt::requested() {
+        return Ok(crate::interrupt::exit_code(sig));
+    }
     Ok(if report.failed_must().is_empty() {
         0
     } else {

@@ -1,4 +1,4 @@
-//! What to run and how: [`LaunchSpec`], the injected [`Faults`], and the fork/exec of the child.
+//! What to run and how: [`LaunchSpec`], which output lines are events, and the fork/exec of the child.
 //!
 //! The child is forked by hand (not `std::process::Command`): when observing, it must stop itself
 //! *after* installing the tracing seccomp filter and *before* `execve`, so that the tracer can set
@@ -19,25 +19,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use capring_spec::caps::CapSet;
+
+use crate::timeline::{FaultKind, Stream};
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
     SeccompRule, TargetArch,
 };
-
-/// Faults injected into the child before exec (seccomp filters; inherited by every descendant).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Faults {
-    /// capset(2) fails with EPERM.
-    pub capset_eperm: bool,
-    /// prctl(PR_CAPBSET_DROP, …) fails with EPERM.
-    pub capbset_drop_eperm: bool,
-}
-
-impl Faults {
-    pub fn any(&self) -> bool {
-        self.capset_eperm || self.capbset_drop_eperm
-    }
-}
 
 /// How to launch (and whether to observe) one command.
 #[derive(Debug, Clone)]
@@ -49,19 +36,26 @@ pub struct LaunchSpec {
     pub env_set: Vec<(String, String)>,
     /// Removed from the inherited environment.
     pub env_remove: Vec<String>,
-    /// Fault injection in the child, before exec.
-    pub faults: Faults,
+    /// Calls that fail with EPERM in every process of the tree. Observed runs inject them
+    /// through ptrace (so the timeline shows each attempt); unobserved runs through a seccomp
+    /// filter installed before exec.
+    pub faults: Vec<FaultKind>,
     /// Capabilities removed from the child's bounding set before exec (so a root exec also lacks
     /// them in its permitted set).
     pub bounding_drop: CapSet,
+    /// perf_event_paranoid the harness set for this run (recorded in the timeline only).
+    pub paranoid: Option<i32>,
     /// stdin from /dev/null (otherwise inherited).
     pub stdin_null: bool,
     /// Kill the whole tree (SIGKILL) after this; the exit then says `timed_out`.
     pub timeout: Duration,
-    /// Once stdout produced this many lines: SIGTERM to the root, SIGKILL to the tree 2 s later.
-    pub stop_after_lines: Option<usize>,
-    /// Take an all-threads snapshot each time a stdout line arrives.
-    pub sample_on_stdout: bool,
+    /// Which output lines are the command's events.
+    pub event_lines: EventLines,
+    /// Once the command wrote this many event lines: SIGTERM to the root, SIGKILL to the tree
+    /// 2 s later.
+    pub stop_after_events: Option<usize>,
+    /// Take an all-threads snapshot each time an event line arrives.
+    pub sample_on_event: bool,
     /// Take an all-threads snapshot periodically.
     pub sample_every: Option<Duration>,
     /// false: just launch (same faults), no ptrace (overhead benchmarks).
@@ -83,12 +77,14 @@ impl LaunchSpec {
             args: args.into_iter().map(Into::into).collect(),
             env_set: Vec::new(),
             env_remove: Vec::new(),
-            faults: Faults::default(),
+            faults: Vec::new(),
             bounding_drop: CapSet::EMPTY,
+            paranoid: None,
             stdin_null: true,
             timeout: Duration::from_secs(60),
-            stop_after_lines: None,
-            sample_on_stdout: false,
+            event_lines: EventLines::default(),
+            stop_after_events: None,
+            sample_on_event: false,
             sample_every: None,
             observe: true,
             companion: None,
@@ -101,6 +97,32 @@ impl LaunchSpec {
         std::iter::once(self.program.display().to_string())
             .chain(self.args.iter().cloned())
             .collect()
+    }
+}
+
+/// Which lines of the command's output are its events: every non-empty line of one stream,
+/// or those that match a pattern.
+#[derive(Debug, Clone)]
+pub struct EventLines {
+    pub stream: Stream,
+    pub pattern: Option<regex::Regex>,
+}
+
+impl Default for EventLines {
+    fn default() -> Self {
+        EventLines {
+            stream: Stream::Stdout,
+            pattern: None,
+        }
+    }
+}
+
+impl EventLines {
+    /// Whether `line`, read from `stream`, is an event.
+    pub fn matches(&self, stream: Stream, line: &str) -> bool {
+        stream == self.stream
+            && !line.trim().is_empty()
+            && self.pattern.as_ref().is_none_or(|p| p.is_match(line))
     }
 }
 
@@ -193,8 +215,11 @@ pub struct ExitInfo {
     pub signal: Option<i32>,
     /// The timeout fired and the tree was killed.
     pub timed_out: bool,
-    /// `stop_after_lines` was reached and the tree was told to stop.
-    pub stopped_after_lines: bool,
+    /// The harness ended the run (SIGTERM once enough event lines were read): a normal end.
+    pub stopped_by_harness: bool,
+    /// capring itself was interrupted (SIGINT/SIGTERM) and killed the tree.
+    #[serde(default)]
+    pub interrupted: bool,
 }
 
 impl ExitInfo {
@@ -215,6 +240,18 @@ impl ExitInfo {
 impl std::fmt::Display for ExitInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (self.code, self.signal) {
+            (Some(c), _) if self.stopped_by_harness => {
+                write!(f, "stopped by capring (SIGTERM), exit code {c}")?
+            }
+            (None, Some(s)) if self.stopped_by_harness => write!(
+                f,
+                "stopped by capring (SIGTERM{})",
+                if s == libc::SIGKILL {
+                    ", then SIGKILL 2 s later"
+                } else {
+                    ""
+                }
+            )?,
             (Some(c), _) => write!(f, "exit code {c}")?,
             (None, Some(s)) => write!(f, "killed by {}", signal_name(s))?,
             (None, None) => write!(f, "unknown exit")?,
@@ -222,8 +259,8 @@ impl std::fmt::Display for ExitInfo {
         if self.timed_out {
             write!(f, " (timed out)")?;
         }
-        if self.stopped_after_lines {
-            write!(f, " (stopped after enough stdout lines)")?;
+        if self.interrupted {
+            write!(f, " (interrupted)")?;
         }
         Ok(())
     }
@@ -285,20 +322,6 @@ pub(crate) const STAGES: [&str; 9] = [
     "execve",
 ];
 
-// x86_64 syscall numbers traced (see the module docs of `observer`).
-pub(crate) const NR_CAPSET: i64 = 126;
-pub(crate) const NR_PRCTL: i64 = 157;
-pub(crate) const NR_EXECVE: i64 = 59;
-pub(crate) const NR_EXECVEAT: i64 = 322;
-pub(crate) const NR_BPF: i64 = 321;
-pub(crate) const NR_PERF_EVENT_OPEN: i64 = 298;
-/// setuid, setgid, setreuid, setregid, setgroups, setresuid, setresgid, setfsuid, setfsgid.
-pub(crate) const NR_ID_CALLS: [i64; 9] = [105, 106, 113, 114, 116, 117, 119, 122, 123];
-pub(crate) const PR_SET_KEEPCAPS: u64 = 8;
-pub(crate) const PR_CAPBSET_DROP: u64 = 24;
-pub(crate) const PR_SET_SECUREBITS: u64 = 28;
-pub(crate) const PR_CAP_AMBIENT: u64 = 47;
-
 fn compile(
     rules: BTreeMap<i64, Vec<SeccompRule>>,
     on_match: SeccompAction,
@@ -310,28 +333,39 @@ fn compile(
         .map_err(|e: seccompiler::BackendError| ObserveError::Filter(e.to_string()))
 }
 
-fn arg0_is(values: &[u64]) -> Result<Vec<SeccompRule>, ObserveError> {
+/// One rule per value: argument `arg` (masked with `mask`) equals it.
+fn arg_is(arg: u8, mask: u64, values: &[u64]) -> Result<Vec<SeccompRule>, ObserveError> {
+    let op = if mask == u64::MAX {
+        SeccompCmpOp::Eq
+    } else {
+        SeccompCmpOp::MaskedEq(mask)
+    };
     values
         .iter()
         .map(|v| {
-            let cond = SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, *v)
+            let cond = SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op.clone(), *v)
                 .map_err(|e| ObserveError::Filter(e.to_string()))?;
             SeccompRule::new(vec![cond]).map_err(|e| ObserveError::Filter(e.to_string()))
         })
         .collect()
 }
 
-/// The fault filter (None when no fault is asked for).
-pub(crate) fn fault_filter(faults: &Faults) -> Result<Option<BpfProgram>, ObserveError> {
-    if !faults.any() {
+/// The fault filter of an unobserved run (None when no fault is asked for). Observed runs
+/// inject faults through ptrace instead: a seccomp error would hide the attempt from the
+/// tracer, and "the tracer never tried" must stay distinguishable from "it tried and failed".
+pub(crate) fn fault_filter(faults: &[FaultKind]) -> Result<Option<BpfProgram>, ObserveError> {
+    if faults.is_empty() {
         return Ok(None);
     }
     let mut rules = BTreeMap::new();
-    if faults.capset_eperm {
-        rules.insert(NR_CAPSET, vec![]);
-    }
-    if faults.capbset_drop_eperm {
-        rules.insert(NR_PRCTL, arg0_is(&[PR_CAPBSET_DROP])?);
+    for f in faults {
+        match f {
+            FaultKind::CapsetEperm => rules.insert(libc::SYS_capset, vec![]),
+            FaultKind::CapbsetDropEperm => rules.insert(
+                libc::SYS_prctl,
+                arg_is(0, u64::MAX, &[libc::PR_CAPBSET_DROP as u64])?,
+            ),
+        };
     }
     compile(rules, SeccompAction::Errno(libc::EPERM as u32)).map(Some)
 }
@@ -339,27 +373,25 @@ pub(crate) fn fault_filter(faults: &Faults) -> Result<Option<BpfProgram>, Observ
 /// The tracing filter: SECCOMP_RET_TRACE for the credential syscalls of interest.
 pub(crate) fn trace_filter() -> Result<BpfProgram, ObserveError> {
     let mut rules = BTreeMap::new();
-    for nr in [
-        NR_CAPSET,
-        NR_EXECVE,
-        NR_EXECVEAT,
-        NR_BPF,
-        NR_PERF_EVENT_OPEN,
-    ]
-    .into_iter()
-    .chain(NR_ID_CALLS)
-    {
-        rules.insert(nr, vec![]);
+    for (nr, name) in capring_spec::sys::SYSCALLS {
+        if !matches!(*name, "prctl" | "socket") {
+            rules.insert(*nr, vec![]);
+        }
     }
+    let prctl = [
+        libc::PR_CAPBSET_DROP,
+        libc::PR_CAP_AMBIENT,
+        libc::PR_SET_KEEPCAPS,
+        libc::PR_SET_SECUREBITS,
+    ];
     rules.insert(
-        NR_PRCTL,
-        arg0_is(&[
-            PR_CAPBSET_DROP,
-            PR_CAP_AMBIENT,
-            PR_SET_KEEPCAPS,
-            PR_SET_SECUREBITS,
-        ])?,
+        libc::SYS_prctl,
+        arg_is(0, u64::MAX, &prctl.map(|o| o as u64))?,
     );
+    // Raw and packet sockets only: ordinary sockets need no capability.
+    let mut socket = arg_is(0, u64::MAX, &[libc::AF_PACKET as u64])?;
+    socket.extend(arg_is(1, 0xf, &[libc::SOCK_RAW as u64])?);
+    rules.insert(libc::SYS_socket, socket);
     compile(rules, SeccompAction::Trace(0))
 }
 
@@ -428,7 +460,11 @@ impl Prepared {
             path: cstring(path.as_os_str().as_bytes())?,
             argv,
             envp,
-            fault: fault_filter(&spec.faults)?,
+            fault: if spec.observe {
+                None
+            } else {
+                fault_filter(&spec.faults)?
+            },
             trace: if spec.observe {
                 Some(trace_filter()?)
             } else {
@@ -641,13 +677,10 @@ mod tests {
     #[test]
     fn filters_compile() {
         assert!(trace_filter().unwrap().len() > 10);
-        assert!(fault_filter(&Faults::default()).unwrap().is_none());
-        let both = fault_filter(&Faults {
-            capset_eperm: true,
-            capbset_drop_eperm: true,
-        })
-        .unwrap()
-        .unwrap();
+        assert!(fault_filter(&[]).unwrap().is_none());
+        let both = fault_filter(&[FaultKind::CapsetEperm, FaultKind::CapbsetDropEperm])
+            .unwrap()
+            .unwrap();
         assert!(!both.is_empty());
     }
 

@@ -1,17 +1,21 @@
 //! capring harness library: launching and observing tracers under test.
 //!
-//! * [`launch`]: what to run ([`LaunchSpec`]), injected [`Faults`], how it ended ([`ExitInfo`]).
+//! * [`launch`]: what to run ([`LaunchSpec`]), which lines are events, how it ended
+//!   ([`ExitInfo`]).
 //! * [`observer`]: [`run`] a command under ptrace and get its capability [`Timeline`].
-//! * [`timeline`]: the timeline data, helpers and human rendering.
+//! * [`timeline`]: the typed timeline (calls, events, samples), helpers and rendering.
 //! * [`profile`], [`scenario`]: how to drive a tracer, and under which conditions.
-//! * [`run`], [`checks`], [`report`], [`check_cmd`]: run scenarios, judge clauses, report;
-//!   [`schedule`] runs them side by side (`--jobs`).
+//! * [`plan`]: a scenario resolved for a profile and this machine, before launch (pure).
+//! * [`run`], [`checks`], [`report`], [`check_cmd`]: execute plans, judge clauses, report;
+//!   [`schedule`] runs them side by side (`--jobs`); [`interrupt`] handles Ctrl-C.
 
 pub mod check_cmd;
 pub mod checks;
+pub mod interrupt;
 pub mod launch;
 pub mod mutants;
 pub mod observer;
+pub mod plan;
 pub mod profile;
 pub mod report;
 pub mod run;
@@ -20,6 +24,17 @@ pub mod schedule;
 pub mod snapshot;
 pub mod timeline;
 
-pub use launch::{ExitInfo, Faults, LaunchSpec, ObserveError};
+pub use launch::{ExitInfo, LaunchSpec, ObserveError};
 pub use observer::{run, Observation};
-pub use timeline::{Entry, Kind, ThreadCaps, Timeline};
+pub use timeline::{Entry, Event, ThreadCaps, Timeline};
+
+/// The fixtures directory a profile belongs to: the nearest ancestor of the profile that
+/// holds `scenarios/rules-input.jsonl` (the rules engine's input), else the profile's
+/// grandparent.
+pub fn fixtures_dir(profile: &profile::Profile) -> std::path::PathBuf {
+    let dir = profile.path.parent().unwrap_or(std::path::Path::new("."));
+    dir.ancestors()
+        .find(|d| d.join("scenarios/rules-input.jsonl").is_file())
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| dir.join(".."))
+}

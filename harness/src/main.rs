@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use capring_harness::launch::signal_name;
 use capring_harness::observer::cap_last_cap;
-use capring_harness::{run, Faults, LaunchSpec};
+use capring_harness::timeline::FaultKind;
+use capring_harness::{run, LaunchSpec};
 use capring_spec::caps::{parse_name, Cap, CapSet};
 use clap::{Args, Parser, Subcommand};
 
@@ -86,13 +87,22 @@ fn run_mutants(a: MutantsArgs) -> Result<i32> {
     if let Some(g) = &a.only {
         list.retain(|m| scenario::glob_match(g, &m.name));
     }
-    let results = mutants::run_all(&profile, &list, &scenario::builtin(), |name| {
-        eprintln!("capring: mutant {name}")
+    if let Err(e) = capring_harness::check_cmd::check_programs(&profile) {
+        eprintln!("capring: {e}");
+        return Ok(2);
+    }
+    capring_harness::interrupt::install()?;
+    let dir = a.mutants.parent().unwrap_or(std::path::Path::new("."));
+    let results = mutants::run_all(&profile, dir, &list, &scenario::builtin(), |name| {
+        eprintln!("capring: control {name}")
     })?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {
         print!("{}", mutants::table(&results));
+    }
+    if let Some(sig) = capring_harness::interrupt::requested() {
+        return Ok(capring_harness::interrupt::exit_code(sig));
     }
     Ok(if results.iter().all(|r| r.caught) {
         0
@@ -175,7 +185,7 @@ struct ObserveArgs {
     /// Take an all-threads snapshot every N milliseconds.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     sample_ms: Option<u64>,
-    /// Take an all-threads snapshot whenever the command prints a stdout line.
+    /// Take an all-threads snapshot whenever the command prints a stdout (event) line.
     #[arg(long)]
     sample_on_stdout: bool,
     /// Kill the whole tree after SECS seconds.
@@ -184,6 +194,9 @@ struct ObserveArgs {
     /// Stop the command (SIGTERM, SIGKILL 2 s later) after it printed N stdout lines.
     #[arg(long, value_name = "N")]
     stop_after_lines: Option<usize>,
+    /// Count only stdout lines matching this regular expression as event lines.
+    #[arg(long, value_name = "REGEX")]
+    event_pattern: Option<regex::Regex>,
     /// Inject a fault: capset(2) fails with EPERM.
     #[arg(long)]
     capset_eperm: bool,
@@ -210,15 +223,19 @@ fn parse_cap(s: &str) -> Result<Cap, String> {
 
 fn observe(a: ObserveArgs) -> Result<i32> {
     let mut spec = LaunchSpec::new(&a.command[0], a.command[1..].iter().cloned());
-    spec.faults = Faults {
-        capset_eperm: a.capset_eperm,
-        capbset_drop_eperm: a.capbset_drop_eperm,
-    };
+    if a.capset_eperm {
+        spec.faults.push(FaultKind::CapsetEperm);
+    }
+    if a.capbset_drop_eperm {
+        spec.faults.push(FaultKind::CapbsetDropEperm);
+    }
+    spec.event_lines.pattern = a.event_pattern.clone();
     spec.bounding_drop = a.bounding_drop.iter().copied().collect::<CapSet>();
     spec.stdin_null = a.stdin_null;
     spec.timeout = Duration::from_secs(a.timeout);
-    spec.stop_after_lines = a.stop_after_lines;
-    spec.sample_on_stdout = a.sample_on_stdout;
+    spec.stop_after_events = a.stop_after_lines;
+    spec.sample_on_event = a.sample_on_stdout;
+    capring_harness::interrupt::install()?;
     spec.sample_every = a.sample_ms.map(Duration::from_millis);
     spec.observe = !a.no_trace;
     let obs = run(&spec).with_context(|| format!("observing {}", a.command.join(" ")))?;
@@ -226,11 +243,12 @@ fn observe(a: ObserveArgs) -> Result<i32> {
     // The command's own output goes to our stderr, so that our stdout is only the timeline.
     {
         let mut err = std::io::stderr().lock();
-        for (_, line) in &obs.stdout_lines {
-            let _ = writeln!(err, "stdout| {line}");
-        }
-        for line in obs.stderr.lines() {
-            let _ = writeln!(err, "stderr| {line}");
+        for line in &obs.lines {
+            let tag = match line.stream {
+                capring_harness::timeline::Stream::Stdout => "stdout",
+                capring_harness::timeline::Stream::Stderr => "stderr",
+            };
+            let _ = writeln!(err, "{tag}| {}", line.text);
         }
     }
     if let Some(path) = &a.out {
@@ -256,6 +274,10 @@ fn observe(a: ObserveArgs) -> Result<i32> {
         )?;
     }
     out.flush()?;
+    if let Some(sig) = capring_harness::interrupt::requested() {
+        eprintln!("capring: interrupted: the command's tree was killed");
+        return Ok(capring_harness::interrupt::exit_code(sig));
+    }
     if let Some(sig) = obs.exit.signal {
         eprintln!("capring: command killed by {}", signal_name(sig));
     }

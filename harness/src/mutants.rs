@@ -1,5 +1,11 @@
-//! Proving the suite can fail: run each mutant of `fixtures/mutants/mutants.toml` in its
-//! scenario and check that it fails by the expected clause.
+//! Proving the suite can fail: run each negative control of `fixtures/mutants/mutants.toml`
+//! in its scenario and check that it fails by the expected clause — for the right reason.
+//!
+//! A control is caught only when its run really happened: a run that errored in the harness,
+//! or a tracer that crashed (killed by a signal capring did not send, or a Rust panic), makes
+//! every clause look failed without proving anything, so it counts as *not* caught. Every
+//! other clause the control fails must be listed in its entry (`also_fails`, with the
+//! reason), so a control that fails for a different reason than intended shows.
 
 use std::path::Path;
 
@@ -7,10 +13,16 @@ use anyhow::{Context, Result};
 use capring_spec::facts;
 use serde::{Deserialize, Serialize};
 
-use crate::check_cmd::judge;
-use crate::checks::Verdict;
+use crate::check_cmd::{judge, run_scenario, Outcome};
 use crate::profile::Profile;
 use crate::scenario::Scenario;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlsoFails {
+    pub clause: String,
+    pub reason: String,
+}
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -19,6 +31,12 @@ pub struct Mutant {
     pub fault: String,
     pub scenario: String,
     pub expected_clause: String,
+    /// Other clauses this control is known to fail in its scenario, and why.
+    #[serde(default)]
+    pub also_fails: Vec<AlsoFails>,
+    /// The profile to run it with, relative to the catalog (default: the `--tracer` one).
+    #[serde(default)]
+    pub profile: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -33,9 +51,10 @@ pub struct MutantResult {
     /// Clauses that failed in the mutant's scenario.
     pub failed: Vec<String>,
     pub caught: bool,
-    /// What the expected clause itself said (verdict and observation), so that a mutant that
-    /// got away shows why.
+    /// What the expected clause itself said (verdict and observation).
     pub expected_verdict: String,
+    /// Why the control does not count, when it does not.
+    pub problem: Option<String>,
 }
 
 pub fn load(path: &Path) -> Result<Vec<Mutant>> {
@@ -43,12 +62,95 @@ pub fn load(path: &Path) -> Result<Vec<Mutant>> {
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let file: File =
         toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let clauses = capring_spec::clauses::all();
+    for m in &file.mutant {
+        for c in std::iter::once(&m.expected_clause).chain(m.also_fails.iter().map(|a| &a.clause)) {
+            anyhow::ensure!(
+                clauses.iter().any(|k| &k.id == c),
+                "{}: mutant {} names unknown clause {c}",
+                path.display(),
+                m.name
+            );
+        }
+    }
     Ok(file.mutant)
 }
 
-/// Runs every mutant (or those whose name matches `only`).
+/// Why a run proves nothing, if it does not.
+fn run_problem(outcome: &Outcome) -> Option<String> {
+    let rec = match outcome {
+        Outcome::NoPlan(no) => return Some(format!("no run: {no:?}")),
+        Outcome::Ran(r) => match r.as_ref() {
+            Err(e) => return Some(e.to_string()),
+            Ok(rec) => rec,
+        },
+    };
+    let exit = &rec.observation.exit;
+    if exit.interrupted {
+        return Some("capring was interrupted".into());
+    }
+    if let (Some(sig), false, false) = (exit.signal, exit.stopped_by_harness, exit.timed_out) {
+        return Some(format!("the tracer crashed: {exit} (signal {sig})"));
+    }
+    if rec.observation.stderr().contains("panicked at") {
+        return Some("the tracer panicked".into());
+    }
+    None
+}
+
+/// Runs one control.
+fn run_one(
+    profile: &Profile,
+    m: &Mutant,
+    scenarios: &[Scenario],
+    base: &facts::EnvFacts,
+) -> Result<MutantResult> {
+    let mut scenario = scenarios
+        .iter()
+        .find(|s| s.name == m.scenario)
+        .with_context(|| format!("mutant {}: no scenario named {}", m.name, m.scenario))?
+        .clone();
+    for c in std::iter::once(&m.expected_clause).chain(m.also_fails.iter().map(|a| &a.clause)) {
+        if !scenario.clauses.contains(c) {
+            scenario.clauses.push(c.clone());
+        }
+    }
+    let mut p = profile.clone();
+    p.env.insert("CAPRING_MUTANT".into(), m.name.clone());
+    let outcome = run_scenario(&p, &scenario, base, true);
+    let results = judge(&p, &scenario, &outcome, base);
+    let failed: Vec<String> = results
+        .iter()
+        .filter(|r| r.verdict.is_failure())
+        .map(|r| r.clause.clone())
+        .collect();
+    let expected_verdict = results
+        .iter()
+        .find(|r| r.clause == m.expected_clause)
+        .map(|r| format!("{}: {}", r.label(), r.observed))
+        .unwrap_or_else(|| "not judged".into());
+    let unlisted: Vec<&String> = failed
+        .iter()
+        .filter(|c| **c != m.expected_clause && !m.also_fails.iter().any(|a| &a.clause == *c))
+        .collect();
+    let problem = run_problem(&outcome).or_else(|| {
+        (!unlisted.is_empty())
+            .then(|| format!("it also fails clauses its entry does not list: {unlisted:?}"))
+    });
+    Ok(MutantResult {
+        caught: problem.is_none() && failed.contains(&m.expected_clause),
+        expected_verdict,
+        mutant: m.clone(),
+        failed,
+        problem,
+    })
+}
+
+/// Runs every given control with `profile` (or the control's own profile, resolved against
+/// `catalog_dir`).
 pub fn run_all(
     profile: &Profile,
+    catalog_dir: &Path,
     mutants: &[Mutant],
     scenarios: &[Scenario],
     mut progress: impl FnMut(&str),
@@ -56,47 +158,31 @@ pub fn run_all(
     let base = facts::probe().context("probing the environment")?;
     let mut out = Vec::new();
     for m in mutants {
-        progress(&m.name);
-        let mut scenario = scenarios
-            .iter()
-            .find(|s| s.name == m.scenario)
-            .with_context(|| format!("mutant {}: no scenario named {}", m.name, m.scenario))?
-            .clone();
-        if !scenario.clauses.contains(&m.expected_clause) {
-            scenario.clauses.push(m.expected_clause.clone());
+        if crate::interrupt::requested().is_some() {
+            break;
         }
-        let mut p = profile.clone();
-        p.env.insert("CAPRING_MUTANT".into(), m.name.clone());
-        let outcome = crate::run::run(&p, &scenario, &base);
-        let results = judge(&p, &scenario, &outcome, &base);
-        let failed: Vec<String> = results
-            .iter()
-            .filter(|r| r.verdict == Verdict::Fail)
-            .map(|r| r.clause.clone())
-            .collect();
-        let expected_verdict = results
-            .iter()
-            .find(|r| r.clause == m.expected_clause)
-            .map(|r| format!("{}: {}", r.label(), r.observed))
-            .unwrap_or_else(|| "not judged".into());
-        out.push(MutantResult {
-            caught: failed.contains(&m.expected_clause),
-            expected_verdict,
-            mutant: m.clone(),
-            failed,
-        });
+        progress(&m.name);
+        let own;
+        let p = match &m.profile {
+            Some(rel) => {
+                own = Profile::load(&catalog_dir.join(rel)).map_err(|e| anyhow::anyhow!("{e}"))?;
+                &own
+            }
+            None => profile,
+        };
+        out.push(run_one(p, m, scenarios, &base)?);
     }
     Ok(out)
 }
 
 pub fn table(results: &[MutantResult]) -> String {
     let mut s = format!(
-        "{:<24} {:<34} {:<7} failed clauses\n",
-        "mutant", "expected clause", "caught"
+        "{:<28} {:<34} {:<7} failed clauses\n",
+        "control", "expected clause", "caught"
     );
     for r in results {
         s.push_str(&format!(
-            "{:<24} {:<34} {:<7} {}\n",
+            "{:<28} {:<34} {:<7} {}\n",
             r.mutant.name,
             r.mutant.expected_clause,
             if r.caught { "yes" } else { "NO" },
@@ -104,9 +190,12 @@ pub fn table(results: &[MutantResult]) -> String {
         ));
         if !r.caught {
             s.push_str(&format!(
-                "{:<24} {} said: {}\n",
+                "{:<28} {} said: {}\n",
                 "", r.mutant.expected_clause, r.expected_verdict
             ));
+            if let Some(p) = &r.problem {
+                s.push_str(&format!("{:<28} does not count: {p}\n", ""));
+            }
         }
     }
     s

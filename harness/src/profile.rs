@@ -1,125 +1,323 @@
 //! Tracer profiles: how to drive a tracer the harness knows nothing else about.
 //!
-//! A profile (TOML, documented in `harness/PROFILE.md`) names the binary and its base
-//! arguments, how events are selected, how bypass/add/drop are spelled on the command line
-//! and in the environment, the workload that makes its events fire, its exit codes, its ring
-//! model, its event catalog (capability needs per ring, with reasons) and the clauses it is
-//! expected to fail. Errors name the file, the line and the fix.
+//! Why so many optional keys: capring judges other people's programs, and they do not share
+//! the seed's interface. A tracer may spell bypass as a bare `--no-drop`, take one
+//! `--keep-cap NAME` per capability in `CAP_KILL` style, have no event option at all, print
+//! its events on stderr after a banner, or end by itself. A profile (TOML, every key in
+//! `harness/PROFILE.md`) says all of that, so no wrapper script is needed. Every interface is
+//! optional: a scenario that needs a missing one is reported for the clauses about that
+//! interface as "not supported by this tracer (profile)", never as a pass.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use capring_spec::caps::Cap;
 use capring_spec::catalog::Catalog;
 use capring_spec::facts::EnvFacts;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+use crate::timeline::Stream;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
     /// A short name for reports.
     pub name: String,
-    /// The tracer binary: a path (relative to the profile file), or a bare name looked up
-    /// next to the `capring` binary, in `$CAPRING_BIN_DIR`, then in `PATH`.
+    /// The tracer: a path (relative to the profile file), or a bare name looked up in
+    /// `$CAPRING_BIN_DIR`, next to the `capring` binary, then in `PATH`.
     pub binary: String,
+    /// Arguments given to every run, before the scenario's.
     #[serde(default)]
     pub args: Vec<String>,
     /// Environment set for every run of the tracer.
     #[serde(default)]
-    pub env: std::collections::BTreeMap<String, String>,
-    /// `seed` (the four rings of the seed page) or `tracee-head` (Base ring holds added caps).
-    #[serde(default = "default_model")]
-    pub ring_model: RingModel,
-    pub events: EventsFlag,
-    pub capabilities: CapabilityFlags,
-    pub workload: Workload,
+    pub env: BTreeMap<String, String>,
     #[serde(default)]
-    pub exit_codes: ExitCodes,
-    /// Event catalog: `builtin` (the reference's) or a path to a TOML file of the same shape
-    /// as `fixtures/spec/events.toml`, relative to the profile.
+    pub ring_model: RingModel,
+    /// `strict`: clauses SPEC.md marks "MUST in strict" count as MUST for this tracer.
+    #[serde(default)]
+    pub level: LevelChoice,
+    /// `builtin` (the reference's catalog) or a path to a catalog TOML, relative to the profile.
     #[serde(default = "default_catalog")]
     pub catalog: String,
+    /// How events are selected; absent = the tracer cannot select events (it always traces
+    /// its whole catalog).
+    #[serde(default)]
+    pub events: Option<EventsSpec>,
+    #[serde(default)]
+    pub capabilities: CapabilitySpec,
+    #[serde(default)]
+    pub environment: EnvironmentSpec,
+    #[serde(default)]
+    pub output: OutputSpec,
+    #[serde(default)]
+    pub ready: ReadySpec,
+    #[serde(default)]
+    pub stop: StopSpec,
+    #[serde(default)]
+    pub workload: Option<Workload>,
+    #[serde(default)]
+    pub exit_codes: ExitCodes,
     #[serde(default)]
     pub rules_engine: Option<RulesEngine>,
     #[serde(default, rename = "expected_failure")]
     pub expected_failures: Vec<ExpectedFailure>,
-    /// Seconds to wait for the first event line.
-    #[serde(default = "default_ready")]
-    pub ready_timeout_s: u64,
+    /// Verdicts recorded from the program's own behaviour (third-party subjects).
+    #[serde(default, rename = "expect")]
+    pub expectations: Vec<Expect>,
 
     #[serde(skip)]
     pub path: PathBuf,
     #[serde(skip)]
     pub catalog_data: Option<Catalog>,
+    #[serde(skip)]
+    pub event_pattern: Option<regex::Regex>,
+    #[serde(skip)]
+    pub ready_pattern: Option<regex::Regex>,
 }
 
-fn default_model() -> RingModel {
-    RingModel::Seed
-}
 fn default_catalog() -> String {
     "builtin".into()
 }
-fn default_ready() -> u64 {
-    30
-}
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RingModel {
+    /// The four rings of the seed page: added capabilities only in Required.
+    #[default]
     Seed,
+    /// Tracee since v0.14: a Base ring holds the added capabilities all the time.
     TraceeHead,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LevelChoice {
+    /// MUST is what the seed page states.
+    #[default]
+    Seed,
+    /// Also capring's stricter choices (SPEC.md: "MUST in strict").
+    Strict,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EventsFlag {
-    /// e.g. `--events`
-    pub flag: String,
+pub struct EventsSpec {
+    /// Argument template for the selected events; `{list}` = the names joined by
+    /// `separator`. E.g. `["--events", "{list}"]`.
+    #[serde(default)]
+    pub select: Vec<String>,
     #[serde(default = "comma")]
     pub separator: String,
-    /// Events used when a scenario does not name any.
-    pub default: Vec<String>,
+    /// Arguments per selected event, concatenated in selection order (for options that take
+    /// something other than names, e.g. a probe definition). Used instead of `select`.
+    #[serde(default)]
+    pub per_event: BTreeMap<String, Vec<String>>,
+    /// Events used when a scenario names none (default: the whole catalog).
+    #[serde(default)]
+    pub default: Option<Vec<String>>,
 }
 
 fn comma() -> String {
     ",".into()
 }
 
-/// How the `--capabilities` options are written. `{value}` / `{list}` are replaced.
+/// How capability names are written for this tracer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NameStyle {
+    /// `cap_kill`
+    #[default]
+    CapLower,
+    /// `CAP_KILL`
+    CapUpper,
+    /// `kill`
+    Lower,
+    /// `KILL`
+    Upper,
+    /// `5`
+    Number,
+}
+
+impl NameStyle {
+    /// `name` (a seed spelling, possibly invalid) in this style.
+    pub fn spell(self, name: &str) -> String {
+        let parsed = capring_spec::caps::parse_name(name).ok();
+        if self == NameStyle::Number {
+            if let Some(c) = parsed {
+                return c.number().to_string();
+            }
+        }
+        let canonical = parsed.map(Cap::name).unwrap_or_else(|| name.to_lowercase());
+        let bare = canonical
+            .strip_prefix("cap_")
+            .unwrap_or(&canonical)
+            .to_string();
+        match self {
+            NameStyle::CapLower | NameStyle::Number => format!("cap_{bare}"),
+            NameStyle::CapUpper => format!("CAP_{}", bare.to_uppercase()),
+            NameStyle::Lower => bare,
+            NameStyle::Upper => bare.to_uppercase(),
+        }
+    }
+}
+
+/// How the seed's `--capabilities` values are spelled on this tracer's command line. Every
+/// key is optional: absent means the tracer has no such interface.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapabilitySpec {
+    #[serde(default)]
+    pub names: NameStyle,
+    #[serde(default = "comma")]
+    pub separator: String,
+    /// Lists the capabilities (`["--capabilities", "help"]`).
+    pub help: Option<Vec<String>>,
+    /// Turns bypass on: `["--capabilities", "bypass=1"]` or a bare flag `["--no-drop"]`.
+    pub bypass_on: Option<Vec<String>>,
+    /// Turns bypass off explicitly (absent for a bare flag).
+    pub bypass_off: Option<Vec<String>>,
+    /// Adds capabilities: `{caps}` = names joined by `separator`.
+    pub add: Option<Vec<String>>,
+    /// Adds one capability: repeated once per capability, `{cap}` = its name.
+    pub add_each: Option<Vec<String>>,
+    pub drop: Option<Vec<String>>,
+    pub drop_each: Option<Vec<String>>,
+    /// Passes a seed-grammar value as is (`{value}`), for the usage scenarios.
+    pub raw: Option<Vec<String>>,
+}
+
+/// The bypass variable and its two values.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CapabilityFlags {
-    pub flag: String,
-    pub help: String,
-    pub bypass: String,
-    pub add: String,
-    pub drop: String,
-    pub env_bypass: Option<String>,
-    pub env_add: Option<String>,
-    pub env_drop: Option<String>,
+pub struct EnvBypass {
+    pub name: String,
+    #[serde(default = "one")]
+    pub on: String,
+    #[serde(default = "zero")]
+    pub off: String,
+}
+
+fn one() -> String {
+    "1".into()
+}
+fn zero() -> String {
+    "0".into()
+}
+
+/// The seed's `CAPABILITIES_*` variables as this tracer names them (each optional).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentSpec {
+    pub bypass: Option<EnvBypass>,
+    pub add: Option<String>,
+    pub drop: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    /// Where event lines go.
+    #[serde(default = "stdout")]
+    pub events: Stream,
+    /// Regex an event line must match (default: every non-empty line).
+    pub event_pattern: Option<String>,
+}
+
+fn stdout() -> Stream {
+    Stream::Stdout
+}
+
+/// When configuration is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadyOn {
+    /// The first event line.
+    #[default]
+    FirstEvent,
+    /// The first line of `stream` matching `pattern`.
+    Pattern,
+    /// The first successful attach (perf_event_open, or bpf attach/link/raw tracepoint).
+    FirstAttach,
+    /// `delay_ms` after launch.
+    Delay,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadySpec {
+    #[serde(default)]
+    pub on: ReadyOn,
+    #[serde(default = "stderr")]
+    pub stream: Stream,
+    pub pattern: Option<String>,
+    #[serde(default)]
+    pub delay_ms: u64,
+    /// Seconds to wait for readiness (and the first events).
+    #[serde(default = "default_ready")]
+    pub timeout_s: u64,
+}
+
+impl Default for ReadySpec {
+    fn default() -> Self {
+        ReadySpec {
+            on: ReadyOn::FirstEvent,
+            stream: Stream::Stderr,
+            pattern: None,
+            delay_ms: 0,
+            timeout_s: default_ready(),
+        }
+    }
+}
+
+fn stderr() -> Stream {
+    Stream::Stderr
+}
+fn default_ready() -> u64 {
+    30
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopSpec {
+    /// The program exits on its own (e.g. `ping -c 5`): the harness waits for it instead of
+    /// stopping it after the scenario's event lines.
+    #[serde(default)]
+    pub ends_by_itself: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Workload {
-    /// Started at launch, next to the tracer, and killed when the tracer ends. A bare first
-    /// word is resolved like `binary`.
+    /// Makes the events fire; started at the tracer's first attach (see PROFILE.md) and
+    /// killed when it ends. A bare first word is resolved like `binary`.
     pub command: Vec<String>,
     /// Per-event workloads (event name → command), used when a scenario selects that event.
     #[serde(default)]
-    pub per_event: std::collections::BTreeMap<String, Vec<String>>,
+    pub per_event: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExitCodes {
+    #[serde(default = "usage")]
     pub usage: i32,
+    #[serde(default = "capability")]
     pub capability: i32,
+}
+
+fn usage() -> i32 {
+    2
+}
+fn capability() -> i32 {
+    3
 }
 
 impl Default for ExitCodes {
     fn default() -> Self {
         ExitCodes {
-            usage: 2,
-            capability: 3,
+            usage: usage(),
+            capability: capability(),
         }
     }
 }
@@ -151,6 +349,29 @@ pub struct ExpectedFailure {
     /// Only in this scenario.
     #[serde(default)]
     pub scenario: Option<String>,
+}
+
+/// A verdict recorded from a program's own behaviour: what capring must say, and the lines
+/// of the program's strace excerpt (`NAME.strace` next to the profile) that justify it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    pub scenario: String,
+    pub clause: String,
+    pub verdict: ExpectedVerdict,
+    pub why: String,
+    #[serde(default)]
+    pub lines: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExpectedVerdict {
+    Pass,
+    Fail,
+    FailUnsupported,
+    #[serde(rename = "n/a")]
+    NotApplicable,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -195,61 +416,122 @@ impl Profile {
             }
         })?;
         profile.path = path.to_path_buf();
-        let invalid = |message: String| ProfileError::Invalid {
-            path: shown.clone(),
+        profile.finish().map_err(|message| ProfileError::Invalid {
+            path: shown,
             message,
-        };
-        profile.catalog_data = Some(if profile.catalog == "builtin" {
+        })?;
+        Ok(profile)
+    }
+
+    /// Loads the catalog, compiles the patterns and checks what serde cannot.
+    fn finish(&mut self) -> Result<(), String> {
+        self.catalog_data = Some(if self.catalog == "builtin" {
             Catalog::builtin()
         } else {
-            let p = profile.relative(&profile.catalog);
-            let t = std::fs::read_to_string(&p)
-                .map_err(|e| invalid(format!("catalog {}: {e}", p.display())))?;
-            Catalog::parse(&t).map_err(|e| invalid(format!("catalog {}: {e}", p.display())))?
+            let p = self.relative(&self.catalog);
+            let t =
+                std::fs::read_to_string(&p).map_err(|e| format!("catalog {}: {e}", p.display()))?;
+            Catalog::parse(&t).map_err(|e| format!("catalog {}: {e}", p.display()))?
         });
-        let catalog = profile.catalog();
-        for e in &profile.events.default {
-            if catalog.event(e).is_none() {
-                return Err(invalid(format!(
-                    "events.default names '{e}', which its catalog does not define (known: {})",
-                    catalog.names().join(", ")
-                )));
-            }
+        let regex = |key: &str, p: &Option<String>| -> Result<Option<regex::Regex>, String> {
+            p.as_deref()
+                .map(|p| regex::Regex::new(p).map_err(|e| format!("{key}: {e}")))
+                .transpose()
+        };
+        self.event_pattern = regex("output.event_pattern", &self.output.event_pattern)?;
+        self.ready_pattern = regex("ready.pattern", &self.ready.pattern)?;
+        if self.ready.on == ReadyOn::Pattern && self.ready_pattern.is_none() {
+            return Err("ready.on = \"pattern\" needs ready.pattern".into());
         }
-        for (key, tpl, placeholder) in [
-            (
-                "capabilities.bypass",
-                &profile.capabilities.bypass,
-                "{value}",
-            ),
-            ("capabilities.add", &profile.capabilities.add, "{list}"),
-            ("capabilities.drop", &profile.capabilities.drop, "{list}"),
-        ] {
-            if !tpl.contains(placeholder) {
-                return Err(invalid(format!(
-                    "{key} = {tpl:?} must contain {placeholder}"
-                )));
-            }
-        }
+        self.check_events()?;
+        self.check_templates()?;
         let clauses = capring_spec::clauses::all();
-        for x in &profile.expected_failures {
+        for x in &self.expected_failures {
             if !clauses.iter().any(|c| c.id == x.clause) {
-                return Err(invalid(format!(
+                return Err(format!(
                     "expected_failure names unknown clause '{}' (see `capring clauses`)",
                     x.clause
-                )));
+                ));
             }
         }
-        if profile.workload.command.is_empty() {
-            return Err(invalid(
+        if let Some(x) = self
+            .expectations
+            .iter()
+            .find(|x| !clauses.iter().any(|c| c.id == x.clause))
+        {
+            return Err(format!("expect names unknown clause '{}'", x.clause));
+        }
+        if self.workload.as_ref().is_some_and(|w| w.command.is_empty()) {
+            return Err(
                 "workload.command is empty: give the command that makes the events fire".into(),
+            );
+        }
+        Ok(())
+    }
+
+    fn check_events(&self) -> Result<(), String> {
+        let catalog = self.catalog();
+        let Some(events) = &self.events else {
+            return Ok(());
+        };
+        let named = events
+            .default
+            .iter()
+            .flatten()
+            .chain(events.per_event.keys());
+        for e in named {
+            if catalog.event(e).is_none() {
+                return Err(format!(
+                    "events names '{e}', which its catalog does not define (known: {})",
+                    catalog.names().join(", ")
+                ));
+            }
+        }
+        if events.select.is_empty() && events.per_event.is_empty() {
+            return Err("[events] needs `select` (a template with {list}) or `per_event`".into());
+        }
+        if !events.select.is_empty() && !events.select.iter().any(|a| a.contains("{list}")) {
+            return Err(format!(
+                "events.select = {:?} must contain {{list}}",
+                events.select
             ));
         }
-        Ok(profile)
+        Ok(())
+    }
+
+    fn check_templates(&self) -> Result<(), String> {
+        let c = &self.capabilities;
+        for (key, tpl, placeholder) in [
+            ("capabilities.add", &c.add, "{caps}"),
+            ("capabilities.drop", &c.drop, "{caps}"),
+            ("capabilities.add_each", &c.add_each, "{cap}"),
+            ("capabilities.drop_each", &c.drop_each, "{cap}"),
+            ("capabilities.raw", &c.raw, "{value}"),
+        ] {
+            if let Some(t) = tpl {
+                if !t.iter().any(|a| a.contains(placeholder)) {
+                    return Err(format!("{key} = {t:?} must contain {placeholder}"));
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn catalog(&self) -> &Catalog {
         self.catalog_data.as_ref().expect("set by parse")
+    }
+
+    /// The events of a run whose scenario names none.
+    pub fn default_events(&self) -> Vec<String> {
+        match self.events.as_ref().and_then(|e| e.default.clone()) {
+            Some(d) => d,
+            None => self
+                .catalog()
+                .names()
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }
     }
 
     fn dir(&self) -> PathBuf {
@@ -268,12 +550,24 @@ impl Profile {
         }
     }
 
-    /// Resolves a program named in the profile (see [`Profile::binary`]).
-    pub fn resolve_program(&self, name: &str) -> PathBuf {
+    /// Resolves a program named in the profile (see [`Profile::binary`]): `None` when it
+    /// cannot be found, with the places looked at.
+    pub fn resolve_program(&self, name: &str) -> Result<PathBuf, String> {
         if name.contains('/') {
-            return self.relative(name);
+            let p = self.relative(name);
+            return if p.is_file() {
+                Ok(p)
+            } else {
+                Err(format!(
+                    "{} (relative to the profile) does not exist",
+                    p.display()
+                ))
+            };
         }
         let mut dirs: Vec<PathBuf> = Vec::new();
+        if let Some(d) = std::env::var_os("CAPRING_BIN_DIR") {
+            dirs.push(PathBuf::from(d));
+        }
         if let Ok(exe) = std::env::current_exe() {
             if let Some(d) = exe.parent() {
                 dirs.push(d.to_path_buf());
@@ -283,13 +577,18 @@ impl Profile {
                 }
             }
         }
-        if let Some(d) = std::env::var_os("CAPRING_BIN_DIR") {
-            dirs.insert(0, PathBuf::from(d));
+        if let Some(found) = dirs.iter().map(|d| d.join(name)).find(|p| p.is_file()) {
+            return Ok(found);
         }
-        dirs.into_iter()
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-            .unwrap_or_else(|| PathBuf::from(name))
+        which::which(name).map_err(|_| {
+            format!(
+                "'{name}' is not in $CAPRING_BIN_DIR, next to capring ({}) or in PATH",
+                dirs.iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
     }
 
     /// Is `clause` an expected failure here?
@@ -319,21 +618,20 @@ mod tests {
         let p = Profile::parse(GOOD, Path::new("fixtures/tracers/ref-tracer.toml")).unwrap();
         assert_eq!(p.name, "ref-tracer");
         assert!(p.rules_engine.is_some());
+        assert!(p.capabilities.bypass_on.is_some());
+        assert_eq!(p.default_events(), vec!["execve", "openat"]);
     }
 
     #[test]
     fn errors_name_file_line_and_fix() {
-        let bad = GOOD.replace("flag = \"--events\"", "flag = 3");
+        let bad = GOOD.replace("usage = 2", "usage = \"two\"");
         let err = Profile::parse(&bad, Path::new("x.toml"))
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("x.toml:"), "{err}");
         assert!(err.contains("see harness/PROFILE.md"), "{err}");
         let line: usize = err.split(':').nth(1).unwrap().parse().unwrap();
-        assert_eq!(
-            GOOD.lines().nth(line - 1).unwrap().trim(),
-            "flag = \"--events\""
-        );
+        assert_eq!(GOOD.lines().nth(line - 1).unwrap().trim(), "usage = 2");
 
         let unknown =
             format!("{GOOD}\n[[expected_failure]]\nclause = \"no.such\"\nreason = \"x\"\n");
@@ -344,5 +642,49 @@ mod tests {
 
         let typo = GOOD.replace("ring_model", "ring_modle");
         assert!(Profile::parse(&typo, Path::new("x.toml")).is_err());
+        let regex = format!("{GOOD}\n[output]\nevent_pattern = \"(\"\n");
+        let err = Profile::parse(&regex, Path::new("x.toml")).unwrap_err();
+        assert!(err.to_string().contains("output.event_pattern"), "{err}");
+    }
+
+    #[test]
+    fn a_minimal_profile_needs_only_name_and_binary() {
+        let p = Profile::parse(
+            "name = \"x\"\nbinary = \"/bin/true\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert!(p.events.is_none() && p.capabilities.help.is_none());
+        assert!(p.workload.is_none());
+        assert_eq!(p.ready.on, ReadyOn::FirstEvent);
+        // Without [events] the tracer traces its whole catalog.
+        assert_eq!(p.default_events().len(), p.catalog().events.len());
+    }
+
+    #[test]
+    fn name_styles() {
+        assert_eq!(NameStyle::CapUpper.spell("cap_kill"), "CAP_KILL");
+        assert_eq!(NameStyle::Lower.spell("CAP_SYS_ADMIN"), "sys_admin");
+        assert_eq!(NameStyle::Upper.spell("bpf"), "BPF");
+        assert_eq!(NameStyle::Number.spell("cap_kill"), "5");
+        assert_eq!(NameStyle::CapLower.spell("kill"), "cap_kill");
+        // Invalid names keep their (styled) spelling: usage scenarios pass them through.
+        assert_eq!(NameStyle::CapUpper.spell("cap_sys_admn"), "CAP_SYS_ADMN");
+    }
+
+    #[test]
+    fn unresolvable_binaries_say_where_they_were_looked_for() {
+        let p = Profile::parse(
+            "name = \"x\"\nbinary = \"no-such-tracer-xyz\"\n",
+            Path::new("/tmp/x.toml"),
+        )
+        .unwrap();
+        let err = p.resolve_program(&p.binary).unwrap_err();
+        assert!(
+            err.contains("no-such-tracer-xyz") && err.contains("PATH"),
+            "{err}"
+        );
+        let err = p.resolve_program("./missing").unwrap_err();
+        assert!(err.contains("/tmp/./missing"), "{err}");
     }
 }

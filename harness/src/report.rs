@@ -1,5 +1,9 @@
 //! Results and their four renderings: a human table, JSON (with timelines), JUnit XML for
 //! CI, and TAP for VM consoles.
+//!
+//! JUnit goes through `quick-junit`, whose escaping is tested by nextest's users; what a
+//! stranger's tracer prints (ANSI colours, NUL bytes) reaches the XML only after
+//! [`xml_safe`], because XML 1.0 forbids most control characters even as references.
 
 use std::fmt::Write as _;
 
@@ -19,12 +23,15 @@ pub struct ClauseResult {
     pub expected_failure: Option<String>,
     pub expected: String,
     pub observed: String,
+    /// When in the run the clause failed (ns since launch), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_ns: Option<u64>,
 }
 
 impl ClauseResult {
     /// A failure that counts: not expected by the profile.
     pub fn counts_as_failure(&self) -> bool {
-        self.verdict == Verdict::Fail && self.expected_failure.is_none()
+        self.verdict.is_failure() && self.expected_failure.is_none()
     }
 
     /// An expected failure that passed (the expectation file is stale).
@@ -36,8 +43,8 @@ impl ClauseResult {
         match (&self.verdict, self.expected_failure.is_some()) {
             (Verdict::Pass, false) => "PASS",
             (Verdict::Pass, true) => "XPASS",
-            (Verdict::Fail, false) => "FAIL",
-            (Verdict::Fail, true) => "XFAIL",
+            (Verdict::Fail | Verdict::Unsupported, false) => "FAIL",
+            (Verdict::Fail | Verdict::Unsupported, true) => "XFAIL",
             (Verdict::NotApplicable, _) => "N/A",
         }
     }
@@ -49,6 +56,9 @@ pub struct Report {
     pub feature_key: String,
     pub kernel: String,
     pub results: Vec<ClauseResult>,
+    /// capring was interrupted: the results are partial.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
 }
 
 impl Report {
@@ -72,8 +82,13 @@ impl Report {
 
     pub fn summary(&self) -> String {
         format!(
-            "{}: {} PASS, {} FAIL ({} MUST), {} XFAIL, {} XPASS, {} N/A",
+            "{}{}: {} PASS, {} FAIL ({} MUST), {} XFAIL, {} XPASS, {} N/A",
             self.tracer,
+            if self.interrupted {
+                " (INTERRUPTED: partial results)"
+            } else {
+                ""
+            },
             self.count("PASS"),
             self.count("FAIL"),
             self.failed_must().len(),
@@ -153,7 +168,7 @@ impl Report {
                 _ => ("not ok", String::new()),
             };
             let _ = writeln!(out, "{ok} {} - {name}{directive}", i + 1);
-            if r.verdict == Verdict::Fail {
+            if r.verdict.is_failure() {
                 let _ = writeln!(
                     out,
                     "  ---\n  expected: {:?}\n  observed: {:?}\n  ...",
@@ -164,74 +179,72 @@ impl Report {
         out
     }
 
+    /// JUnit XML: one test suite, one test case per (scenario, clause).
     pub fn junit(&self) -> String {
-        let esc = |s: &str| {
-            s.replace('&', "&amp;")
-                .replace('<', "&lt;")
-                .replace('>', "&gt;")
-                .replace('"', "&quot;")
-        };
-        let failures = self
-            .results
-            .iter()
-            .filter(|r| r.counts_as_failure())
-            .count();
-        let skipped = self
-            .results
-            .iter()
-            .filter(|r| r.verdict == Verdict::NotApplicable)
-            .count();
-        let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-        let _ = writeln!(
-            out,
-            "<testsuites name=\"capring\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\">",
-            self.results.len()
-        );
-        let _ = writeln!(
-            out,
-            "  <testsuite name=\"{} @ {}\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\">",
-            esc(&self.tracer),
-            esc(&self.feature_key),
-            self.results.len()
-        );
+        use quick_junit::{NonSuccessKind, Report as JReport, TestCase, TestCaseStatus, TestSuite};
+        let mut suite =
+            TestSuite::new(xml_safe(&format!("{} @ {}", self.tracer, self.feature_key)));
         for r in &self.results {
-            let _ = write!(
-                out,
-                "    <testcase classname=\"{}\" name=\"{} [{}]\"",
-                esc(&r.scenario),
-                esc(&r.clause),
-                r.level
-            );
-            match r.label() {
-                "PASS" | "XPASS" => out.push_str("/>\n"),
+            let status = match r.label() {
+                "PASS" | "XPASS" => TestCaseStatus::success(),
                 "N/A" => {
-                    let _ = writeln!(
-                        out,
-                        ">\n      <skipped message=\"{}\"/>\n    </testcase>",
-                        esc(&r.observed)
-                    );
+                    let mut s = TestCaseStatus::skipped();
+                    s.set_message(xml_safe(&r.observed));
+                    s
                 }
                 "XFAIL" => {
-                    let _ = writeln!(
-                        out,
-                        ">\n      <skipped message=\"expected failure: {}\"/>\n    </testcase>",
-                        esc(r.expected_failure.as_deref().unwrap_or(""))
-                    );
+                    let mut s = TestCaseStatus::skipped();
+                    s.set_message(xml_safe(&format!(
+                        "expected failure: {}",
+                        r.expected_failure.as_deref().unwrap_or("")
+                    )));
+                    s
                 }
                 _ => {
-                    let _ = writeln!(
-                        out,
-                        ">\n      <failure message=\"{} clause failed\">expected: {}\nobserved: {}</failure>\n    </testcase>",
-                        r.level,
-                        esc(&r.expected),
-                        esc(&r.observed)
-                    );
+                    let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                    s.set_message(format!("{} clause failed", r.level));
+                    s.set_description(xml_safe(&format!(
+                        "expected: {}\nobserved: {}",
+                        r.expected, r.observed
+                    )));
+                    s
                 }
-            }
+            };
+            let mut case = TestCase::new(xml_safe(&format!("{} [{}]", r.clause, r.level)), status);
+            case.set_classname(xml_safe(&r.scenario));
+            suite.add_test_case(case);
         }
-        out.push_str("  </testsuite>\n</testsuites>\n");
-        out
+        let mut report = JReport::new("capring");
+        report.add_test_suite(suite);
+        report
+            .to_string()
+            .unwrap_or_else(|e| format!("<!-- JUnit rendering failed: {e} -->\n"))
     }
+}
+
+/// Text fit for XML 1.0: ANSI escape sequences removed, other control characters (NUL, ESC,
+/// …; not tab, newline or carriage return) replaced by U+FFFD.
+pub fn xml_safe(text: &str) -> String {
+    let stripped = strip_ansi(text);
+    stripped
+        .chars()
+        .map(|c| match c {
+            '\t' | '\n' | '\r' => c,
+            c if (c as u32) < 0x20 || c == '\u{7f}' || c == '\u{fffe}' || c == '\u{ffff}' => {
+                '\u{fffd}'
+            }
+            c => c,
+        })
+        .collect()
+}
+
+fn strip_ansi(text: &str) -> String {
+    static ANSI: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = ANSI.get_or_init(|| {
+        regex::Regex::new(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
+            .expect("a valid pattern")
+    });
+    re.replace_all(text, "").into_owned()
 }
 
 #[cfg(test)]
@@ -247,6 +260,7 @@ mod tests {
             expected_failure: x.map(Into::into),
             expected: "E={}".into(),
             observed: "E={cap_<x>}".into(),
+            at_ns: None,
         };
         Report {
             tracer: "t".into(),
@@ -259,6 +273,7 @@ mod tests {
                 r("d", Level::Must, Verdict::Fail, Some("known")),
                 r("e", Level::Must, Verdict::NotApplicable, None),
             ],
+            interrupted: false,
         }
     }
 
@@ -273,8 +288,31 @@ mod tests {
         assert!(tap.contains("# TODO known"));
         assert!(tap.contains("ok 5 - s e # SKIP"));
         let junit = rep.junit();
-        assert!(junit.contains("failures=\"2\""));
-        assert!(junit.contains("E={cap_&lt;x&gt;}"));
+        assert!(junit.contains("failures=\"2\""), "{junit}");
+        assert!(junit.contains("E={cap_&lt;x&gt;}"), "{junit}");
         assert!(rep.human().contains("XFAIL"));
+    }
+
+    /// What a stranger's tracer prints ends up in the report; the XML must stay well formed
+    /// for a strict parser (CI reporters reject the whole file otherwise).
+    #[test]
+    fn junit_survives_hostile_output() {
+        let mut rep = report();
+        rep.results[1].observed =
+            "\x1b[31mred\x1b[0m \0 NUL \x07 bell \x1b]0;title\x07 ]]> </failure> & \u{fffe}".into();
+        rep.results[1].scenario = "a\x1bb".into();
+        rep.tracer = "<tracer \"x\">".into();
+        let junit = rep.junit();
+        let doc = roxmltree::Document::parse(&junit).unwrap_or_else(|e| panic!("{e}: {junit}"));
+        let failure = doc
+            .descendants()
+            .find(|n| n.has_tag_name("failure"))
+            .expect("a failure element");
+        let text = failure.text().unwrap_or_default();
+        assert!(text.contains("red") && !text.contains('\x1b'), "{text:?}");
+        assert!(text.contains("</failure> &"), "{text:?}");
+        assert!(!junit.contains('\0'));
+        // Without the cleaning the same document is rejected.
+        assert!(roxmltree::Document::parse("<a>\x1b</a>").is_err());
     }
 }

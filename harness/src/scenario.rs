@@ -1,9 +1,18 @@
 //! The scenario catalog (`fixtures/scenarios/scenarios.toml`): runs under imposed
 //! conditions, each judged by the clauses it lists.
+//!
+//! Why roles: a scenario is about a *kind* of event (one with a per-event Requested need, one
+//! attached through perf, one needing cgroup v2), not about the reference's event names. It
+//! lists roles in `select`, and [`Scenario::choose`] picks matching events from the tracer's
+//! own catalog; the capabilities it adds or drops are written as templates (`{required}`,
+//! `{requested}`, `{spare}`) filled from what the chosen events declare. Where a catalog has
+//! no such event, the scenario is not applicable and says exactly which role is missing.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use capring_spec::caps::Cap;
+use capring_spec::catalog::{Catalog, Event, When};
 use serde::{Deserialize, Serialize};
 
 pub const BUILTIN: &str = include_str!("../../fixtures/scenarios/scenarios.toml");
@@ -25,6 +34,89 @@ pub struct ScenarioFaults {
     pub capbset_drop_eperm: bool,
 }
 
+/// A kind of event a scenario needs (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Any event.
+    Any,
+    /// One that loads eBPF programs.
+    Ebpf,
+    /// One with a Requested need that recurs while events flow.
+    RequestedPerEvent,
+    /// One with a Requested need met once at start-up.
+    RequestedStartup,
+    /// One with a Required capability of its own (beyond the eBPF base).
+    ExtraRequired,
+    /// One attached through perf_event_open (subject to perf_event_paranoid).
+    Perf,
+    /// One that needs a cgroup v2 hierarchy.
+    Cgroup2,
+}
+
+impl Role {
+    pub fn matches(self, catalog: &Catalog, event: &Event) -> bool {
+        let attach = catalog.attach_type(event);
+        let requested = |w: When| event.requested.iter().any(|r| r.when == w);
+        match self {
+            Role::Any => true,
+            Role::Ebpf => attach.ebpf,
+            Role::RequestedPerEvent => requested(When::PerEvent),
+            Role::RequestedStartup => requested(When::Startup),
+            Role::ExtraRequired => !event.required.is_empty(),
+            Role::Perf => attach.uses_perf,
+            Role::Cgroup2 => attach.needs_cgroup2,
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Role::Any => "any event",
+            Role::Ebpf => "an event that loads eBPF programs",
+            Role::RequestedPerEvent => "an event with a per-event Requested need",
+            Role::RequestedStartup => "an event with a start-up Requested need",
+            Role::ExtraRequired => "an event with a Required capability of its own",
+            Role::Perf => "an event attached through perf_event_open",
+            Role::Cgroup2 => "an event that needs cgroup v2",
+        }
+    }
+}
+
+/// Capabilities no event needs, offered in this order for `{spare}` / `{spare2}`.
+const SPARE: [Cap; 4] = [Cap::KILL, Cap::LEASE, Cap::WAKE_ALARM, Cap::AUDIT_READ];
+
+/// The events a scenario runs with, and the capabilities its templates stand for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chosen {
+    pub events: Vec<String>,
+    /// `{required}`: the first Required capability the chosen events declare.
+    pub required: Option<Cap>,
+    /// `{requested}`: the first Requested capability the chosen events declare.
+    pub requested: Option<Cap>,
+    /// `{spare}`, `{spare2}`: capabilities no chosen event needs.
+    pub spare: [Cap; 2],
+}
+
+impl Chosen {
+    /// Fills `{required}`, `{requested}`, `{spare}`, `{spare2}` in `text`; `Err` names a
+    /// placeholder the chosen events cannot fill.
+    pub fn fill(&self, text: &str) -> Result<String, String> {
+        let mut out = text.replace("{spare2}", &self.spare[1].name());
+        out = out.replace("{spare}", &self.spare[0].name());
+        for (key, cap) in [
+            ("{required}", self.required),
+            ("{requested}", self.requested),
+        ] {
+            if out.contains(key) {
+                let cap =
+                    cap.ok_or_else(|| format!("no chosen event declares a {key} capability"))?;
+                out = out.replace(key, &cap.name());
+            }
+        }
+        Ok(out)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Need {
@@ -40,7 +132,11 @@ pub struct Scenario {
     pub description: String,
     #[serde(default)]
     pub target: Target,
-    /// Events to select; absent = the profile's defaults; empty = none at all.
+    /// Events by role, picked from the tracer's catalog (see [`Role`]).
+    #[serde(default)]
+    pub select: Vec<Role>,
+    /// Events by name (for the usage scenarios and custom catalogs); absent (and no
+    /// `select`) = the profile's defaults; empty = none at all.
     #[serde(default)]
     pub events: Option<Vec<String>>,
     #[serde(default)]
@@ -63,6 +159,78 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// Picks the events this scenario runs with from `catalog`. `selectable` says whether the
+    /// tracer can choose its events; if not, it always runs `defaults` and every role must be
+    /// met among them. `Err` says which role no event fills.
+    pub fn choose(
+        &self,
+        catalog: &Catalog,
+        selectable: bool,
+        defaults: &[String],
+    ) -> Result<Chosen, String> {
+        let events: Vec<String> = if let Some(named) = &self.events {
+            named.clone()
+        } else if self.select.is_empty() || !selectable {
+            defaults.to_vec()
+        } else {
+            let mut picked: Vec<String> = Vec::new();
+            for role in &self.select {
+                let found = catalog
+                    .events
+                    .iter()
+                    .find(|e| role.matches(catalog, e) && !picked.contains(&e.name));
+                match found {
+                    Some(e) => picked.push(e.name.clone()),
+                    None => return Err(format!("the tracer's catalog has no {}", role.describe())),
+                }
+            }
+            picked
+        };
+        let known: Vec<&Event> = events.iter().filter_map(|e| catalog.event(e)).collect();
+        if !selectable && self.events.is_none() {
+            if let Some(role) = self
+                .select
+                .iter()
+                .find(|r| !known.iter().any(|e| r.matches(catalog, e)))
+            {
+                return Err(format!(
+                    "the tracer cannot select events, and none of its events is {}",
+                    role.describe()
+                ));
+            }
+        }
+        let required = known
+            .iter()
+            .flat_map(|e| &e.required)
+            .map(|n| n.capability)
+            .next();
+        let requested = known
+            .iter()
+            .flat_map(|e| &e.requested)
+            .map(|n| n.capability)
+            .next();
+        let needed: Vec<Cap> = known
+            .iter()
+            .flat_map(|e| {
+                e.required
+                    .iter()
+                    .map(|n| n.capability)
+                    .chain(e.requested.iter().map(|n| n.capability))
+            })
+            .collect();
+        let mut spare = SPARE.iter().copied().filter(|c| !needed.contains(c));
+        let spare = [
+            spare.next().unwrap_or(SPARE[0]),
+            spare.next().unwrap_or(SPARE[1]),
+        ];
+        Ok(Chosen {
+            events,
+            required,
+            requested,
+            spare,
+        })
+    }
+
     /// Whether the scenario must run with no other scenario next to it (`capring check
     /// --jobs`): `perf_event_paranoid` is one value for the whole machine, and a drop-failure
     /// run judges the kernel's whole BPF program list before and after.
@@ -112,7 +280,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Scenario>, ScenarioError> {
                 });
             }
         }
-        for cap in &s.bounding_drop {
+        for cap in s.bounding_drop.iter().filter(|c| !c.starts_with('{')) {
             capring_spec::caps::parse_name(cap).map_err(|e| ScenarioError::Parse {
                 path: shown.clone(),
                 message: format!("scenario '{}': bounding_drop: {e}", s.name),
@@ -127,18 +295,11 @@ pub fn builtin() -> Vec<Scenario> {
     parse(BUILTIN, Path::new("fixtures/scenarios/scenarios.toml")).expect("checked by a unit test")
 }
 
-/// Glob match with `*` and `?` (for `--scenario`).
+/// Glob match with `*` and `?` (for `--scenario`, `--only`).
 pub fn glob_match(pattern: &str, name: &str) -> bool {
-    fn m(p: &[u8], n: &[u8]) -> bool {
-        match (p.first(), n.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => m(&p[1..], n) || (!n.is_empty() && m(p, &n[1..])),
-            (Some(b'?'), Some(_)) => m(&p[1..], &n[1..]),
-            (Some(a), Some(b)) if a == b => m(&p[1..], &n[1..]),
-            _ => false,
-        }
-    }
-    m(pattern.as_bytes(), name.as_bytes())
+    globset::Glob::new(pattern)
+        .map(|g| g.compile_matcher().is_match(name))
+        .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -173,6 +334,82 @@ mod tests {
         assert!(glob_match("*", "x"));
         assert!(glob_match("r?les-*", "rules-default"));
         assert!(!glob_match("usage-*", "rules-default"));
+    }
+
+    fn catalog() -> Catalog {
+        Catalog::builtin()
+    }
+
+    fn scenario(select: &[Role]) -> Scenario {
+        let mut s = builtin()
+            .into_iter()
+            .find(|s| s.name == "steady-state")
+            .unwrap();
+        s.select = select.to_vec();
+        s
+    }
+
+    #[test]
+    fn roles_pick_events_from_the_catalog() {
+        let c = catalog();
+        let defaults = vec!["execve".to_string()];
+        let chosen = scenario(&[Role::RequestedPerEvent])
+            .choose(&c, true, &defaults)
+            .unwrap();
+        assert_eq!(chosen.events, vec!["sched_process_exec"]);
+        assert_eq!(chosen.requested, Some(Cap::SYS_PTRACE));
+        assert_eq!(
+            chosen.fill("drop={requested}").unwrap(),
+            "drop=cap_sys_ptrace"
+        );
+        let chosen = scenario(&[Role::ExtraRequired])
+            .choose(&c, true, &defaults)
+            .unwrap();
+        assert_eq!(chosen.events, vec!["net_packet"]);
+        assert_eq!(
+            chosen.fill("drop={required}").unwrap(),
+            "drop=cap_net_admin"
+        );
+        assert_eq!(
+            chosen.fill("add={spare},{spare2}").unwrap(),
+            "add=cap_kill,cap_lease"
+        );
+        // Two roles never pick the same event.
+        let two = scenario(&[Role::Perf, Role::Any])
+            .choose(&c, true, &defaults)
+            .unwrap();
+        assert_eq!(two.events, vec!["sched_process_exec", "execve"]);
+        // No role: the profile's defaults.
+        assert_eq!(
+            scenario(&[]).choose(&c, true, &defaults).unwrap().events,
+            defaults
+        );
+    }
+
+    #[test]
+    fn a_missing_role_says_which() {
+        let only_execve = Catalog::parse(
+            "[attach.raw_tracepoint]\ndescription='d'\nuses_perf=false\nneeds_cgroup2=false\n[[event]]\nname='execve'\nattach='raw_tracepoint'\n",
+        )
+        .unwrap();
+        let err = scenario(&[Role::RequestedPerEvent])
+            .choose(&only_execve, true, &[])
+            .unwrap_err();
+        assert!(err.contains("per-event Requested"), "{err}");
+        let chosen = scenario(&[Role::Any])
+            .choose(&only_execve, true, &[])
+            .unwrap();
+        assert!(chosen.fill("drop={required}").is_err());
+        // A tracer that cannot select events runs its defaults; the role must be among them.
+        let all: Vec<String> = catalog().names().iter().map(|s| s.to_string()).collect();
+        let c = scenario(&[Role::Cgroup2])
+            .choose(&catalog(), false, &all)
+            .unwrap();
+        assert_eq!(c.events, all);
+        let err = scenario(&[Role::Cgroup2])
+            .choose(&catalog(), false, &["execve".to_string()])
+            .unwrap_err();
+        assert!(err.contains("cannot select"), "{err}");
     }
 
     #[test]

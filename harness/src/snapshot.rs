@@ -1,4 +1,4 @@
-//! A run's capability story in a form stable enough to snapshot per kernel: the tracer's
+//! A run's capability story in a form stable enough to snapshot per kernel: the tracer tree's
 //! configuration-phase credential calls (consecutive repeats folded), the privileged calls
 //! made in each of those states (counted, since their order is not stable: aya creates maps
 //! in hash order), the distinct effective sets of the steady state, and the outcome. Pids,
@@ -10,8 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use capring_spec::caps::CapSet;
 use serde::Serialize;
 
+use crate::plan::Expectation;
 use crate::run::RunRecord;
-use crate::timeline::{compact, Kind};
+use crate::timeline::{compact, Call, Entry, Event, ThreadCaps};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Step {
@@ -31,6 +32,8 @@ pub struct Step {
 pub struct Summary {
     pub scenario: String,
     pub feature_key: String,
+    /// The events the scenario's roles chose from the catalog.
+    pub events: Vec<String>,
     pub outcome: String,
     pub configuration: Vec<Step>,
     pub steady_effective_sets: BTreeSet<String>,
@@ -38,99 +41,98 @@ pub struct Summary {
     pub emitted_events: bool,
 }
 
-fn call_text(syscall: &str, detail: &str) -> String {
-    match syscall {
-        // The capability argument varies per call: keep the option only, fold repeats.
-        "prctl" => format!("prctl({})", detail.split(',').next().unwrap_or(detail)),
-        "bpf" => format!("bpf({})", detail.split(',').next().unwrap_or(detail)),
-        "perf_event_open" => "perf_event_open".to_string(),
-        _ => format!("{syscall}({detail})"),
+/// A call as the snapshot names it: the varying argument (which capability, which map) is
+/// left out of credential calls so that repeats fold.
+fn call_text(call: &Call, last: u8) -> String {
+    match call {
+        Call::Prctl { op, .. } => format!("prctl({})", op.name()),
+        Call::Bpf { .. } | Call::Capset { .. } => call.describe(last),
+        Call::PerfEventOpen { .. } => "perf_event_open".to_string(),
+        Call::Socket { domain, kind, .. } => format!("socket(domain={domain} type={kind})"),
+        other => format!("{}(…)", other.syscall()),
+    }
+}
+
+fn outcome(x: &crate::launch::ExitInfo) -> String {
+    match (x.code, x.signal) {
+        _ if x.stopped_by_harness => "stopped by the harness".into(),
+        (Some(c), _) => format!("exit {c}"),
+        (_, Some(s)) if x.timed_out => format!("killed by signal {s} (timeout)"),
+        (_, Some(s)) => format!("killed by signal {s}"),
+        _ => "unknown".into(),
+    }
+}
+
+/// Adds one configuration-phase call to the folded list.
+fn add_step(configuration: &mut Vec<(Step, usize)>, e: &Entry, own: &ThreadCaps, last: u8) {
+    let Some((call, result, _)) = e.call() else {
+        return;
+    };
+    let text = call_text(call, last);
+    let result = if result < 0 {
+        crate::timeline::result_text(result)
+    } else {
+        "ok".to_string()
+    };
+    let state = |call: String, result: String| Step {
+        call,
+        result,
+        effective: compact(own.effective, last),
+        permitted: compact(own.permitted, last),
+        bounding: compact(own.bounding, last),
+        privileged_calls: BTreeMap::new(),
+    };
+    if call.is_privileged() {
+        let key = format!("{text} = {result}");
+        if configuration.is_empty() {
+            configuration.push((state("(start)".into(), "ok".into()), 1));
+        }
+        let (step, _) = configuration.last_mut().expect("pushed above");
+        *step.privileged_calls.entry(key).or_default() += 1;
+        return;
+    }
+    let step = state(text, result);
+    match configuration.last_mut() {
+        Some((prev, n))
+            if prev.call == step.call
+                && prev.result == step.result
+                && prev.privileged_calls.is_empty() =>
+        {
+            *prev = step;
+            *n += 1;
+        }
+        _ => configuration.push((step, 1)),
     }
 }
 
 pub fn summarize(r: &RunRecord) -> Summary {
-    let pid = r.observation.root_pid;
-    let last = r.facts.cap_last_cap;
-    let first_event = r
-        .observation
-        .stdout_lines
-        .first()
-        .map(|(t, _)| *t)
-        .unwrap_or(u64::MAX);
+    let plan = &r.plan;
+    let last = plan.facts.cap_last_cap;
+    let first_event = r.observation.first_event().unwrap_or(u64::MAX);
+    let entries = &r.observation.timeline.entries;
     // Configuration ends at the drop to E=∅ (or the first event, whichever is first):
     // later Requested raises depend on timing.
-    let config_end = r
-        .observation
-        .timeline
-        .entries
+    let config_end = entries
         .iter()
         .find(|e| {
-            e.pid == pid
-                && e.kind == Kind::Syscall
-                && e.syscall.as_deref() == Some("capset")
-                && e.result == Some(0)
+            matches!(e.call(), Some((Call::Capset { .. }, res, _)) if res >= 0)
                 && e.own().is_some_and(|t| t.effective.is_empty())
         })
         .map_or(first_event, |e| e.t_ns.saturating_add(1).min(first_event));
-    let transient: BTreeSet<CapSet> = match &r.expectation {
-        crate::run::Expectation::Runs { rings, .. } => rings.requested_sets().into_iter().collect(),
+    let transient: BTreeSet<CapSet> = match &plan.expectation {
+        Expectation::Runs { rings, .. } => rings.requested_sets().into_iter().collect(),
         _ => BTreeSet::new(),
     };
     let mut configuration: Vec<(Step, usize)> = Vec::new();
     let mut steady_e = BTreeSet::new();
     let mut steady_p = BTreeSet::new();
-    for e in &r.observation.timeline.entries {
-        if e.pid != pid {
-            continue;
-        }
-        if e.t_ns < config_end && e.kind == Kind::Syscall {
-            let Some(own) = e.own() else { continue };
-            let name = e.syscall.as_deref().unwrap_or("?");
-            let call = call_text(name, &e.detail);
-            let result = match e.result {
-                Some(r) if r < 0 => crate::timeline::result_text(r),
-                _ => "ok".to_string(),
-            };
-            if matches!(name, "bpf" | "perf_event_open") {
-                let key = format!("{call} = {result}");
-                match configuration.last_mut() {
-                    Some((last, _)) => *last.privileged_calls.entry(key).or_default() += 1,
-                    None => {
-                        let mut start = Step {
-                            call: "(start)".into(),
-                            result: "ok".into(),
-                            effective: compact(own.effective, last),
-                            permitted: compact(own.permitted, last),
-                            bounding: compact(own.bounding, last),
-                            privileged_calls: BTreeMap::new(),
-                        };
-                        start.privileged_calls.insert(key, 1);
-                        configuration.push((start, 1));
-                    }
-                }
-                continue;
+    for e in entries {
+        if e.t_ns < config_end {
+            if let Some(own) = e.own().filter(|_| e.call().is_some()) {
+                add_step(&mut configuration, e, own, last);
             }
-            let step = Step {
-                call,
-                result,
-                effective: compact(own.effective, last),
-                permitted: compact(own.permitted, last),
-                bounding: compact(own.bounding, last),
-                privileged_calls: BTreeMap::new(),
-            };
-            match configuration.last_mut() {
-                Some((prev, n))
-                    if prev.call == step.call
-                        && prev.result == step.result
-                        && prev.privileged_calls.is_empty() =>
-                {
-                    *prev = step;
-                    *n += 1;
-                }
-                _ => configuration.push((step, 1)),
-            }
-        } else if e.t_ns > first_event && e.kind == Kind::Sample {
-            for t in e.threads.iter().filter(|t| t.pid == pid) {
+        } else if e.t_ns > first_event && e.is_sample() {
+            for t in &e.threads {
                 // A sample may or may not catch a Requested operation: timing, not behaviour.
                 if !transient.contains(&t.effective) {
                     steady_e.insert(compact(t.effective, last));
@@ -139,18 +141,15 @@ pub fn summarize(r: &RunRecord) -> Summary {
             }
         }
     }
-    if steady_e.is_empty() && !r.observation.stdout_lines.is_empty() {
+    if steady_e.is_empty() && r.observation.event_count > 0 {
         // The process ended before any steady sample (a fast rules engine): its last
         // recorded state is the steady one.
-        let mut last_state: BTreeMap<i32, &crate::timeline::ThreadCaps> = BTreeMap::new();
-        for e in r
-            .observation
-            .timeline
-            .entries
+        let mut last_state: BTreeMap<i32, &ThreadCaps> = BTreeMap::new();
+        for e in entries
             .iter()
-            .filter(|e| e.kind != Kind::Fault)
+            .filter(|e| !matches!(e.event, Event::Condition { .. }))
         {
-            for t in e.threads.iter().filter(|t| t.pid == pid) {
+            for t in &e.threads {
                 last_state.insert(t.tid, t);
             }
         }
@@ -159,17 +158,11 @@ pub fn summarize(r: &RunRecord) -> Summary {
             steady_p.insert(compact(t.permitted, last));
         }
     }
-    let x = &r.observation.exit;
     Summary {
-        scenario: r.scenario.name.clone(),
-        feature_key: r.facts.feature_key(),
-        outcome: match (x.code, x.signal) {
-            (Some(c), _) => format!("exit {c}"),
-            // stopped by the harness after enough lines
-            (_, Some(_)) if !x.timed_out => "stopped by the harness".into(),
-            (_, Some(s)) => format!("killed by signal {s} (timeout)"),
-            _ => "unknown".into(),
-        },
+        scenario: plan.scenario.name.clone(),
+        feature_key: plan.facts.feature_key(),
+        events: plan.chosen.events.clone(),
+        outcome: outcome(&r.observation.exit),
         configuration: configuration
             .into_iter()
             .map(|(mut s, n)| {
@@ -181,6 +174,6 @@ pub fn summarize(r: &RunRecord) -> Summary {
             .collect(),
         steady_effective_sets: steady_e,
         steady_permitted_sets: steady_p,
-        emitted_events: !r.observation.stdout_lines.is_empty(),
+        emitted_events: r.observation.event_count > 0,
     }
 }

@@ -1,77 +1,551 @@
 //! The capability timeline: what every thread of an observed command held, and when it changed.
 //!
-//! A [`Timeline`] is plain data (serde JSON). [`crate::observer::run`] produces it; the checks read
-//! it with the helpers below; snapshots use [`Timeline::normalized`].
+//! Why typed: the checks judge system calls, and they used to find them by searching the text
+//! a renderer wrote ("PR_CAPBSET_DROP, cap_bpf"), so a change of wording could silently blind a
+//! check. Every entry now carries a typed [`Event`], and a system call a typed [`Call`] with its
+//! raw result; checks match on variants, reports render them, and a [`Timeline`] (inside a
+//! recorded run) can be written and read back as JSON for unit tests without root.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
 use capring_spec::caps::{Cap, CapSet};
-use serde::{Deserialize, Serialize};
+pub use capring_spec::sys::ThreadCaps;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// What happened at one point of the timeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// How a process or thread ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Kind {
-    /// A traced credential syscall returned (`result`, and the sets of all threads of the process
-    /// right after it).
-    Syscall,
-    /// A new thread appeared in an existing process (`from_tid` created it).
-    ThreadStart,
-    /// A new process appeared through fork/vfork/clone (`from_tid` created it).
-    ProcessStart,
-    /// A thread (not the last one) ended.
-    ThreadExit,
-    /// An execve/execveat succeeded; `threads` shows the sets after the exec.
-    Exec,
-    /// A process ended (its leader was reaped); `detail` is "code N" or "signal SIGX".
-    ProcessExit,
-    /// A snapshot of every thread of every live process ("stdout line N" or "periodic").
-    Sample,
-    /// A fault injected or a condition imposed at launch (e.g. capset -> EPERM).
-    Fault,
+pub enum Status {
+    Code(i32),
+    Signal(i32),
 }
 
-impl Kind {
-    pub fn as_str(self) -> &'static str {
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Kind::Syscall => "syscall",
-            Kind::ThreadStart => "thread_start",
-            Kind::ProcessStart => "process_start",
-            Kind::ThreadExit => "thread_exit",
-            Kind::Exec => "exec",
-            Kind::ProcessExit => "process_exit",
-            Kind::Sample => "sample",
-            Kind::Fault => "fault",
+            Status::Code(c) => write!(f, "code {c}"),
+            Status::Signal(s) => write!(f, "signal {}", crate::launch::signal_name(*s)),
         }
     }
 }
 
-/// The capability state of one thread, read from `/proc/PID/task/TID/status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ThreadCaps {
-    pub pid: i32,
-    pub tid: i32,
-    pub comm: String,
+/// A `prctl(2)` option the observer traces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrctlOp {
+    CapbsetDrop,
+    AmbientIsSet,
+    AmbientRaise,
+    AmbientLower,
+    AmbientClearAll,
+    SetKeepcaps,
+    SetSecurebits,
+    Other(u64),
+}
+
+const PRCTL_NAMES: [(PrctlOp, &str); 7] = [
+    (PrctlOp::CapbsetDrop, "PR_CAPBSET_DROP"),
+    (PrctlOp::AmbientIsSet, "PR_CAP_AMBIENT_IS_SET"),
+    (PrctlOp::AmbientRaise, "PR_CAP_AMBIENT_RAISE"),
+    (PrctlOp::AmbientLower, "PR_CAP_AMBIENT_LOWER"),
+    (PrctlOp::AmbientClearAll, "PR_CAP_AMBIENT_CLEAR_ALL"),
+    (PrctlOp::SetKeepcaps, "PR_SET_KEEPCAPS"),
+    (PrctlOp::SetSecurebits, "PR_SET_SECUREBITS"),
+];
+
+impl PrctlOp {
+    pub fn name(self) -> String {
+        match PRCTL_NAMES.iter().find(|(op, _)| *op == self) {
+            Some((_, n)) => n.to_string(),
+            None => match self {
+                PrctlOp::Other(n) => format!("prctl option {n}"),
+                _ => unreachable!("every named option is in PRCTL_NAMES"),
+            },
+        }
+    }
+}
+
+impl Serialize for PrctlOp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            PrctlOp::Other(n) => s.serialize_u64(*n),
+            op => s.serialize_str(&op.name()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PrctlOp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Name(String),
+            Number(u64),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Ok(PrctlOp::Other(n)),
+            Raw::Name(name) => PRCTL_NAMES
+                .iter()
+                .find(|(_, n)| *n == name)
+                .map(|(op, _)| *op)
+                .ok_or_else(|| serde::de::Error::custom(format!("unknown prctl option {name}"))),
+        }
+    }
+}
+
+/// A `bpf(2)` command (uapi `enum bpf_cmd`), serialized by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BpfCmd(pub u32);
+
+/// Names of the `bpf(2)` commands, by number.
+const BPF_CMDS: [&str; 37] = [
+    "BPF_MAP_CREATE",
+    "BPF_MAP_LOOKUP_ELEM",
+    "BPF_MAP_UPDATE_ELEM",
+    "BPF_MAP_DELETE_ELEM",
+    "BPF_MAP_GET_NEXT_KEY",
+    "BPF_PROG_LOAD",
+    "BPF_OBJ_PIN",
+    "BPF_OBJ_GET",
+    "BPF_PROG_ATTACH",
+    "BPF_PROG_DETACH",
+    "BPF_PROG_TEST_RUN",
+    "BPF_PROG_GET_NEXT_ID",
+    "BPF_MAP_GET_NEXT_ID",
+    "BPF_PROG_GET_FD_BY_ID",
+    "BPF_MAP_GET_FD_BY_ID",
+    "BPF_OBJ_GET_INFO_BY_FD",
+    "BPF_PROG_QUERY",
+    "BPF_RAW_TRACEPOINT_OPEN",
+    "BPF_BTF_LOAD",
+    "BPF_BTF_GET_FD_BY_ID",
+    "BPF_TASK_FD_QUERY",
+    "BPF_MAP_LOOKUP_AND_DELETE_ELEM",
+    "BPF_MAP_FREEZE",
+    "BPF_BTF_GET_NEXT_ID",
+    "BPF_MAP_LOOKUP_BATCH",
+    "BPF_MAP_LOOKUP_AND_DELETE_BATCH",
+    "BPF_MAP_UPDATE_BATCH",
+    "BPF_MAP_DELETE_BATCH",
+    "BPF_LINK_CREATE",
+    "BPF_LINK_UPDATE",
+    "BPF_LINK_GET_FD_BY_ID",
+    "BPF_LINK_GET_NEXT_ID",
+    "BPF_ENABLE_STATS",
+    "BPF_ITER_CREATE",
+    "BPF_LINK_DETACH",
+    "BPF_PROG_BIND_MAP",
+    "BPF_TOKEN_CREATE",
+];
+
+impl BpfCmd {
+    pub const MAP_CREATE: BpfCmd = BpfCmd(0);
+    pub const PROG_LOAD: BpfCmd = BpfCmd(5);
+    pub const PROG_ATTACH: BpfCmd = BpfCmd(8);
+    pub const RAW_TRACEPOINT_OPEN: BpfCmd = BpfCmd(17);
+    pub const BTF_LOAD: BpfCmd = BpfCmd(18);
+    pub const LINK_CREATE: BpfCmd = BpfCmd(28);
+
+    pub fn name(self) -> String {
+        BPF_CMDS
+            .get(self.0 as usize)
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| format!("bpf cmd {}", self.0))
+    }
+
+    /// Commands the kernel checks a capability for: creating objects, loading, attaching,
+    /// and reaching objects by id. The others act on a descriptor the caller already holds
+    /// (map lookups and updates, object info), so they are ordinary work in any ring.
+    pub fn is_privileged(self) -> bool {
+        matches!(
+            self.0,
+            0 | 5 | 6 | 8 | 9 | 11..=14 | 16..=20 | 23 | 28 | 30..=33 | 35 | 36
+        )
+    }
+
+    /// Attaches a program: events can fire from now on.
+    pub fn attaches(self) -> bool {
+        matches!(self.0, 8 | 17 | 28)
+    }
+}
+
+impl Serialize for BpfCmd {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for BpfCmd {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        if let Some(i) = BPF_CMDS.iter().position(|n| *n == name) {
+            return Ok(BpfCmd(i as u32));
+        }
+        name.strip_prefix("bpf cmd ")
+            .and_then(|n| n.parse().ok())
+            .map(BpfCmd)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown bpf command {name}")))
+    }
+}
+
+/// The data of a `capset(2)` call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapData {
     pub effective: CapSet,
     pub permitted: CapSet,
     pub inheritable: CapSet,
-    pub bounding: CapSet,
-    pub ambient: CapSet,
-    /// Real, effective, saved and filesystem uid (`Uid:` line), when readable.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uids: Option<[u32; 4]>,
 }
 
-impl ThreadCaps {
-    /// True when the five capability sets (not the names or ids) are equal.
-    pub fn same_sets(&self, other: &ThreadCaps) -> bool {
-        self.effective == other.effective
-            && self.permitted == other.permitted
-            && self.inheritable == other.inheritable
-            && self.bounding == other.bounding
-            && self.ambient == other.ambient
+/// A traced system call, decoded from its registers and memory at entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "syscall", rename_all = "snake_case")]
+pub enum Call {
+    /// `target` is the pid in the header (0 = the caller); `data` is `None` when unreadable.
+    Capset {
+        target: i32,
+        data: Option<CapData>,
+    },
+    Prctl {
+        op: PrctlOp,
+        /// The capability or value argument.
+        arg: u64,
+    },
+    /// setuid, setgid, setreuid, setregid, setresuid, setresgid, setfsuid, setfsgid.
+    SetId {
+        name: String,
+        ids: Vec<i64>,
+    },
+    Setgroups {
+        gids: Vec<u32>,
+    },
+    /// An exec attempt (a successful one also gives an [`Event::Exec`] entry).
+    Execve {
+        path: String,
+        argv: Vec<String>,
+    },
+    Bpf {
+        cmd: BpfCmd,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prog_type: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        map_type: Option<u32>,
+    },
+    PerfEventOpen {
+        /// `perf_event_attr.type` (2 = tracepoint).
+        kind: u32,
+        config: u64,
+        target_pid: i32,
+        cpu: i32,
+    },
+    /// Only raw and packet sockets are traced.
+    Socket {
+        domain: i32,
+        kind: i32,
+        protocol: i32,
+    },
+    /// init_module / finit_module.
+    ModuleLoad {
+        name: String,
+    },
+    Unknown {
+        nr: i64,
+    },
+}
+
+impl Call {
+    /// The system call's name.
+    pub fn syscall(&self) -> &str {
+        match self {
+            Call::Capset { .. } => "capset",
+            Call::Prctl { .. } => "prctl",
+            Call::SetId { name, .. } => name,
+            Call::Setgroups { .. } => "setgroups",
+            Call::Execve { .. } => "execve",
+            Call::Bpf { .. } => "bpf",
+            Call::PerfEventOpen { .. } => "perf_event_open",
+            Call::Socket { .. } => "socket",
+            Call::ModuleLoad { .. } => "init_module",
+            Call::Unknown { .. } => "unknown",
+        }
     }
+
+    /// A call that changes a capability set (E/P/I by capset, B and A by prctl).
+    pub fn changes_capabilities(&self) -> bool {
+        match self {
+            Call::Capset { .. } => true,
+            Call::Prctl { op, .. } => matches!(
+                op,
+                PrctlOp::CapbsetDrop
+                    | PrctlOp::AmbientRaise
+                    | PrctlOp::AmbientLower
+                    | PrctlOp::AmbientClearAll
+            ),
+            _ => false,
+        }
+    }
+
+    /// A call that *drops* capabilities: lowers E/P/I (any capset counts: its effect is only
+    /// known afterwards), empties the bounding or ambient set.
+    pub fn is_drop(&self) -> bool {
+        self.changes_capabilities()
+            && !matches!(
+                self,
+                Call::Prctl {
+                    op: PrctlOp::AmbientRaise,
+                    ..
+                }
+            )
+    }
+
+    /// A call whose permission the kernel checks against a capability: what the rings are
+    /// about. bpf commands that create, load, attach or reach objects by id; perf events;
+    /// raw and packet sockets; loading kernel modules.
+    pub fn is_privileged(&self) -> bool {
+        match self {
+            Call::Bpf { cmd, .. } => cmd.is_privileged(),
+            Call::PerfEventOpen { .. } | Call::Socket { .. } | Call::ModuleLoad { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Attaches a probe: the command's events can fire from now on. A software
+    /// `PERF_COUNT_SW_BPF_OUTPUT` event is an output buffer, not a probe.
+    pub fn attaches(&self) -> bool {
+        const SOFTWARE: u32 = 1;
+        const SW_BPF_OUTPUT: u64 = 10;
+        match self {
+            Call::Bpf { cmd, .. } => cmd.attaches(),
+            Call::PerfEventOpen { kind, config, .. } => {
+                !(*kind == SOFTWARE && *config == SW_BPF_OUTPUT)
+            }
+            _ => false,
+        }
+    }
+
+    /// One human line: `capset(eff={cap_bpf} prm=… inh={})`.
+    pub fn describe(&self, last: u8) -> String {
+        let args = match self {
+            Call::Capset { target, data } => {
+                let mut s = match data {
+                    Some(d) => format!(
+                        "eff={} prm={} inh={}",
+                        compact(d.effective, last),
+                        compact(d.permitted, last),
+                        compact(d.inheritable, last)
+                    ),
+                    None => "unreadable data".into(),
+                };
+                if *target != 0 {
+                    let _ = write!(s, " target={target}");
+                }
+                s
+            }
+            Call::Prctl { op, arg } => match op {
+                PrctlOp::CapbsetDrop
+                | PrctlOp::AmbientIsSet
+                | PrctlOp::AmbientRaise
+                | PrctlOp::AmbientLower => format!("{}, {}", op.name(), cap_text(*arg)),
+                PrctlOp::SetSecurebits => format!("{}, {}", op.name(), securebits(*arg)),
+                PrctlOp::AmbientClearAll => op.name(),
+                _ => format!("{}, {arg}", op.name()),
+            },
+            Call::SetId { ids, .. } => ids
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            Call::Setgroups { gids } => format!("{gids:?}"),
+            Call::Execve { path, argv } => format!("{path} {argv:?}"),
+            Call::Bpf {
+                cmd,
+                prog_type,
+                map_type,
+            } => {
+                let mut s = cmd.name();
+                if let Some(t) = prog_type {
+                    let _ = write!(s, " prog_type={t}");
+                }
+                if let Some(t) = map_type {
+                    let _ = write!(s, " map_type={t}");
+                }
+                s
+            }
+            Call::PerfEventOpen {
+                kind,
+                config,
+                target_pid,
+                cpu,
+            } => format!(
+                "type={} config={config} pid={target_pid} cpu={cpu}",
+                perf_type(*kind)
+            ),
+            Call::Socket {
+                domain,
+                kind,
+                protocol,
+            } => format!("domain={domain} type={kind} protocol={protocol}"),
+            Call::ModuleLoad { name } => name.clone(),
+            Call::Unknown { nr } => format!("nr {nr}"),
+        };
+        format!("{}({args})", self.syscall())
+    }
+}
+
+fn perf_type(kind: u32) -> String {
+    match kind {
+        0 => "hardware".into(),
+        1 => "software".into(),
+        2 => "tracepoint".into(),
+        3 => "hw_cache".into(),
+        4 => "raw".into(),
+        5 => "breakpoint".into(),
+        n => n.to_string(),
+    }
+}
+
+fn securebits(v: u64) -> String {
+    const NAMES: [&str; 8] = [
+        "NOROOT",
+        "NOROOT_LOCKED",
+        "NO_SETUID_FIXUP",
+        "NO_SETUID_FIXUP_LOCKED",
+        "KEEP_CAPS",
+        "KEEP_CAPS_LOCKED",
+        "NO_CAP_AMBIENT_RAISE",
+        "NO_CAP_AMBIENT_RAISE_LOCKED",
+    ];
+    let names: Vec<&str> = (0..8)
+        .filter(|i| v & (1 << i) != 0)
+        .map(|i| NAMES[i])
+        .collect();
+    let list = if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join("|")
+    };
+    format!("{v:#x} ({list})")
+}
+
+/// A fault the harness injects: the named call fails with EPERM without reaching the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// capset(2).
+    CapsetEperm,
+    /// prctl(PR_CAPBSET_DROP).
+    CapbsetDropEperm,
+}
+
+impl FaultKind {
+    /// Whether `call` is one this fault makes fail.
+    pub fn hits(self, call: &Call) -> bool {
+        match self {
+            FaultKind::CapsetEperm => matches!(call, Call::Capset { .. }),
+            FaultKind::CapbsetDropEperm => matches!(
+                call,
+                Call::Prctl {
+                    op: PrctlOp::CapbsetDrop,
+                    ..
+                }
+            ),
+        }
+    }
+
+    /// The call as a user would name it.
+    pub fn call_name(self) -> &'static str {
+        match self {
+            FaultKind::CapsetEperm => "capset",
+            FaultKind::CapbsetDropEperm => "prctl(PR_CAPBSET_DROP)",
+        }
+    }
+}
+
+/// A condition the harness imposed on the command at launch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "condition", rename_all = "snake_case")]
+pub enum Condition {
+    /// Removed from the bounding set before exec (so a root exec lacks them in P too).
+    BoundingDrop { caps: CapSet },
+    /// Every such call of every process of the tree fails with EPERM.
+    Fault { fault: FaultKind },
+    /// perf_event_paranoid set for the run.
+    Paranoid { value: i32 },
+}
+
+/// Which output stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    #[default]
+    Stdout,
+    Stderr,
+}
+
+/// Why all threads were sampled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cause", rename_all = "snake_case")]
+pub enum SampleCause {
+    /// The command wrote its `n`th event line.
+    EventLine {
+        n: usize,
+    },
+    Periodic,
+}
+
+/// What happened at one point of the timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    /// A traced system call returned: `result` is the raw kernel value (`-errno` on failure);
+    /// `injected` when the harness made it fail (see [`FaultKind`]).
+    Call {
+        call: Call,
+        result: i64,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        injected: bool,
+    },
+    /// An execve/execveat succeeded; the entry's threads show the sets after it. `former_tid`
+    /// is the thread that called it when it was not the leader.
+    Exec {
+        path: String,
+        argv: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        former_tid: Option<i32>,
+    },
+    ThreadStart {
+        from_tid: Option<i32>,
+    },
+    ProcessStart {
+        from_tid: Option<i32>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        vfork: bool,
+    },
+    /// A thread is about to exit (ptrace exit stop): the threads show its last sets.
+    Exiting {
+        status: Option<Status>,
+    },
+    ThreadExit {
+        status: Status,
+    },
+    /// A process ended (its leader was reaped).
+    ProcessExit {
+        status: Status,
+    },
+    /// The harness sent a signal to the command (to end the run, or on an interrupt).
+    Signal {
+        signal: i32,
+        reason: String,
+    },
+    /// A snapshot of every thread of every live process of the tree.
+    Sample {
+        #[serde(flatten)]
+        cause: SampleCause,
+    },
+    /// A condition imposed at launch.
+    Condition {
+        #[serde(flatten)]
+        condition: Condition,
+    },
 }
 
 /// One point of the timeline.
@@ -81,21 +555,11 @@ pub struct Entry {
     pub t_ns: u64,
     pub pid: i32,
     pub tid: i32,
-    pub kind: Kind,
-    /// The syscall name for `syscall` entries (and `execve`/`execveat` for `exec` entries).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub syscall: Option<String>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub detail: String,
-    /// Raw kernel return value (`-errno` on failure).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<i64>,
-    /// The tid that created this thread/process (`thread_start`, `process_start`), or the tid
-    /// that called exec when it was not the leader (`exec`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from_tid: Option<i32>,
-    /// Sets of all threads of the process (all live processes for `sample`), sorted by pid, tid.
-    #[serde(default)]
+    #[serde(flatten)]
+    pub event: Event,
+    /// Sets of all threads of the process (all live processes of the tree for samples),
+    /// sorted by pid, tid.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub threads: Vec<ThreadCaps>,
 }
 
@@ -110,15 +574,25 @@ impl Entry {
         self.threads.iter().filter(move |t| t.pid == self.pid)
     }
 
-    /// Threads of this entry's process whose sets differ from the acting thread's.
-    pub fn disagreeing(&self) -> Vec<&ThreadCaps> {
-        match self.own() {
-            Some(own) => self
-                .process_threads()
-                .filter(|t| !t.same_sets(own))
-                .collect(),
-            None => Vec::new(),
+    /// The call of a `Call` entry, with its result and whether it was injected.
+    pub fn call(&self) -> Option<(&Call, i64, bool)> {
+        match &self.event {
+            Event::Call {
+                call,
+                result,
+                injected,
+            } => Some((call, *result, *injected)),
+            _ => None,
         }
+    }
+
+    /// A call that returned success (≥ 0).
+    pub fn succeeded(&self) -> bool {
+        self.call().is_some_and(|(_, r, _)| r >= 0)
+    }
+
+    pub fn is_sample(&self) -> bool {
+        matches!(self.event, Event::Sample { .. })
     }
 }
 
@@ -132,8 +606,31 @@ pub struct ProcessInfo {
     pub tids: Vec<i32>,
     /// comm after each exec, in order (the first is the comm when first seen).
     pub comms: Vec<String>,
-    /// "code N" / "signal SIGX", when its exit was seen.
-    pub exit: Option<String>,
+    /// How it ended, when its exit was seen.
+    pub exit: Option<Status>,
+}
+
+impl ProcessInfo {
+    fn new(pid: i32) -> ProcessInfo {
+        ProcessInfo {
+            pid,
+            parent_tid: None,
+            tids: Vec::new(),
+            comms: Vec::new(),
+            exit: None,
+        }
+    }
+
+    fn saw(&mut self, tid: i32, comm: Option<&str>) {
+        if !self.tids.contains(&tid) {
+            self.tids.push(tid);
+        }
+        if self.comms.is_empty() {
+            if let Some(c) = comm {
+                self.comms.push(c.to_string());
+            }
+        }
+    }
 }
 
 /// The capability timeline of one run.
@@ -157,80 +654,54 @@ impl Timeline {
     pub fn processes(&self) -> Vec<ProcessInfo> {
         let mut order: Vec<i32> = Vec::new();
         let mut map: HashMap<i32, ProcessInfo> = HashMap::new();
-        let mut touch = |pid: i32, map: &mut HashMap<i32, ProcessInfo>| {
-            map.entry(pid).or_insert_with(|| {
+        fn get<'m>(
+            map: &'m mut HashMap<i32, ProcessInfo>,
+            order: &mut Vec<i32>,
+            pid: i32,
+        ) -> &'m mut ProcessInfo {
+            if !map.contains_key(&pid) {
                 order.push(pid);
-                ProcessInfo {
-                    pid,
-                    parent_tid: None,
-                    tids: Vec::new(),
-                    comms: Vec::new(),
-                    exit: None,
-                }
-            });
-        };
+            }
+            map.entry(pid).or_insert_with(|| ProcessInfo::new(pid))
+        }
         for e in &self.entries {
-            if e.kind == Kind::Sample {
+            if e.is_sample() {
                 for t in &e.threads {
-                    touch(t.pid, &mut map);
-                    let p = map.get_mut(&t.pid).unwrap();
-                    if !p.tids.contains(&t.tid) {
-                        p.tids.push(t.tid);
-                    }
-                    if p.comms.is_empty() {
-                        p.comms.push(t.comm.clone());
-                    }
+                    get(&mut map, &mut order, t.pid).saw(t.tid, Some(&t.comm));
                 }
                 continue;
             }
-            touch(e.pid, &mut map);
-            let p = map.get_mut(&e.pid).unwrap();
-            if !p.tids.contains(&e.tid) {
-                p.tids.push(e.tid);
-            }
             let comm = e.own().map(|t| t.comm.clone());
-            match e.kind {
-                Kind::ProcessStart => p.parent_tid = e.from_tid,
-                Kind::Exec => {
-                    if let Some(c) = comm {
-                        p.comms.push(c);
-                    }
+            let p = get(&mut map, &mut order, e.pid);
+            match &e.event {
+                Event::ProcessStart { from_tid, .. } => {
+                    p.parent_tid = *from_tid;
+                    p.saw(e.tid, comm.as_deref());
                 }
-                Kind::ProcessExit => p.exit = Some(e.detail.clone()),
-                _ => {
-                    if p.comms.is_empty() {
-                        if let Some(c) = comm {
-                            p.comms.push(c);
-                        }
-                    }
+                Event::Exec { .. } => {
+                    p.saw(e.tid, None);
+                    p.comms.extend(comm);
                 }
+                Event::ProcessExit { status } => p.exit = Some(*status),
+                _ => p.saw(e.tid, comm.as_deref()),
             }
         }
         order
             .into_iter()
-            .map(|pid| map.remove(&pid).unwrap())
+            .filter_map(|pid| map.remove(&pid))
             .collect()
     }
 
     /// All `sample` entries.
-    pub fn samples(&self) -> Vec<&Entry> {
-        self.entries
-            .iter()
-            .filter(|e| e.kind == Kind::Sample)
-            .collect()
+    pub fn samples(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter().filter(|e| e.is_sample())
     }
 
-    /// Entries for syscall `name` (`syscall` entries, plus `exec` entries for execve/execveat).
-    pub fn syscalls(&self, name: &str) -> Vec<&Entry> {
+    /// Entries of traced calls, in time order.
+    pub fn calls(&self) -> impl Iterator<Item = (&Entry, &Call, i64, bool)> {
         self.entries
             .iter()
-            .filter(|e| e.syscall.as_deref() == Some(name))
-            .collect()
-    }
-
-    /// Entries of one kind.
-    pub fn of_kind(&self, kind: Kind) -> Vec<&Entry> {
-        self.entries.iter().filter(|e| e.kind == kind).collect()
+            .filter_map(|e| e.call().map(|(c, r, i)| (e, c, r, i)))
     }
 
     /// The last known sets of a thread at or before `t_ns` (from any entry that listed it).
@@ -244,36 +715,29 @@ impl Timeline {
 
     /// A copy fit for snapshots: pids and tids become ordinals 1, 2, … in order of first
     /// appearance (one numbering shared by pids and tids, so a leader's pid and tid stay equal),
-    /// times become 0, thread lists are sorted by (pid, tid) ordinal. Names, details and results
-    /// are kept.
+    /// times become 0, thread lists are sorted by (pid, tid) ordinal. Everything else is kept.
     pub fn normalized(&self) -> Timeline {
-        let mut ids: BTreeMap<i32, i32> = BTreeMap::new();
-        let mut next = 1;
-        let mut map = |id: i32, ids: &mut BTreeMap<i32, i32>| -> i32 {
-            if id <= 0 {
-                return id;
-            }
-            *ids.entry(id).or_insert_with(|| {
-                let n = next;
-                next += 1;
-                n
-            })
-        };
+        let mut ids = Ordinals::default();
         let mut out = Timeline {
             command: self.command.clone(),
-            root_pid: 0,
-            entries: Vec::new(),
+            root_pid: ids.map(self.root_pid),
+            entries: Vec::with_capacity(self.entries.len()),
         };
-        out.root_pid = map(self.root_pid, &mut ids);
         for e in &self.entries {
             let mut n = e.clone();
             n.t_ns = 0;
-            n.pid = map(e.pid, &mut ids);
-            n.tid = map(e.tid, &mut ids);
-            n.from_tid = e.from_tid.map(|t| map(t, &mut ids));
+            n.pid = ids.map(e.pid);
+            n.tid = ids.map(e.tid);
+            match &mut n.event {
+                Event::ThreadStart { from_tid } | Event::ProcessStart { from_tid, .. } => {
+                    *from_tid = from_tid.map(|t| ids.map(t));
+                }
+                Event::Exec { former_tid, .. } => *former_tid = former_tid.map(|t| ids.map(t)),
+                _ => {}
+            }
             for t in &mut n.threads {
-                t.pid = map(t.pid, &mut ids);
-                t.tid = map(t.tid, &mut ids);
+                t.pid = ids.map(t.pid);
+                t.tid = ids.map(t.tid);
             }
             n.threads.sort_by_key(|t| (t.pid, t.tid));
             out.entries.push(n);
@@ -289,6 +753,20 @@ impl Timeline {
             s.push('\n');
         }
         s
+    }
+}
+
+/// Ordinals 1, 2, … in order of first use (0 and negative ids are kept).
+#[derive(Default)]
+struct Ordinals(BTreeMap<i32, i32>);
+
+impl Ordinals {
+    fn map(&mut self, id: i32) -> i32 {
+        if id <= 0 {
+            return id;
+        }
+        let next = self.0.len() as i32 + 1;
+        *self.0.entry(id).or_insert(next)
     }
 }
 
@@ -351,26 +829,24 @@ fn process_summary(threads: &[&ThreadCaps], reference_tid: Option<i32>, last: u8
     };
     let mut s = sets_line(reference, last);
     let differ: Vec<&&ThreadCaps> = threads.iter().filter(|t| !t.same_sets(reference)).collect();
-    if threads.len() > 1 {
-        if differ.is_empty() {
-            let _ = write!(s, " [{} threads agree]", threads.len());
-        } else {
-            // Group the other threads by how they differ from the reference thread.
-            let mut groups: Vec<(String, Vec<String>)> = Vec::new();
-            for t in &differ {
-                let diff = diff_line(reference, t, last);
-                let who = format!("tid {} ({})", t.tid, t.comm);
-                match groups.iter_mut().find(|(d, _)| *d == diff) {
-                    Some((_, v)) => v.push(who),
-                    None => groups.push((diff, vec![who])),
-                }
+    if threads.len() > 1 && differ.is_empty() {
+        let _ = write!(s, " [{} threads agree]", threads.len());
+    } else if !differ.is_empty() {
+        // Group the other threads by how they differ from the reference thread.
+        let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+        for t in &differ {
+            let diff = diff_line(reference, t, last);
+            let who = format!("tid {} ({})", t.tid, t.comm);
+            match groups.iter_mut().find(|(d, _)| *d == diff) {
+                Some((_, v)) => v.push(who),
+                None => groups.push((diff, vec![who])),
             }
-            let list: Vec<String> = groups
-                .into_iter()
-                .map(|(d, who)| format!("{} {d}", who.join(", ")))
-                .collect();
-            let _ = write!(s, " [threads disagree: {}]", list.join("; "));
         }
+        let list: Vec<String> = groups
+            .into_iter()
+            .map(|(d, who)| format!("{} {d}", who.join(", ")))
+            .collect();
+        let _ = write!(s, " [threads disagree: {}]", list.join("; "));
     }
     s
 }
@@ -378,7 +854,7 @@ fn process_summary(threads: &[&ThreadCaps], reference_tid: Option<i32>, last: u8
 /// `-EPERM`-style rendering of a raw kernel result.
 pub fn result_text(result: i64) -> String {
     if result < 0 && result > -4096 {
-        match errno_name(-result as i32) {
+        match capring_spec::sys::errno_name(-result as i32) {
             Some(n) => format!("-{n}"),
             None => result.to_string(),
         }
@@ -387,92 +863,101 @@ pub fn result_text(result: i64) -> String {
     }
 }
 
-pub fn errno_name(errno: i32) -> Option<&'static str> {
-    Some(match errno {
-        libc::EPERM => "EPERM",
-        libc::ENOENT => "ENOENT",
-        libc::ESRCH => "ESRCH",
-        libc::EINTR => "EINTR",
-        libc::E2BIG => "E2BIG",
-        libc::ENOEXEC => "ENOEXEC",
-        libc::EBADF => "EBADF",
-        libc::EAGAIN => "EAGAIN",
-        libc::ENOMEM => "ENOMEM",
-        libc::EACCES => "EACCES",
-        libc::EFAULT => "EFAULT",
-        libc::EBUSY => "EBUSY",
-        libc::EEXIST => "EEXIST",
-        libc::ENOTDIR => "ENOTDIR",
-        libc::EINVAL => "EINVAL",
-        libc::ENOSPC => "ENOSPC",
-        libc::ENOSYS => "ENOSYS",
-        libc::ENOTSUP => "EOPNOTSUPP",
-        _ => return None,
-    })
-}
-
-/// One human line for an entry.
-pub fn render_entry(e: &Entry, last: u8) -> String {
-    let ms = e.t_ns as f64 / 1e6;
-    let mut s = format!("+{ms:>9.3} ms  pid {} tid {}  ", e.pid, e.tid);
-    let what = match e.kind {
-        Kind::Syscall => format!(
-            "{}({}) = {}",
-            e.syscall.as_deref().unwrap_or("?"),
-            e.detail,
-            e.result.map(result_text).unwrap_or_else(|| "?".into())
+/// What an entry says, without the thread sets.
+pub fn entry_text(e: &Entry, last: u8) -> String {
+    let by = |from: &Option<i32>| from.map(|t| format!(" (by tid {t})")).unwrap_or_default();
+    match &e.event {
+        Event::Call {
+            call,
+            result,
+            injected,
+        } => format!(
+            "{} = {}{}",
+            call.describe(last),
+            result_text(*result),
+            if *injected { " (injected)" } else { "" }
         ),
-        Kind::Exec => format!(
-            "exec {}{}",
-            e.detail,
-            e.from_tid
+        Event::Exec {
+            path,
+            argv,
+            former_tid,
+        } => format!(
+            "exec {path} {argv:?}{}",
+            former_tid
                 .map(|t| format!(" (called by tid {t})"))
                 .unwrap_or_default()
         ),
-        Kind::ThreadStart => format!("thread_start{}", by(e.from_tid)),
-        Kind::ProcessStart => format!("process_start {}{}", e.detail, by(e.from_tid)),
-        Kind::ThreadExit => format!("thread_exit {}", e.detail),
-        Kind::ProcessExit => format!("process_exit {}", e.detail),
-        Kind::Sample => format!("sample ({})", e.detail),
-        Kind::Fault => format!("fault {}", e.detail),
-    };
-    s.push_str(what.trim_end());
-    match e.kind {
-        Kind::Sample => {
-            let mut pids: Vec<i32> = e.threads.iter().map(|t| t.pid).collect();
-            pids.dedup();
-            for pid in pids {
-                let threads: Vec<&ThreadCaps> = e.threads.iter().filter(|t| t.pid == pid).collect();
-                let comm = threads.first().map(|t| t.comm.as_str()).unwrap_or("?");
-                let _ = write!(
-                    s,
-                    "\n      pid {pid} ({comm}): {}",
-                    process_summary(&threads, Some(pid), last)
-                );
+        Event::ThreadStart { from_tid } => format!("thread_start{}", by(from_tid)),
+        Event::ProcessStart { from_tid, vfork } => format!(
+            "process_start {}{}",
+            if *vfork { "vfork" } else { "fork" },
+            by(from_tid)
+        ),
+        Event::Exiting { status } => match status {
+            Some(s) => format!("exiting ({s})"),
+            None => "exiting".to_string(),
+        },
+        Event::ThreadExit { status } => format!("thread_exit {status}"),
+        Event::ProcessExit { status } => format!("process_exit {status}"),
+        Event::Signal { signal, reason } => format!(
+            "capring sent {} ({reason})",
+            crate::launch::signal_name(*signal)
+        ),
+        Event::Sample { cause } => match cause {
+            SampleCause::EventLine { n } => format!("sample (event line {n})"),
+            SampleCause::Periodic => "sample (periodic)".to_string(),
+        },
+        Event::Condition { condition } => match condition {
+            Condition::BoundingDrop { caps } => {
+                format!(
+                    "condition: bounding_drop {} (before exec)",
+                    compact(*caps, last)
+                )
             }
-        }
-        Kind::ProcessExit | Kind::ThreadExit if e.threads.is_empty() => {}
-        _ => {
-            let threads: Vec<&ThreadCaps> = e.process_threads().collect();
-            let comm = e
-                .own()
-                .map(|t| format!("[{}] ", t.comm))
-                .unwrap_or_default();
+            Condition::Fault { fault } => format!(
+                "condition: {} -> EPERM (injected by capring)",
+                fault.call_name()
+            ),
+            Condition::Paranoid { value } => {
+                format!("condition: perf_event_paranoid={value}")
+            }
+        },
+    }
+}
+
+/// One human line for an entry (more for samples: one per process).
+pub fn render_entry(e: &Entry, last: u8) -> String {
+    let ms = e.t_ns as f64 / 1e6;
+    let mut s = format!("+{ms:>9.3} ms  pid {} tid {}  ", e.pid, e.tid);
+    s.push_str(entry_text(e, last).trim_end());
+    if e.is_sample() {
+        let mut pids: Vec<i32> = e.threads.iter().map(|t| t.pid).collect();
+        pids.dedup();
+        for pid in pids {
+            let threads: Vec<&ThreadCaps> = e.threads.iter().filter(|t| t.pid == pid).collect();
+            let comm = threads.first().map(|t| t.comm.as_str()).unwrap_or("?");
             let _ = write!(
                 s,
-                "   {comm}{}",
-                process_summary(&threads, Some(e.tid), last)
+                "\n      pid {pid} ({comm}): {}",
+                process_summary(&threads, Some(pid), last)
             );
         }
+    } else if !e.threads.is_empty() {
+        let threads: Vec<&ThreadCaps> = e.process_threads().collect();
+        let comm = e
+            .own()
+            .map(|t| format!("[{}] ", t.comm))
+            .unwrap_or_default();
+        let _ = write!(
+            s,
+            "   {comm}{}",
+            process_summary(&threads, Some(e.tid), last)
+        );
     }
     s
 }
 
-fn by(from: Option<i32>) -> String {
-    from.map(|t| format!(" (by tid {t})")).unwrap_or_default()
-}
-
-/// `cap_net_raw` or the set, for details.
+/// `cap_net_raw` for a capability number, or the number.
 pub fn cap_text(n: u64) -> String {
     match u8::try_from(n).ok().and_then(Cap::new) {
         Some(c) => c.name(),
@@ -485,70 +970,84 @@ mod tests {
     use super::*;
 
     fn tc(pid: i32, tid: i32, eff: CapSet) -> ThreadCaps {
-        ThreadCaps {
-            pid,
-            tid,
-            comm: format!("t{tid}"),
-            effective: eff,
-            permitted: eff,
-            inheritable: CapSet::EMPTY,
-            bounding: CapSet::all_up_to(40),
-            ambient: CapSet::EMPTY,
-            uids: None,
-        }
+        let mut t = ThreadCaps::empty(pid, tid);
+        t.comm = format!("t{tid}");
+        t.effective = eff;
+        t.permitted = eff;
+        t.bounding = CapSet::all_up_to(40);
+        t
     }
 
-    fn entry(t_ns: u64, pid: i32, tid: i32, kind: Kind, threads: Vec<ThreadCaps>) -> Entry {
+    fn entry(t_ns: u64, pid: i32, tid: i32, event: Event, threads: Vec<ThreadCaps>) -> Entry {
         Entry {
             t_ns,
             pid,
             tid,
-            kind,
-            syscall: None,
-            detail: String::new(),
-            result: None,
-            from_tid: None,
+            event,
             threads,
         }
     }
 
     fn sample_timeline() -> Timeline {
         let bpf = CapSet::EMPTY.with(Cap::BPF);
-        let mut capset = entry(
-            300,
-            900,
-            905,
-            Kind::Syscall,
-            vec![tc(900, 905, bpf), tc(900, 900, CapSet::all_up_to(40))],
-        );
-        capset.syscall = Some("capset".into());
-        capset.detail = "eff={cap_bpf} prm={cap_bpf} inh={}".into();
-        capset.result = Some(0);
-        let mut start = entry(
-            200,
-            900,
-            905,
-            Kind::ThreadStart,
-            vec![tc(900, 900, CapSet::all_up_to(40))],
-        );
-        start.from_tid = Some(900);
-        let mut fork = entry(400, 1234, 1234, Kind::ProcessStart, vec![]);
-        fork.from_tid = Some(905);
+        let all = CapSet::all_up_to(40);
+        let capset = Event::Call {
+            call: Call::Capset {
+                target: 0,
+                data: Some(CapData {
+                    effective: bpf,
+                    permitted: bpf,
+                    inheritable: CapSet::EMPTY,
+                }),
+            },
+            result: 0,
+            injected: false,
+        };
+        let exec = Event::Exec {
+            path: "/bin/x".into(),
+            argv: vec!["x".into()],
+            former_tid: None,
+        };
         Timeline {
             command: vec!["x".into()],
             root_pid: 900,
             entries: vec![
+                entry(100, 900, 900, exec, vec![tc(900, 900, all)]),
                 entry(
-                    100,
+                    200,
                     900,
-                    900,
-                    Kind::Exec,
-                    vec![tc(900, 900, CapSet::all_up_to(40))],
+                    905,
+                    Event::ThreadStart {
+                        from_tid: Some(900),
+                    },
+                    vec![tc(900, 900, all)],
                 ),
-                start,
-                capset,
-                fork,
-                entry(500, 1234, 1234, Kind::ProcessExit, vec![]),
+                entry(
+                    300,
+                    900,
+                    905,
+                    capset,
+                    vec![tc(900, 905, bpf), tc(900, 900, all)],
+                ),
+                entry(
+                    400,
+                    1234,
+                    1234,
+                    Event::ProcessStart {
+                        from_tid: Some(905),
+                        vfork: false,
+                    },
+                    vec![],
+                ),
+                entry(
+                    500,
+                    1234,
+                    1234,
+                    Event::ProcessExit {
+                        status: Status::Code(0),
+                    },
+                    vec![],
+                ),
             ],
         }
     }
@@ -558,23 +1057,24 @@ mod tests {
         let n = sample_timeline().normalized();
         assert_eq!(n.root_pid, 1);
         assert!(n.entries.iter().all(|e| e.t_ns == 0));
-        assert_eq!(
-            (n.entries[1].pid, n.entries[1].tid, n.entries[1].from_tid),
-            (1, 2, Some(1))
-        );
+        assert_eq!((n.entries[1].pid, n.entries[1].tid), (1, 2));
+        assert_eq!(n.entries[1].event, Event::ThreadStart { from_tid: Some(1) });
         // threads sorted by (pid, tid) ordinal; names kept
         let tids: Vec<i32> = n.entries[2].threads.iter().map(|t| t.tid).collect();
         assert_eq!(tids, vec![1, 2]);
         assert_eq!(n.entries[2].threads[1].comm, "t905");
-        assert_eq!(n.entries[2].detail, "eff={cap_bpf} prm={cap_bpf} inh={}");
-        assert_eq!((n.entries[3].pid, n.entries[3].from_tid), (3, Some(2)));
+        assert_eq!(n.entries[3].pid, 3);
         // idempotent, and stable under a different concrete numbering
         assert_eq!(n.normalized(), n);
         let mut shifted = sample_timeline();
         for e in &mut shifted.entries {
             e.pid += 7;
             e.tid += 7;
-            e.from_tid = e.from_tid.map(|t| t + 7);
+            if let Event::ThreadStart { from_tid } | Event::ProcessStart { from_tid, .. } =
+                &mut e.event
+            {
+                *from_tid = from_tid.map(|t| t + 7);
+            }
             for t in &mut e.threads {
                 t.pid += 7;
                 t.tid += 7;
@@ -585,13 +1085,54 @@ mod tests {
     }
 
     #[test]
-    fn json_round_trip_uses_names() {
+    fn json_round_trip_is_typed() {
         let t = sample_timeline();
         let json = serde_json::to_string(&t).unwrap();
         assert!(json.contains(r#""effective":["cap_bpf"]"#), "{json}");
         assert!(json.contains(r#""kind":"thread_start""#), "{json}");
+        assert!(json.contains(r#""syscall":"capset""#), "{json}");
         let back: Timeline = serde_json::from_str(&json).unwrap();
         assert_eq!(back, t);
+        // Every variant survives the trip, the flattened ones included.
+        let events = vec![
+            Event::Call {
+                call: Call::Prctl {
+                    op: PrctlOp::CapbsetDrop,
+                    arg: 39,
+                },
+                result: -1,
+                injected: true,
+            },
+            Event::Call {
+                call: Call::Bpf {
+                    cmd: BpfCmd::PROG_LOAD,
+                    prog_type: Some(17),
+                    map_type: None,
+                },
+                result: 5,
+                injected: false,
+            },
+            Event::Sample {
+                cause: SampleCause::EventLine { n: 3 },
+            },
+            Event::Condition {
+                condition: Condition::Fault {
+                    fault: FaultKind::CapbsetDropEperm,
+                },
+            },
+            Event::Signal {
+                signal: 15,
+                reason: "enough event lines".into(),
+            },
+            Event::Exiting {
+                status: Some(Status::Signal(15)),
+            },
+        ];
+        for event in events {
+            let e = entry(1, 2, 3, event, vec![]);
+            let json = serde_json::to_string(&e).unwrap();
+            assert_eq!(serde_json::from_str::<Entry>(&json).unwrap(), e, "{json}");
+        }
     }
 
     #[test]
@@ -604,8 +1145,9 @@ mod tests {
         );
         assert_eq!(procs[0].tids, vec![900, 905]);
         assert_eq!(procs[1].parent_tid, Some(905));
-        assert_eq!(t.syscalls("capset").len(), 1);
-        assert!(t.samples().is_empty());
+        assert_eq!(procs[1].exit, Some(Status::Code(0)));
+        assert_eq!(t.calls().count(), 1);
+        assert_eq!(t.samples().count(), 0);
         let line = render_entry(&t.entries[2], 40);
         assert!(
             line.contains("capset(eff={cap_bpf} prm={cap_bpf} inh={}) = 0"),
@@ -623,5 +1165,43 @@ mod tests {
             "all-{cap_sys_resource}"
         );
         assert_eq!(result_text(-1), "-EPERM");
+    }
+
+    #[test]
+    fn call_classes() {
+        let drop = Call::Prctl {
+            op: PrctlOp::CapbsetDrop,
+            arg: 21,
+        };
+        assert!(drop.changes_capabilities() && drop.is_drop() && !drop.is_privileged());
+        let raise = Call::Prctl {
+            op: PrctlOp::AmbientRaise,
+            arg: 13,
+        };
+        assert!(raise.changes_capabilities() && !raise.is_drop());
+        let lookup = Call::Bpf {
+            cmd: BpfCmd(1),
+            prog_type: None,
+            map_type: None,
+        };
+        assert!(!lookup.is_privileged(), "map lookups act on a held fd");
+        let load = Call::Bpf {
+            cmd: BpfCmd::PROG_LOAD,
+            prog_type: Some(17),
+            map_type: None,
+        };
+        assert!(load.is_privileged() && !load.attaches());
+        assert!(Call::Bpf {
+            cmd: BpfCmd::LINK_CREATE,
+            prog_type: None,
+            map_type: None
+        }
+        .attaches());
+        assert!(FaultKind::CapbsetDropEperm.hits(&drop));
+        assert!(!FaultKind::CapsetEperm.hits(&drop));
+        assert_eq!(
+            serde_json::from_str::<BpfCmd>("\"bpf cmd 99\"").unwrap(),
+            BpfCmd(99)
+        );
     }
 }

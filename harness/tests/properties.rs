@@ -31,13 +31,9 @@ fn root() -> PathBuf {
 
 fn tracer_binary() -> PathBuf {
     let profile = Profile::load(&root().join("fixtures/tracers/ref-tracer.toml")).expect("profile");
-    let p = profile.resolve_program(&profile.binary);
-    assert!(
-        p.is_file(),
-        "{} not found: build the workspace first (cargo build --workspace)",
-        p.display()
-    );
-    p
+    profile
+        .resolve_program(&profile.binary)
+        .unwrap_or_else(|e| panic!("{e}: build the workspace first (cargo build --workspace)"))
 }
 
 fn cap_name() -> impl Strategy<Value = String> {
@@ -261,6 +257,7 @@ fn sampled_runs_conform() {
                 name: "property".into(),
                 description: "generated".into(),
                 target: Target::Tracer,
+                select: vec![],
                 events: Some(vec!["execve".into(), "openat".into()]),
                 cli,
                 env,
@@ -272,7 +269,7 @@ fn sampled_runs_conform() {
                 rules_args: vec![],
                 clauses: clauses.clone(),
             };
-            let outcome = capring_harness::run::run(&profile, &s, &base);
+            let outcome = capring_harness::check_cmd::run_scenario(&profile, &s, &base, true);
             let failed: Vec<String> = judge(&profile, &s, &outcome, &base)
                 .into_iter()
                 .filter(|r| r.counts_as_failure() && r.level == Level::Must)

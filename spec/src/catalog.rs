@@ -21,6 +21,15 @@ pub struct AttachType {
     pub uses_perf: bool,
     /// Needs a cgroup v2 hierarchy to attach to.
     pub needs_cgroup2: bool,
+    /// Loads eBPF programs, so the eBPF base (cap_bpf + cap_perfmon, or cap_sys_admin) and
+    /// the memlock need apply. False for events a tracer gets without eBPF (a raw socket, a
+    /// packet capture): their needs are only the event's own.
+    #[serde(default = "yes")]
+    pub ebpf: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A configuration-time need (Required ring).

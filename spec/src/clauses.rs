@@ -1,12 +1,16 @@
 //! The clauses of `spec/SPEC.md`, parsed from the document itself so that the document is
 //! the one place clause ids are defined.
 //!
-//! A clause heading looks like ``### `ring.unprivileged.empty` — MUST``; the first `> ` line
-//! after it is the seed sentence, an `*Tracee:*` paragraph explains a deliberate difference.
+//! A clause heading looks like ``### `ring.unprivileged.empty` — MUST`` (or ``— SHOULD (MUST
+//! in strict)``); the first `> ` line after it is the seed sentence, a `*Consequence:*`
+//! paragraph derives a MUST the seed does not state in so many words, and an `*Tracee:*`
+//! paragraph explains a deliberate difference.
 
 use serde::Serialize;
 
 pub const SPEC_MD: &str = include_str!("../SPEC.md");
+/// The seed page the clauses quote (`spec/seed.md`).
+pub const SEED_MD: &str = include_str!("../seed.md");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub enum Level {
@@ -32,7 +36,22 @@ pub struct Clause {
     pub section: String,
     pub seed: String,
     pub text: String,
+    /// SHOULD here, MUST for a profile that opts into `level = "strict"`.
+    pub strict: bool,
+    /// How the MUST follows from the seed sentence, when the sentence does not state it.
+    pub consequence: Option<String>,
     pub tracee_difference: Option<String>,
+}
+
+impl Clause {
+    /// The level for a tracer that opted into the strict level (or not).
+    pub fn level_for(&self, strict: bool) -> Level {
+        if strict && self.strict {
+            Level::Must
+        } else {
+            self.level
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -45,10 +64,19 @@ pub enum ClauseError {
     Duplicate(String),
 }
 
+/// Which paragraph of a clause a line continues.
+#[derive(Clone, Copy)]
+enum Paragraph {
+    Text,
+    Consequence,
+    Tracee,
+}
+
 /// Parses clause sections out of a SPEC.md-shaped document.
 pub fn parse(doc: &str) -> Result<Vec<Clause>, ClauseError> {
     let mut out: Vec<Clause> = Vec::new();
     let mut section = String::new();
+    let mut paragraph = Paragraph::Text;
     for (i, line) in doc.lines().enumerate() {
         if let Some(s) = line.strip_prefix("## ") {
             section = s.trim().to_string();
@@ -58,9 +86,10 @@ pub fn parse(doc: &str) -> Result<Vec<Clause>, ClauseError> {
                 text: line.to_string(),
             };
             let (id, tail) = rest.split_once('`').ok_or_else(bad)?;
-            let level = match tail.trim().trim_start_matches('—').trim() {
-                "MUST" => Level::Must,
-                "SHOULD" => Level::Should,
+            let (level, strict) = match tail.trim().trim_start_matches('—').trim() {
+                "MUST" => (Level::Must, false),
+                "SHOULD" => (Level::Should, false),
+                "SHOULD (MUST in strict)" => (Level::Should, true),
                 _ => return Err(bad()),
             };
             if id.is_empty() || id.contains(char::is_whitespace) {
@@ -75,6 +104,8 @@ pub fn parse(doc: &str) -> Result<Vec<Clause>, ClauseError> {
                 section: section.clone(),
                 seed: String::new(),
                 text: String::new(),
+                strict,
+                consequence: None,
                 tracee_difference: None,
             });
         } else if let Some(c) = out.last_mut() {
@@ -84,16 +115,21 @@ pub fn parse(doc: &str) -> Result<Vec<Clause>, ClauseError> {
                     continue;
                 }
             }
-            if let Some(diff) = line.strip_prefix("*Tracee:*") {
+            if line.trim().is_empty() {
+                paragraph = Paragraph::Text;
+            } else if let Some(diff) = line.strip_prefix("*Tracee:*") {
                 c.tracee_difference = Some(diff.trim().to_string());
-            } else if let Some(d) = c
-                .tracee_difference
-                .as_mut()
-                .filter(|_| !line.trim().is_empty())
-            {
+                paragraph = Paragraph::Tracee;
+            } else if let Some(why) = line.strip_prefix("*Consequence:*") {
+                c.consequence = Some(why.trim().to_string());
+                paragraph = Paragraph::Consequence;
+            } else if let (Paragraph::Tracee, Some(d)) = (paragraph, c.tracee_difference.as_mut()) {
                 d.push(' ');
                 d.push_str(line.trim());
-            } else if !line.trim().is_empty() && !line.starts_with('#') {
+            } else if let (Paragraph::Consequence, Some(d)) = (paragraph, c.consequence.as_mut()) {
+                d.push(' ');
+                d.push_str(line.trim());
+            } else if !line.starts_with('#') {
                 if !c.text.is_empty() {
                     c.text.push(' ');
                 }
@@ -121,18 +157,6 @@ pub fn get(id: &str) -> Option<Clause> {
 mod tests {
     use super::*;
 
-    /// The seed page lives in the steering repo's `shared/`, next to this checkout (CI lays
-    /// it there too). Its absence is a failure, not a skip.
-    fn seed_page() -> String {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/seed/000_c3a860d21a2aa916.txt"
-        );
-        std::fs::read_to_string(path).unwrap_or_else(|e| {
-            panic!("the seed page {path} must be present beside the checkout: {e}")
-        })
-    }
-
     #[test]
     fn spec_md_parses() {
         let clauses = all();
@@ -141,13 +165,47 @@ mod tests {
         assert_eq!(c.level, Level::Must);
         assert!(c.seed.contains("Unprivileged (ring 3)"));
         assert!(get("add.required").unwrap().tracee_difference.is_some());
+        let cli = get("env.cli-wins").unwrap();
+        assert_eq!((cli.level, cli.strict), (Level::Should, true));
+        assert_eq!(cli.level_for(true), Level::Must);
+        assert_eq!(cli.level_for(false), Level::Should);
+        let bypass_only = get("ring.privileged.bypass-only").unwrap();
+        assert!(bypass_only.consequence.unwrap().contains("almost never"));
+        assert!(!bypass_only.text.contains("Consequence"));
+    }
+
+    /// A MUST rests on the seed: either its quote states it, or a written consequence
+    /// derives it. Capring's own choices are SHOULD (strict at most).
+    #[test]
+    fn every_must_is_stated_or_derived() {
+        for c in all().iter().filter(|c| c.level == Level::Must) {
+            assert!(!c.strict, "{}: a MUST cannot also be strict-only", c.id);
+            let stated = c.consequence.is_none();
+            if stated {
+                // Stated outright: the clause's own quote is one of the seed's rules.
+                assert!(c.seed.len() > 20, "{}: {:?}", c.id, c.seed);
+            }
+        }
+        let strict: Vec<String> = all()
+            .into_iter()
+            .filter(|c| c.strict)
+            .map(|c| c.id)
+            .collect();
+        for id in [
+            "env.cli-wins",
+            "usage.exit",
+            "usage.add-drop-conflict",
+            "rules.no-add-drop",
+        ] {
+            assert!(strict.iter().any(|s| s == id), "{id} should be strict-only");
+        }
     }
 
     /// Every seed quote must be a real sentence of the seed page (whitespace-normalised).
     #[test]
     fn seeds_quote_the_seed_page() {
         let norm = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
-        let seed = norm(&seed_page());
+        let seed = norm(SEED_MD);
         for c in all() {
             assert!(
                 seed.contains(&norm(&c.seed)),

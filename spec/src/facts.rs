@@ -42,7 +42,7 @@ pub struct EnvFacts {
 }
 
 /// What must be done about `RLIMIT_MEMLOCK` before loading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum MemlockAction {
     /// BPF memory is memcg-accounted, or the soft limit is already high enough.

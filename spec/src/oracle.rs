@@ -18,7 +18,7 @@ use crate::facts::{EnvFacts, MemlockAction};
 use crate::options::{CapOptions, UsageError};
 
 /// Why a capability is in the Required ring.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Need {
     pub capability: Cap,
     /// `ebpf-base`, `memlock`, `event:<name>`, `perf:<name>` or `add`.
@@ -27,7 +27,7 @@ pub struct Need {
 }
 
 /// One Requested operation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct RequestedOp {
     pub event: String,
     pub operation: String,
@@ -39,7 +39,7 @@ pub struct RequestedOp {
     pub enabled: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Rings {
     pub privileged: CapSet,
     pub required: CapSet,
@@ -89,7 +89,7 @@ impl Rings {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum Outcome {
     /// `--capabilities help`: list and exit 0.
@@ -103,6 +103,7 @@ pub enum Outcome {
     /// The tracer must refuse to start (exit 3), naming what is missing.
     CannotRun {
         missing: CapSet,
+        /// The selected events that need a missing capability.
         events: Vec<String>,
         message: String,
     },
@@ -139,28 +140,9 @@ pub fn check_events(catalog: &Catalog, events: &[String]) -> Result<(), UsageErr
     Ok(())
 }
 
-/// The oracle.
-pub fn evaluate(
-    options: &CapOptions,
-    events: &[String],
-    catalog: &Catalog,
-    facts: &EnvFacts,
-) -> Result<Outcome, UsageError> {
-    if options.help {
-        return Ok(Outcome::Help);
-    }
-    check_events(catalog, events)?;
+/// The eBPF base and the memlock need: what loading any eBPF program takes here.
+fn push_ebpf_base(facts: &EnvFacts, push: &mut impl FnMut(Cap, String, String)) {
     let usable = facts.usable();
-    let mut needs: Vec<Need> = Vec::new();
-    let mut push = |capability: Cap, source: String, reason: String| {
-        needs.push(Need {
-            capability,
-            source,
-            reason,
-        })
-    };
-
-    // eBPF base.
     let modern =
         facts.kernel_has(Cap::BPF) && usable.contains(Cap::BPF) && usable.contains(Cap::PERFMON);
     if modern {
@@ -192,6 +174,57 @@ pub fn evaluate(
                 crate::facts::MEMLOCK_NEEDED
             ),
         );
+    }
+}
+
+/// The selected events that need one of `missing`: through their own needs, their attach
+/// type (perf), or the eBPF base and memlock needs every eBPF event shares.
+fn needing_events(needs: &[Need], missing: &CapSet, events: &[String]) -> Vec<String> {
+    let shared = needs.iter().any(|n| {
+        missing.contains(n.capability) && matches!(n.source.as_str(), "ebpf-base" | "memlock")
+    });
+    events
+        .iter()
+        .filter(|e| {
+            shared
+                || needs.iter().any(|n| {
+                    missing.contains(n.capability)
+                        && n.source
+                            .split_once(':')
+                            .is_some_and(|(_, who)| who == e.as_str())
+                })
+        })
+        .cloned()
+        .collect()
+}
+
+/// The oracle.
+pub fn evaluate(
+    options: &CapOptions,
+    events: &[String],
+    catalog: &Catalog,
+    facts: &EnvFacts,
+) -> Result<Outcome, UsageError> {
+    if options.help {
+        return Ok(Outcome::Help);
+    }
+    check_events(catalog, events)?;
+    let usable = facts.usable();
+    let mut needs: Vec<Need> = Vec::new();
+    let mut push = |capability: Cap, source: String, reason: String| {
+        needs.push(Need {
+            capability,
+            source,
+            reason,
+        })
+    };
+
+    let ebpf = events
+        .iter()
+        .filter_map(|e| catalog.event(e))
+        .any(|e| catalog.attach_type(e).ebpf);
+    if ebpf {
+        push_ebpf_base(facts, &mut push);
     }
 
     let mut environment_problems = Vec::new();
@@ -270,7 +303,11 @@ pub fn evaluate(
                 config_permitted: p,
                 steady_permitted: p,
                 clear_bounding: false,
-                memlock: facts.memlock_action(),
+                memlock: if ebpf {
+                    facts.memlock_action()
+                } else {
+                    MemlockAction::Nothing
+                },
             },
             warnings: vec!["capability dropping is bypassed: every permitted capability stays effective for the whole run".into()],
         });
@@ -304,7 +341,7 @@ pub fn evaluate(
         );
         return Ok(Outcome::CannotRun {
             missing,
-            events: events.to_vec(),
+            events: needing_events(&needs, &missing, events),
             message,
         });
     }
@@ -332,14 +369,18 @@ pub fn evaluate(
             config_permitted: required.union(requested_caps),
             steady_permitted: requested_caps,
             clear_bounding: usable.contains(Cap::SETPCAP),
-            memlock: facts.memlock_action(),
+            memlock: if ebpf {
+                facts.memlock_action()
+            } else {
+                MemlockAction::Nothing
+            },
         },
         warnings,
     })
 }
 
 /// What the rules engine must do: it knows only `--allcaps`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct RulesOutcome {
     pub allcaps: bool,
     pub warnings: Vec<String>,

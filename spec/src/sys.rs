@@ -273,8 +273,8 @@ mod probe_impl {
 
 #[cfg(feature = "probe")]
 pub use probe_impl::{
-    cap_last_cap, errno_name, loaded_programs, own_thread, read_process, read_thread,
-    syscall_name, task_ids, tgid_of, NAMES as SYSCALLS,
+    cap_last_cap, errno_name, loaded_programs, own_thread, read_process, read_thread, syscall_name,
+    task_ids, tgid_of, NAMES as SYSCALLS,
 };
 
 #[cfg(test)]
@@ -285,7 +285,10 @@ mod tests {
     fn parses_proc_status() {
         let text = "Name:\tref-tracer\nState:\tS (sleeping)\nTgid:\t10\nUid:\t0\t0\t0\t0\nSigBlk:\t0000000000010000\nCapInh:\t0000000000000000\nCapPrm:\t000000c000000000\nCapEff:\t0000008000000000\nCapBnd:\t000001fffeffffff\nCapAmb:\t0000000000000000\n";
         let t = parse_status(10, 11, text).unwrap();
-        assert_eq!((t.pid, t.tid, t.comm.as_str(), t.state), (10, 11, "ref-tracer", 'S'));
+        assert_eq!(
+            (t.pid, t.tid, t.comm.as_str(), t.state),
+            (10, 11, "ref-tracer", 'S')
+        );
         assert_eq!(t.effective.names(), vec!["cap_bpf"]);
         assert_eq!(t.permitted.names(), vec!["cap_perfmon", "cap_bpf"]);
         assert_eq!(t.uids, Some([0, 0, 0, 0]));
@@ -301,7 +304,10 @@ mod tests {
         let mut t = ThreadCaps::empty(1, 2);
         t.blocked = 7;
         let json = serde_json::to_string(&t).unwrap();
-        assert!(!json.contains("blocked") && !json.contains("state"), "{json}");
+        assert!(
+            !json.contains("blocked") && !json.contains("state"),
+            "{json}"
+        );
         let back: ThreadCaps = serde_json::from_str(&json).unwrap();
         assert_eq!((back.blocked, back.state), (0, '?'));
     }

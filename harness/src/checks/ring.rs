@@ -1,0 +1,500 @@
+//! SPEC.md "Rings": what E (and P, B, I, A) may be, in which phase, on every thread of the
+//! tracer's tree.
+
+use capring_spec::caps::CapSet;
+
+use super::view::{Stretch, View, REQUESTED_MAX_NS};
+use super::{fail, fail_at, judge, na, pass, Check};
+
+fn sets_text(sets: &[CapSet]) -> String {
+    sets.iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
+fn ms(t: u64) -> u64 {
+    t / 1_000_000
+}
+
+pub fn privileged_bypass_only(v: &View) -> Check {
+    let rings = match v.dropping() {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    let Some(first) = v.first_drop().map(|e| e.t_ns) else {
+        return fail(
+            "a first capability drop before anything privileged",
+            format!("no capability change at all ({})", v.exit_text()),
+        );
+    };
+    if let Some((e, call, _)) = v.privileged().find(|(e, ..)| e.t_ns < first) {
+        return fail_at(
+            "no privileged operation before the first drop",
+            format!(
+                "{} by pid {} tid {} at +{} ms, before the first drop",
+                call.describe(v.plan().facts.cap_last_cap),
+                e.pid,
+                e.tid,
+                ms(e.t_ns)
+            ),
+            e.t_ns,
+        );
+    }
+    let full = rings.privileged;
+    if rings.required != full && !full.is_empty() {
+        if let Some(s) = v
+            .states_after(first + 1)
+            .into_iter()
+            .find(|s| s.thread.effective == full)
+        {
+            return fail_at(
+                "no thread back to E=P after the first drop",
+                v.state_text(&s),
+                s.t,
+            );
+        }
+    }
+    pass(
+        "first drop before any privileged operation; never E=P again",
+        "as expected",
+    )
+}
+
+/// E at every moment of configuration that shows the Required ring: each privileged
+/// operation before readiness (outside a Requested ring); without any, the state the first
+/// drop went to. A tracer may enter the ring in steps (drop everything, then raise): only the
+/// operations that need it are judged.
+pub fn required_exact(v: &View) -> Check {
+    let rings = match v.dropping() {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    let expected = format!(
+        "E={} while configuring, and configuration completes",
+        v.set(rings.required)
+    );
+    let Some(ready) = v.ready_at() else {
+        return fail_at(
+            expected,
+            format!(
+                "configuration did not complete: {}, {} event lines",
+                v.exit_text(),
+                v.events_emitted()
+            ),
+            v.r.observation.wall.as_nanos() as u64,
+        );
+    };
+    let requested = rings.requested_sets();
+    let mut moments: Vec<&crate::timeline::Entry> = v
+        .privileged()
+        .filter(|(e, ..)| e.t_ns < ready)
+        .map(|(e, ..)| e)
+        .collect();
+    // Without any privileged operation to look at, the state the first drop went to.
+    if moments.is_empty() {
+        moments.extend(v.first_drop().filter(|e| e.t_ns < ready));
+    }
+    if moments.is_empty() {
+        return fail(
+            expected,
+            "no drop and no privileged operation before readiness",
+        );
+    }
+    moments.sort_by_key(|e| e.t_ns);
+    for e in moments {
+        let Some(own) = e.own() else { continue };
+        if own.effective != rings.required && !requested.contains(&own.effective) {
+            return fail_at(
+                expected,
+                format!(
+                    "{} by pid {} tid {} with E={} at +{} ms",
+                    crate::timeline::entry_text(e, v.plan().facts.cap_last_cap),
+                    e.pid,
+                    e.tid,
+                    v.set(own.effective),
+                    ms(e.t_ns)
+                ),
+                e.t_ns,
+            );
+        }
+    }
+    pass(
+        expected,
+        format!(
+            "E={} until ready at +{} ms",
+            v.set(rings.required),
+            ms(ready)
+        ),
+    )
+}
+
+pub fn required_config_only(v: &View) -> Check {
+    let rings = match v.dropping() {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    if rings.required.is_empty() {
+        return na("the Required ring is empty here: there is nothing to leave");
+    }
+    let Some(first) = v.first_drop() else {
+        return fail(
+            "the Required ring entered, and left before the first event",
+            format!("the tracer never dropped ({})", v.exit_text()),
+        );
+    };
+    if first.own().is_some_and(|t| t.effective != rings.required) {
+        let e = first.own().map(|t| t.effective).unwrap_or_default();
+        return fail_at(
+            format!("the Required ring E={} entered", rings.required),
+            format!("the first drop went to E={e}"),
+            first.t_ns,
+        );
+    }
+    let Some(t0) = v.first_event() else {
+        return fail("events after configuration", v.no_steady_state());
+    };
+    let mut steady_ok = rings.requested_sets();
+    steady_ok.push(rings.unprivileged);
+    match v
+        .states_after(t0)
+        .into_iter()
+        .find(|s| !steady_ok.contains(&s.thread.effective))
+    {
+        Some(s) => fail_at(
+            format!("after the first event only {}", sets_text(&steady_ok)),
+            format!("{} (first event at +{} ms)", v.state_text(&s), ms(t0)),
+            s.t,
+        ),
+        None => pass(
+            "the Required ring left before the first event",
+            format!("left by +{} ms", ms(t0)),
+        ),
+    }
+}
+
+pub fn requested_single(v: &View) -> Check {
+    let rings = match v.dropping() {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    let enabled = rings.requested_caps();
+    if enabled.is_empty() {
+        return na("no Requested operation is enabled for the selected events");
+    }
+    let Some(first) = v.first_drop() else {
+        return fail("capability changes", format!("none ({})", v.exit_text()));
+    };
+    let singles = rings.requested_sets();
+    let mut seen = CapSet::EMPTY;
+    for s in v.states_after(first.t_ns) {
+        let e = s.thread.effective;
+        if e == rings.unprivileged || e == rings.required {
+            continue;
+        }
+        if singles.contains(&e) {
+            seen = seen.union(e.difference(rings.unprivileged));
+            continue;
+        }
+        return fail_at(
+            format!("a Requested ring is one of {}", sets_text(&singles)),
+            v.state_text(&s),
+            s.t,
+        );
+    }
+    if seen.is_empty() {
+        return fail(
+            format!("{enabled} raised alone for its operation"),
+            format!(
+                "no Requested ring was ever entered ({}, {} event lines)",
+                v.exit_text(),
+                v.events_emitted()
+            ),
+        );
+    }
+    pass(
+        format!("single capabilities among {enabled}"),
+        format!("raised {seen}, one at a time"),
+    )
+}
+
+/// Requested stretches that are not a short single operation, or that do not return to the
+/// ring they came from.
+fn bad_stretch<'s>(v: &View, stretches: &'s [Stretch]) -> Option<(&'s Stretch, String)> {
+    for st in stretches {
+        if v.parked(st) {
+            let end = match st.to {
+                Some(to) => format!("until +{} ms", ms(to)),
+                None => format!("still at +{} ms, when the run ended", ms(st.last_seen)),
+            };
+            return Some((
+                st,
+                format!(
+                    "pid {} tid {} stayed in E={} from +{} ms {end}",
+                    st.pid,
+                    st.tid,
+                    st.set,
+                    ms(st.from)
+                ),
+            ));
+        }
+        if let (Some(before), Some(after)) = (st.before, st.after) {
+            if before != after {
+                return Some((
+                    st,
+                    format!(
+                        "pid {} tid {} left E={} for E={after}, not for E={before} (the ring it came from)",
+                        st.pid, st.tid, st.set
+                    ),
+                ));
+            }
+        }
+    }
+    None
+}
+
+pub fn requested_returns(v: &View) -> Check {
+    let rings = match v.dropping() {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    let singles: Vec<CapSet> = rings
+        .requested_sets()
+        .into_iter()
+        .filter(|s| *s != rings.required)
+        .collect();
+    if singles.is_empty() {
+        return na("no Requested operation is enabled for the selected events");
+    }
+    let stretches = v.stretches(&singles);
+    if let Some((st, why)) = bad_stretch(v, &stretches) {
+        return fail_at(
+            format!(
+                "back to the outer ring within {} ms of each operation",
+                REQUESTED_MAX_NS / 1_000_000
+            ),
+            why,
+            st.from,
+        );
+    }
+    if stretches.is_empty() {
+        return fail(
+            "Requested operations that return",
+            format!("no Requested ring was entered ({})", v.exit_text()),
+        );
+    }
+    let longest = stretches.iter().map(Stretch::duration).max().unwrap_or(0);
+    pass(
+        "back to the outer ring after each operation",
+        format!(
+            "{} operations, the longest {} ms",
+            stretches.len(),
+            ms(longest)
+        ),
+    )
+}
+
+pub fn unprivileged_empty(v: &View) -> Check {
+    let rings = match v.dropping() {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    let expected = format!(
+        "E={} on every thread in the steady state",
+        rings.unprivileged
+    );
+    let steady = v.steady();
+    if steady.is_empty() {
+        return fail(expected, v.no_steady_state());
+    }
+    let singles = rings.requested_sets();
+    let stretches = v.stretches(&singles);
+    let (mut empty, mut moments) = (0usize, 0usize);
+    for s in &steady {
+        let e = s.thread.effective;
+        if e == rings.unprivileged {
+            empty += 1;
+            continue;
+        }
+        let short = singles.contains(&e)
+            && stretches
+                .iter()
+                .any(|st| st.covers(s.thread.tid, s.t) && !v.parked(st));
+        if short {
+            moments += 1;
+            continue;
+        }
+        return fail_at(expected, v.state_text(s), s.t);
+    }
+    pass(
+        expected,
+        format!(
+            "{empty} of {} thread observations empty, {moments} in a short Requested operation",
+            steady.len()
+        ),
+    )
+}
+
+pub fn unprivileged_most_of_time(v: &View) -> Check {
+    if let Err(c) = v.dropping() {
+        return c;
+    }
+    let Some(t0) = v.ready_at() else {
+        return fail("≤ 1 % of steady-state time with E≠∅", v.no_steady_state());
+    };
+    let end = v.r.observation.wall.as_nanos() as u64;
+    if end <= t0 {
+        return fail("≤ 1 % of steady-state time with E≠∅", v.no_steady_state());
+    }
+    // Step function over the root thread's observed effective set.
+    let root = v.r.observation.root_pid;
+    let mut non_empty = 0u64;
+    let mut last: Option<(u64, bool)> = None;
+    for s in v.states().into_iter().filter(|s| s.thread.tid == root) {
+        let t = s.t.max(t0);
+        if let Some((lt, true)) = last {
+            non_empty += t.saturating_sub(lt);
+        }
+        last = Some((t, !s.thread.effective.is_empty()));
+    }
+    if let Some((lt, true)) = last {
+        non_empty += end.saturating_sub(lt);
+    }
+    let share = non_empty as f64 / (end - t0) as f64 * 100.0;
+    judge(
+        share <= 1.0,
+        "≤ 1 % of steady-state time with E≠∅",
+        format!("{share:.3} %"),
+    )
+}
+
+pub fn no_excess(v: &View) -> Check {
+    let rings = match v.dropping() {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    let allowed = rings.allowed_effective();
+    let Some(first) = v.first_drop() else {
+        return fail(
+            sets_text(&allowed),
+            format!("no capability drop ({})", v.exit_text()),
+        );
+    };
+    for s in v.states_after(first.t_ns) {
+        if !allowed.contains(&s.thread.effective) {
+            let extra = s
+                .thread
+                .effective
+                .difference(allowed.iter().fold(CapSet::EMPTY, |a, b| a.union(*b)));
+            return fail_at(
+                sets_text(&allowed),
+                format!(
+                    "{}{}",
+                    v.state_text(&s),
+                    if extra.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({extra} in no ring)")
+                    }
+                ),
+                s.t,
+            );
+        }
+    }
+    pass(sets_text(&allowed), "every observed E was one of them")
+}
+
+pub fn permitted_shrinks(v: &View) -> Check {
+    let rings = match v.dropping() {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    let p = rings.steady_permitted;
+    let steady = v.steady();
+    if steady.is_empty() {
+        return fail(format!("P ⊆ {p} in the steady state"), v.no_steady_state());
+    }
+    match steady.iter().find(|s| !s.thread.permitted.is_subset(p)) {
+        Some(s) => fail_at(
+            format!("P ⊆ {p} in the steady state"),
+            format!(
+                "pid {} tid {} has P={} at +{} ms",
+                s.thread.pid,
+                s.thread.tid,
+                s.thread.permitted,
+                ms(s.t)
+            ),
+            s.t,
+        ),
+        None => pass(format!("P ⊆ {p} in the steady state"), "on every thread"),
+    }
+}
+
+pub fn bounding_cleared(v: &View) -> Check {
+    let rings = match v.dropping() {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    if !rings.clear_bounding {
+        return na("cap_setpcap is not usable: no bounding drop can be made");
+    }
+    // "before configuration": from the first privileged operation on.
+    let Some(start) = v.privileged().map(|(e, ..)| e.t_ns).next() else {
+        return fail(
+            "B=∅ before configuration",
+            format!("no configuration ({})", v.exit_text()),
+        );
+    };
+    match v
+        .states_after(start)
+        .into_iter()
+        .find(|s| !s.thread.bounding.is_empty())
+    {
+        Some(s) => fail_at(
+            "B=∅ on every thread from the start of configuration",
+            format!(
+                "pid {} tid {} has B={} at +{} ms",
+                s.thread.pid,
+                s.thread.tid,
+                crate::timeline::compact(s.thread.bounding, v.plan().facts.cap_last_cap),
+                ms(s.t)
+            ),
+            s.t,
+        ),
+        None => pass(
+            "B=∅ on every thread from the start of configuration",
+            "as expected",
+        ),
+    }
+}
+
+pub fn inheritable_ambient_empty(v: &View) -> Check {
+    if let Err(c) = v.dropping() {
+        return c;
+    }
+    let Some(first) = v.first_change() else {
+        return fail(
+            "I=A=∅ after the first change",
+            format!("no change ({})", v.exit_text()),
+        );
+    };
+    match v
+        .states_after(first)
+        .into_iter()
+        .find(|s| !s.thread.inheritable.is_empty() || !s.thread.ambient.is_empty())
+    {
+        Some(s) => fail_at(
+            "I=A=∅ after the first capability change",
+            format!(
+                "pid {} tid {} has I={} A={} at +{} ms",
+                s.thread.pid,
+                s.thread.tid,
+                s.thread.inheritable,
+                s.thread.ambient,
+                ms(s.t)
+            ),
+            s.t,
+        ),
+        None => pass("I=A=∅ after the first capability change", "on every thread"),
+    }
+}

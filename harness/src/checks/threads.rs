@@ -1,0 +1,163 @@
+//! SPEC.md "Rings", the clauses about threads and calls: every thread of a process on the
+//! same ring, and privileged operations only inside the Required or a Requested ring.
+
+use capring_spec::caps::CapSet;
+
+use super::view::View;
+use super::{fail_at, na, pass, Check};
+use crate::timeline::ThreadCaps;
+
+/// A transition is broadcast to every thread; under ptrace each thread's capset is a traced
+/// stop, so samples taken meanwhile show threads apart. A split is in flight when, within
+/// this window (emulated guests are slow), a capset by one of the two threads brings it to
+/// the other's set; a forgotten thread never converges.
+const CONVERGE_NS: u64 = 250_000_000;
+
+/// The first thread of `threads` whose E differs from the process leader's (or the first
+/// thread's): (tid, its E, the leader's E).
+fn split(threads: &[&ThreadCaps]) -> Option<(i32, CapSet, CapSet)> {
+    let leader = threads
+        .iter()
+        .find(|t| t.tid == t.pid)
+        .or(threads.first())?;
+    threads
+        .iter()
+        .find(|t| t.effective != leader.effective)
+        .map(|t| (t.tid, t.effective, leader.effective))
+}
+
+pub fn same_ring(v: &View) -> Check {
+    if let Err(c) = v.dropping() {
+        return c;
+    }
+    let samples = v.steady_samples();
+    if samples.len() < 2 {
+        return super::fail(
+            "every thread on the same ring",
+            format!(
+                "{} steady-state sample(s): {}",
+                samples.len(),
+                v.no_steady_state()
+            ),
+        );
+    }
+    // Per process: the threads of each sample, grouped.
+    let mut pids: Vec<i32> = samples
+        .iter()
+        .flat_map(|(_, t)| t.iter().map(|t| t.pid))
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    let max_threads = pids
+        .iter()
+        .map(|p| {
+            samples
+                .iter()
+                .map(|(_, t)| t.iter().filter(|t| t.pid == *p).count())
+                .max()
+                .unwrap_or(0)
+        })
+        .max()
+        .unwrap_or(0);
+    if max_threads < 2 {
+        return na("every process of the tracer has a single thread: there is nothing to compare");
+    }
+    let capsets: Vec<(u64, i32, CapSet)> = v
+        .calls()
+        .filter(|(_, c, r, _)| matches!(c, crate::timeline::Call::Capset { .. }) && *r >= 0)
+        .filter_map(|(e, ..)| e.own().map(|t| (e.t_ns, e.tid, t.effective)))
+        .collect();
+    let in_flight = |t: u64, tid: i32, from: CapSet, to: CapSet, leader: i32| {
+        capsets.iter().any(|(at, by, eff)| {
+            *at >= t
+                && *at <= t + CONVERGE_NS
+                && ((*by == tid && *eff == to) || (*by == leader && *eff == from))
+        })
+    };
+    for pid in pids {
+        let mut seen: Option<(i32, CapSet, CapSet, u64)> = None;
+        for (t, threads) in &samples {
+            let mine: Vec<&ThreadCaps> = threads.iter().copied().filter(|x| x.pid == pid).collect();
+            let Some(a) = split(&mine) else { continue };
+            if in_flight(*t, a.0, a.1, a.2, pid) {
+                continue;
+            }
+            match seen {
+                Some((tid, e, m, t0)) if (tid, e, m) == a => {
+                    return fail_at(
+                        "every thread on the same ring",
+                        format!(
+                            "pid {pid} tid {} has E={} while its leader has E={} (at +{} ms and still at +{} ms)",
+                            a.0,
+                            v.set(a.1),
+                            v.set(a.2),
+                            t0 / 1_000_000,
+                            t / 1_000_000
+                        ),
+                        t0,
+                    );
+                }
+                _ => seen = Some((a.0, a.1, a.2, *t)),
+            }
+        }
+    }
+    pass(
+        "every thread on the same ring",
+        format!(
+            "{} samples of up to {max_threads} threads agree",
+            samples.len()
+        ),
+    )
+}
+
+pub fn privileged_in_ring(v: &View) -> Check {
+    let rings = match v.dropping() {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    let first = v.first_drop().map(|e| e.t_ns);
+    let mut allowed = rings.requested_sets();
+    allowed.push(rings.required);
+    allowed.retain(|s| !s.is_empty());
+    let mut count = 0;
+    let last = v.plan().facts.cap_last_cap;
+    for (e, call, _) in v.privileged() {
+        count += 1;
+        let set = e.own().map(|t| t.effective).unwrap_or_default();
+        let why = if first.is_none_or(|f| e.t_ns < f) {
+            Some("before the first drop")
+        } else if !allowed.contains(&set) {
+            Some(if set.is_empty() {
+                "in the Unprivileged ring"
+            } else {
+                "outside every ring"
+            })
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return fail_at(
+                "privileged operations only in the Required or a Requested ring",
+                format!(
+                    "{} by pid {} tid {} with E={} at +{} ms, {why}",
+                    call.describe(last),
+                    e.pid,
+                    e.tid,
+                    v.set(set),
+                    e.t_ns / 1_000_000
+                ),
+                e.t_ns,
+            );
+        }
+    }
+    if count == 0 {
+        return super::fail(
+            "privileged operations only in the Required or a Requested ring",
+            format!("no privileged operation at all ({})", v.exit_text()),
+        );
+    }
+    pass(
+        "privileged operations only in the Required or a Requested ring",
+        format!("{count} operations, all inside"),
+    )
+}

@@ -1,0 +1,653 @@
+//! One plan per run: a scenario resolved against a tracer profile and this machine's facts,
+//! before anything is launched.
+//!
+//! Why: the run used to translate the profile piece by piece between observer calls, so
+//! following one scenario meant climbing back and forth through `run.rs` and the observer.
+//! Here [`plan`] is a pure function of (profile, scenario, facts): it picks the events by
+//! role, fills the capability templates, spells the seed's `--capabilities` values and
+//! `CAPABILITIES_*` variables the way this tracer wants them, computes what the spec expects
+//! (the oracle, fed with the facts the tracer will see), and decides the stop condition. It
+//! is unit-tested without root; [`crate::run`] only executes it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use capring_spec::caps::{self, CapSet};
+use capring_spec::facts::EnvFacts;
+use capring_spec::options::{self, CapEnv, CapOptions};
+use capring_spec::oracle::{self, Outcome, Rings};
+use serde::{Deserialize, Serialize};
+
+use crate::launch::{Companion, EventLines, LaunchSpec};
+use crate::profile::{LevelChoice, Profile, ReadyOn, RingModel};
+use crate::scenario::{Chosen, Need, Scenario, Target};
+use crate::timeline::{FaultKind, Stream};
+
+/// What the spec says should happen in a scenario.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "expect", rename_all = "kebab-case")]
+pub enum Expectation {
+    Usage {
+        message: String,
+    },
+    Help,
+    Runs {
+        bypass: bool,
+        rings: Rings,
+        warnings: Vec<String>,
+    },
+    CannotRun {
+        missing: CapSet,
+        events: Vec<String>,
+        message: String,
+    },
+    Rules {
+        allcaps: bool,
+        rejected_flag: bool,
+        warnings: Vec<String>,
+    },
+}
+
+/// A part of the seed's interface a tracer may not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Interface {
+    Help,
+    BypassFlag,
+    BypassOffFlag,
+    BypassEnv,
+    AddFlag,
+    DropFlag,
+    AddEnv,
+    DropEnv,
+    /// Passing an arbitrary `--capabilities` value (the usage scenarios).
+    RawValue,
+    /// Choosing events.
+    Events,
+    RulesEngine,
+}
+
+impl Interface {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Interface::Help => "no capability listing (capabilities.help)",
+            Interface::BypassFlag => "no bypass flag (capabilities.bypass_on)",
+            Interface::BypassOffFlag => {
+                "no way to turn bypass off on the command line (capabilities.bypass_off)"
+            }
+            Interface::BypassEnv => "no bypass variable (environment.bypass)",
+            Interface::AddFlag => "no add flag (capabilities.add or add_each)",
+            Interface::DropFlag => "no drop flag (capabilities.drop or drop_each)",
+            Interface::AddEnv => "no add variable (environment.add)",
+            Interface::DropEnv => "no drop variable (environment.drop)",
+            Interface::RawValue => {
+                "no way to pass an arbitrary capability option (capabilities.raw)"
+            }
+            Interface::Events => "no way to choose events (events.select or events.per_event)",
+            Interface::RulesEngine => "no rules engine ([rules_engine])",
+        }
+    }
+}
+
+/// How the end of configuration is recognised (serializable form of the profile's `[ready]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ready {
+    pub on: ReadyOn,
+    pub stream: Stream,
+    pub pattern: Option<String>,
+    pub delay_ms: u64,
+}
+
+/// Everything one run needs, decided before launch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    pub tracer: String,
+    /// The scenario with its templates filled.
+    pub scenario: Scenario,
+    pub chosen: Chosen,
+    /// The facts the tracer will see (this machine's, adjusted for the scenario).
+    pub facts: EnvFacts,
+    pub expectation: Expectation,
+    pub strict: bool,
+    /// Program (resolved) and arguments.
+    pub command: Vec<String>,
+    pub env_set: Vec<(String, String)>,
+    pub env_remove: Vec<String>,
+    pub faults: Vec<FaultKind>,
+    pub bounding_drop: CapSet,
+    pub paranoid: Option<i32>,
+    /// The workload, resolved, when the tracer is expected to run.
+    pub workload: Option<Vec<String>>,
+    pub stop_after_events: Option<usize>,
+    pub ends_by_itself: bool,
+    pub timeout: Duration,
+    pub ready: Ready,
+    pub event_stream: Stream,
+    pub event_pattern: Option<String>,
+    /// Capabilities the scenario adds and drops (seed grammar, resolved), in force.
+    pub added: CapSet,
+    pub dropped: CapSet,
+    /// Capabilities an environment variable named but the command line shadowed.
+    pub shadowed_add: CapSet,
+    pub shadowed_drop: CapSet,
+    pub usage_code: i32,
+    pub capability_code: i32,
+    /// How this tracer spells bypass (its flag and variable), for messages that name it.
+    pub bypass_spellings: Vec<String>,
+}
+
+/// Why a scenario has no plan here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoPlan {
+    /// The scenario cannot mean anything for this tracer or machine (reason given).
+    NotApplicable(String),
+    /// The tracer's profile lacks an interface the scenario needs.
+    Unsupported(Interface),
+    /// The profile names a program that cannot be found: bad input (exit 2).
+    BadInput(String),
+}
+
+impl Plan {
+    /// The launch description for the observer.
+    pub fn launch_spec(&self, observe: bool) -> LaunchSpec {
+        let (program, args) = self.command.split_first().expect("a plan has a program");
+        let mut spec = LaunchSpec::new(program, args.iter().cloned());
+        spec.env_set = self.env_set.clone();
+        spec.env_remove = self.env_remove.clone();
+        spec.faults = self.faults.clone();
+        spec.bounding_drop = self.bounding_drop;
+        spec.paranoid = self.paranoid;
+        spec.timeout = self.timeout;
+        spec.event_lines = EventLines {
+            stream: self.event_stream,
+            pattern: self
+                .event_pattern
+                .as_deref()
+                .and_then(|p| regex::Regex::new(p).ok()),
+        };
+        // The harness ends the run itself (SIGTERM once enough event lines were read), never
+        // the tracer: every event-line sample must see the tracer's threads alive.
+        spec.stop_after_events = self.stop_after_events;
+        spec.sample_on_event = true;
+        spec.sample_every = Some(Duration::from_millis(100));
+        spec.observe = observe;
+        spec.companion = self.workload.as_ref().and_then(|w| {
+            let (p, a) = w.split_first()?;
+            Some(Companion::new(p, a.to_vec()))
+        });
+        spec
+    }
+
+    /// The run is expected to drop into rings (not bypassed).
+    pub fn dropping(&self) -> Option<&Rings> {
+        match &self.expectation {
+            Expectation::Runs {
+                bypass: false,
+                rings,
+                ..
+            } => Some(rings),
+            _ => None,
+        }
+    }
+}
+
+/// The facts the tracer will see under this scenario.
+pub fn scenario_facts(base: &EnvFacts, bounding_drop: CapSet, paranoid: Option<i32>) -> EnvFacts {
+    let mut f = base.clone();
+    f.permitted = f.permitted.difference(bounding_drop);
+    f.bounding = f.bounding.difference(bounding_drop);
+    if paranoid.is_some() {
+        f.perf_event_paranoid = paranoid;
+    }
+    f
+}
+
+/// Resolves `scenario` for `profile` on a machine with `base` facts.
+pub fn plan(profile: &Profile, scenario: &Scenario, base: &EnvFacts) -> Result<Plan, NoPlan> {
+    let selectable = profile.events.is_some();
+    let chosen = scenario
+        .choose(profile.catalog(), selectable, &profile.default_events())
+        .map_err(NoPlan::NotApplicable)?;
+    let s = fill(scenario, &chosen)?;
+    check_needs(&s, base)?;
+    let bounding_drop = bounding_drop(&s, base)?;
+    let facts = scenario_facts(base, bounding_drop, s.paranoid);
+    let expectation = expectation(profile, &s, &chosen.events, &facts);
+    let (command, env_set, env_remove) = command(profile, &s, &chosen.events)?;
+    let runs = matches!(expectation, Expectation::Runs { .. }) && s.target == Target::Tracer;
+    let workload = if runs {
+        workload(profile, &chosen.events)?
+    } else {
+        None
+    };
+    let (added, dropped, shadowed_add, shadowed_drop) = option_sets(&s, &facts);
+    let ready = Ready {
+        on: profile.ready.on,
+        stream: profile.ready.stream,
+        pattern: profile.ready.pattern.clone(),
+        delay_ms: profile.ready.delay_ms,
+    };
+    let ends_by_itself = profile.stop.ends_by_itself;
+    Ok(Plan {
+        tracer: profile.name.clone(),
+        faults: s.faults(),
+        paranoid: s.paranoid,
+        stop_after_events: if ends_by_itself { None } else { s.lines },
+        timeout: timeout(profile, runs),
+        strict: profile.level == LevelChoice::Strict,
+        event_stream: profile.output.events,
+        event_pattern: profile.output.event_pattern.clone(),
+        usage_code: profile.exit_codes.usage,
+        bypass_spellings: bypass_spellings(profile),
+        capability_code: profile.exit_codes.capability,
+        scenario: s,
+        chosen,
+        facts,
+        expectation,
+        command,
+        env_set,
+        env_remove,
+        bounding_drop,
+        workload,
+        ends_by_itself,
+        ready,
+        added,
+        dropped,
+        shadowed_add,
+        shadowed_drop,
+    })
+}
+
+fn bypass_spellings(profile: &Profile) -> Vec<String> {
+    let flag = profile.capabilities.bypass_on.iter().flatten().cloned();
+    let var = profile.environment.bypass.iter().map(|b| b.name.clone());
+    flag.chain(var).filter(|s| s.len() > 2).collect()
+}
+
+/// A run expected to configure gets the readiness timeout plus 30 s of events; one expected
+/// to stop by itself at once (usage, capability errors, help) gets 15 s.
+fn timeout(profile: &Profile, runs: bool) -> Duration {
+    if runs {
+        Duration::from_secs(profile.ready.timeout_s + 30)
+    } else {
+        Duration::from_secs(15)
+    }
+}
+
+/// The scenario with `{required}`, `{requested}`, `{spare}` filled in its values.
+fn fill(scenario: &Scenario, chosen: &Chosen) -> Result<Scenario, NoPlan> {
+    let f = |v: &String| chosen.fill(v).map_err(NoPlan::NotApplicable);
+    let mut s = scenario.clone();
+    s.cli = s.cli.iter().map(f).collect::<Result<_, _>>()?;
+    s.bounding_drop = s.bounding_drop.iter().map(f).collect::<Result<_, _>>()?;
+    for v in s.env.values_mut() {
+        *v = f(v)?;
+    }
+    s.events = Some(chosen.events.clone());
+    Ok(s)
+}
+
+/// Conditions the machine must offer (tracefs is checked when the run starts: mounting it
+/// is not pure).
+fn check_needs(s: &Scenario, base: &EnvFacts) -> Result<(), NoPlan> {
+    for need in &s.needs {
+        match need {
+            Need::Cgroup2 if base.cgroup2.is_none() => {
+                return Err(NoPlan::NotApplicable("no cgroup v2 hierarchy".into()))
+            }
+            Need::Setpcap if !base.usable().contains(caps::Cap::SETPCAP) => {
+                return Err(NoPlan::NotApplicable(
+                    "cap_setpcap is not usable, so no bounding drop is attempted".into(),
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The scenario's bounding drops; one the kernel does not know cannot be imposed.
+fn bounding_drop(s: &Scenario, base: &EnvFacts) -> Result<CapSet, NoPlan> {
+    let mut set = CapSet::EMPTY;
+    for name in &s.bounding_drop {
+        let cap = caps::parse_name(name)
+            .map_err(|e| NoPlan::NotApplicable(format!("bounding_drop: {e}")))?;
+        if !base.kernel_has(cap) {
+            return Err(NoPlan::NotApplicable(format!(
+                "this kernel does not know {cap} (cap_last_cap is {}), so it cannot be removed from the bounding set",
+                base.cap_last_cap
+            )));
+        }
+        set.insert(cap);
+    }
+    Ok(set)
+}
+
+fn scenario_env(s: &Scenario) -> CapEnv {
+    CapEnv::from_lookup(|k| s.env.get(k).cloned())
+}
+
+/// What the spec says should happen (the seed grammar of the scenario, not the tracer's).
+pub fn expectation(
+    profile: &Profile,
+    s: &Scenario,
+    events: &[String],
+    facts: &EnvFacts,
+) -> Expectation {
+    let env = scenario_env(s);
+    if s.target == Target::Rules {
+        return rules_expectation(profile, s, &env);
+    }
+    let opts =
+        match options::parse_and_resolve(&s.cli, &env, facts.cap_last_cap, &facts.kernel_release) {
+            Ok(o) => o,
+            Err(e) => {
+                return Expectation::Usage {
+                    message: e.to_string(),
+                }
+            }
+        };
+    match oracle::evaluate(&opts, events, profile.catalog(), facts) {
+        Err(e) => Expectation::Usage {
+            message: e.to_string(),
+        },
+        Ok(Outcome::Help) => Expectation::Help,
+        Ok(Outcome::Runs {
+            bypass,
+            mut rings,
+            warnings,
+        }) => {
+            if profile.ring_model == RingModel::TraceeHead && !bypass {
+                // Tracee since v0.14: added capabilities live in the Base ring, which is
+                // effective all the time; a Requested ring is Base plus its capability.
+                rings.unprivileged = opts.add.intersection(facts.usable());
+            }
+            Expectation::Runs {
+                bypass,
+                rings,
+                warnings,
+            }
+        }
+        Ok(Outcome::CannotRun {
+            missing,
+            events,
+            message,
+        }) => Expectation::CannotRun {
+            missing,
+            events,
+            message,
+        },
+    }
+}
+
+fn rules_expectation(profile: &Profile, s: &Scenario, env: &CapEnv) -> Expectation {
+    if !s.cli.is_empty() {
+        return Expectation::Rules {
+            allcaps: false,
+            rejected_flag: true,
+            warnings: vec![],
+        };
+    }
+    let allcaps_flag = profile
+        .rules_engine
+        .as_ref()
+        .is_some_and(|r| s.rules_args.contains(&r.allcaps_flag));
+    match oracle::evaluate_rules(allcaps_flag, env) {
+        Ok(o) => Expectation::Rules {
+            allcaps: o.allcaps,
+            rejected_flag: false,
+            warnings: o.warnings,
+        },
+        Err(e) => Expectation::Usage {
+            message: e.to_string(),
+        },
+    }
+}
+
+/// (added, dropped, shadowed add, shadowed drop) under the seed grammar; empty when the
+/// values are not valid (usage scenarios).
+fn option_sets(s: &Scenario, facts: &EnvFacts) -> (CapSet, CapSet, CapSet, CapSet) {
+    let resolve = |cli: &[String], env: &CapEnv| -> Option<CapOptions> {
+        options::parse_and_resolve(cli, env, facts.cap_last_cap, &facts.kernel_release).ok()
+    };
+    let Some(all) = resolve(&s.cli, &scenario_env(s)) else {
+        return Default::default();
+    };
+    let env_only = resolve(&[], &scenario_env(s));
+    let (env_add, env_drop) = env_only.map(|o| (o.add, o.drop)).unwrap_or_default();
+    (
+        all.add,
+        all.drop,
+        env_add.difference(all.add),
+        env_drop.difference(all.drop),
+    )
+}
+
+/// Translates one seed-grammar `--capabilities` value into this tracer's arguments.
+pub fn translate(profile: &Profile, value: &str) -> Result<Vec<String>, Interface> {
+    let c = &profile.capabilities;
+    let names = |list: &str| -> Vec<String> {
+        list.split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(|n| c.names.spell(n))
+            .collect()
+    };
+    let list = |tpl: &Option<Vec<String>>, each: &Option<Vec<String>>, l: &str, missing| {
+        let names = names(l);
+        if let Some(t) = tpl {
+            let joined = names.join(&c.separator);
+            return Ok(t.iter().map(|a| a.replace("{caps}", &joined)).collect());
+        }
+        let each = each.as_ref().ok_or(missing)?;
+        Ok(names
+            .iter()
+            .flat_map(|n| each.iter().map(move |a| a.replace("{cap}", n)))
+            .collect())
+    };
+    match value.split_once('=') {
+        None if value == "help" => c.help.clone().ok_or(Interface::Help),
+        Some(("bypass", v)) => match options::parse_bypass(v) {
+            Some(true) => c.bypass_on.clone().ok_or(Interface::BypassFlag),
+            Some(false) => c.bypass_off.clone().ok_or(Interface::BypassOffFlag),
+            None => raw(profile, value),
+        },
+        Some(("add", l)) => list(&c.add, &c.add_each, l, Interface::AddFlag),
+        Some(("drop", l)) => list(&c.drop, &c.drop_each, l, Interface::DropFlag),
+        _ => raw(profile, value),
+    }
+}
+
+fn raw(profile: &Profile, value: &str) -> Result<Vec<String>, Interface> {
+    let t = profile
+        .capabilities
+        .raw
+        .as_ref()
+        .ok_or(Interface::RawValue)?;
+    Ok(t.iter().map(|a| a.replace("{value}", value)).collect())
+}
+
+/// A seed `CAPABILITIES_*` variable as this tracer names it, with its value spelled for it.
+fn translate_env(profile: &Profile, key: &str, value: &str) -> Result<(String, String), Interface> {
+    let e = &profile.environment;
+    let c = &profile.capabilities;
+    match key {
+        options::ENV_BYPASS => {
+            let b = e.bypass.as_ref().ok_or(Interface::BypassEnv)?;
+            let v = match options::parse_bypass(value) {
+                Some(true) => b.on.clone(),
+                Some(false) => b.off.clone(),
+                None => value.to_string(),
+            };
+            Ok((b.name.clone(), v))
+        }
+        options::ENV_ADD | options::ENV_DROP => {
+            let (name, missing) = if key == options::ENV_ADD {
+                (&e.add, Interface::AddEnv)
+            } else {
+                (&e.drop, Interface::DropEnv)
+            };
+            let list: Vec<String> = value
+                .split(',')
+                .filter(|n| !n.trim().is_empty())
+                .map(|n| c.names.spell(n.trim()))
+                .collect();
+            Ok((name.clone().ok_or(missing)?, list.join(&c.separator)))
+        }
+        other => Ok((other.to_string(), value.to_string())),
+    }
+}
+
+/// The arguments that select `events`.
+fn event_args(profile: &Profile, s: &Scenario, events: &[String]) -> Result<Vec<String>, NoPlan> {
+    let named = scenario_names_events(s);
+    let Some(spec) = &profile.events else {
+        // The tracer cannot choose: only a scenario about naming events needs it.
+        return if named {
+            Err(NoPlan::Unsupported(Interface::Events))
+        } else {
+            Ok(Vec::new())
+        };
+    };
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !spec.select.is_empty() {
+        let list = events.join(&spec.separator);
+        return Ok(spec
+            .select
+            .iter()
+            .map(|a| a.replace("{list}", &list))
+            .collect());
+    }
+    let mut args = Vec::new();
+    for e in events {
+        match spec.per_event.get(e) {
+            Some(a) => args.extend(a.iter().cloned()),
+            None => return Err(NoPlan::Unsupported(Interface::Events)),
+        }
+    }
+    Ok(args)
+}
+
+/// The usage scenario that names an unknown event (and `help`, which names none).
+fn scenario_names_events(s: &Scenario) -> bool {
+    s.events
+        .as_ref()
+        .is_some_and(|e| !e.is_empty() && s.select.is_empty())
+        && s.name.starts_with("usage")
+}
+
+type Command = (Vec<String>, Vec<(String, String)>, Vec<String>);
+
+/// The program, its arguments and its environment changes.
+fn command(profile: &Profile, s: &Scenario, events: &[String]) -> Result<Command, NoPlan> {
+    let mut env_set: Vec<(String, String)> = profile
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (k, v) in &s.env {
+        env_set.push(translate_env(profile, k, v).map_err(NoPlan::Unsupported)?);
+    }
+    // Neither the seed's variables nor the tracer's own may leak in from capring's
+    // environment: only what the scenario sets.
+    let e = &profile.environment;
+    let mut env_remove: Vec<String> = [options::ENV_BYPASS, options::ENV_ADD, options::ENV_DROP]
+        .into_iter()
+        .map(str::to_string)
+        .chain(e.bypass.as_ref().map(|b| b.name.clone()))
+        .chain(e.add.clone())
+        .chain(e.drop.clone())
+        .filter(|k| !env_set.iter().any(|(n, _)| n == k))
+        .collect();
+    env_remove.sort();
+    env_remove.dedup();
+    let (binary, args) = match s.target {
+        Target::Tracer => {
+            let mut args = profile.args.clone();
+            args.extend(event_args(profile, s, events)?);
+            for v in &s.cli {
+                args.extend(translate(profile, v).map_err(NoPlan::Unsupported)?);
+            }
+            (&profile.binary, args)
+        }
+        Target::Rules => rules_command(profile, s)?,
+    };
+    let program = profile
+        .resolve_program(binary)
+        .map_err(|e| NoPlan::BadInput(format!("tracer binary: {e}")))?;
+    let mut command = vec![program.display().to_string()];
+    command.extend(args);
+    Ok((command, env_set, env_remove))
+}
+
+fn rules_command<'a>(
+    profile: &'a Profile,
+    s: &Scenario,
+) -> Result<(&'a String, Vec<String>), NoPlan> {
+    let rules = profile
+        .rules_engine
+        .as_ref()
+        .ok_or(NoPlan::Unsupported(Interface::RulesEngine))?;
+    let mut args = s.rules_args.clone();
+    let input = std::env::var_os("CAPRING_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::fixtures_dir(profile))
+        .join("scenarios/rules-input.jsonl");
+    args.push("--input".into());
+    args.push(input.display().to_string());
+    for v in &s.cli {
+        let flag = rules
+            .capabilities_flag
+            .clone()
+            .or_else(|| {
+                profile
+                    .capabilities
+                    .raw
+                    .as_ref()
+                    .and_then(|r| r.first().cloned())
+            })
+            .unwrap_or_else(|| "--capabilities".into());
+        args.push(flag);
+        args.push(v.clone());
+    }
+    Ok((&rules.binary, args))
+}
+
+/// The workload for the chosen events, resolved.
+fn workload(profile: &Profile, events: &[String]) -> Result<Option<Vec<String>>, NoPlan> {
+    let Some(w) = &profile.workload else {
+        return Ok(None);
+    };
+    let command = events
+        .iter()
+        .find_map(|e| w.per_event.get(e))
+        .unwrap_or(&w.command);
+    let (prog, args) = command
+        .split_first()
+        .ok_or_else(|| NoPlan::BadInput("empty workload command".into()))?;
+    let program = profile
+        .resolve_program(prog)
+        .map_err(|e| NoPlan::BadInput(format!("workload: {e}")))?;
+    let mut out = vec![program.display().to_string()];
+    out.extend(args.iter().cloned());
+    Ok(Some(out))
+}
+
+impl Scenario {
+    /// The faults the scenario injects.
+    pub fn faults(&self) -> Vec<FaultKind> {
+        let mut f = Vec::new();
+        if self.faults.capset_eperm {
+            f.push(FaultKind::CapsetEperm);
+        }
+        if self.faults.capbset_drop_eperm {
+            f.push(FaultKind::CapbsetDropEperm);
+        }
+        f
+    }
+}
+
+#[cfg(test)]
+mod tests;
