@@ -30,8 +30,8 @@ use serde_json::{json, Value};
 use crate::cli::{self, EXIT_CAPABILITY, EXIT_RUNTIME};
 use crate::ebpf::{self, LoadPlan, TraceEvent};
 use crate::exe_hash::ExeHashCache;
+use crate::faults;
 use crate::kallsyms::{self, SymbolSummary};
-use crate::mutant::Mutation;
 use crate::rings::{RingLog, RingManager, RingPlan, ScopeError};
 
 const PROGRAM: &str = "ref-tracer";
@@ -106,7 +106,7 @@ pub fn capability_help(facts: &EnvFacts) -> String {
         "Capabilities known to the running kernel {} (0..={}):\n  P = in this process's permitted set, B = in its bounding set\n\n",
         facts.kernel_release, facts.cap_last_cap
     );
-    for cap in CapSet::all_up_to(facts.cap_last_cap).iter() {
+    for cap in CapSet::all_up_to(faults::help_last_cap(facts.cap_last_cap)).iter() {
         out.push_str(&format!(
             "  {:>2}  {:<24} {}{}\n",
             cap.number(),
@@ -130,9 +130,9 @@ pub fn capability_help(facts: &EnvFacts) -> String {
 }
 
 /// Runs the tracer; returns the process exit code.
-/// `mutation` is [`Mutation::None`] except in the negative-control `ref-tracer-mutant`.
-pub fn run(args: Args, mutation: Mutation) -> i32 {
-    let env = CapEnv::from_lookup(|k| std::env::var(k).ok());
+pub fn run(args: Args) -> i32 {
+    let mut env = CapEnv::from_lookup(|k| std::env::var(k).ok());
+    faults::environment(&mut env);
     let facts = match facts::probe() {
         Ok(f) => f,
         Err(e) => {
@@ -149,16 +149,7 @@ pub fn run(args: Args, mutation: Mutation) -> i32 {
         Ok(o) => o,
         Err(e) => cli::usage_exit(PROGRAM, e),
     };
-    match mutation {
-        Mutation::IgnoresDropFlag => options.drop = CapSet::EMPTY,
-        Mutation::BypassStillDrops => options.bypass = false,
-        Mutation::EnvOverridesFlag => {
-            if let Some(b) = env.bypass.as_deref().and_then(options::parse_bypass) {
-                options.bypass = b;
-            }
-        }
-        _ => {}
-    }
+    faults::options(&mut options, &env);
     if options.help {
         print!("{}", capability_help(&facts));
         return 0;
@@ -189,15 +180,20 @@ pub fn run(args: Args, mutation: Mutation) -> i32 {
             warnings,
         } => (bypass, rings, warnings),
         Outcome::CannotRun { message, .. } => {
-            eprintln!("{PROGRAM}: {message}");
-            return EXIT_CAPABILITY;
+            match faults::cannot_run(&options, &args.events, &catalog, &facts) {
+                Some(runs) => runs,
+                None => {
+                    eprintln!("{PROGRAM}: {message}");
+                    return EXIT_CAPABILITY;
+                }
+            }
         }
         Outcome::Help => unreachable!("handled above"),
     };
     for w in &warnings {
         warn(w);
     }
-    match trace(&args, &facts, bypass, &rings, mutation) {
+    match trace(&args, &facts, bypass, &rings) {
         Ok(()) => 0,
         Err(Failure::Capability(message)) => {
             eprintln!("{PROGRAM}: {message}");
@@ -258,13 +254,7 @@ fn raise_memlock(action: MemlockAction) -> Result<(), String> {
     Ok(())
 }
 
-fn trace(
-    args: &Args,
-    facts: &EnvFacts,
-    bypass: bool,
-    rings: &Rings,
-    mutation: Mutation,
-) -> Result<(), Failure> {
+fn trace(args: &Args, facts: &EnvFacts, bypass: bool, rings: &Rings) -> Result<(), Failure> {
     let log = match &args.ring_log {
         Some(p) => Some(RingLog::create(p).map_err(|e| {
             Failure::Runtime(format!("cannot create --ring-log {}: {e}", p.display()))
@@ -279,21 +269,8 @@ fn trace(
         steady_permitted: rings.steady_permitted,
         clear_bounding: rings.clear_bounding,
     };
-    match mutation {
-        Mutation::NeverDrops => plan.bypass = true,
-        Mutation::KeepsBounding => plan.clear_bounding = false,
-        Mutation::RequiredTooWide => {
-            plan.required = facts.usable();
-            plan.config_permitted = facts.usable();
-        }
-        Mutation::KeepsSysAdmin => {
-            plan.config_permitted.insert(Cap::SYS_ADMIN);
-            plan.steady_permitted.insert(Cap::SYS_ADMIN);
-        }
-        _ => {}
-    }
-    let _forgotten =
-        (mutation == Mutation::ForgetsThread).then(crate::mutant::spawn_forgotten_thread);
+    faults::ring_plan(&mut plan, rings, facts);
+    faults::before_ring_manager();
     let manager = Arc::new(
         RingManager::new(plan, log).map_err(|e| Failure::Runtime(format!("ring manager: {e}")))?,
     );
@@ -306,27 +283,30 @@ fn trace(
             self_tgid: std::process::id(),
         };
         ebpf::load_and_attach(&plan).map_err(|e| {
-            if e.is_permission_denied() {
+            if e.is_permission_denied() && !faults::permission_error_is_runtime() {
                 Failure::Capability(format!("{e} (the Required ring is {})", rings.required))
             } else {
                 Failure::Runtime(e.to_string())
             }
         })
     };
-    let early = match mutation {
-        Mutation::LoadsBeforeDrop => Some(load()?),
-        _ => None,
+    faults::before_first_drop(manager.plan()).map_err(Failure::Capability)?;
+    let early = match faults::load_before_first_drop() {
+        true => Some(load()?),
+        false => None,
     };
 
     // Ring 1: the first drop. Nothing privileged has happened before this point.
-    if let Err(e) = manager.enter_required("configure: load and attach the selected eBPF programs")
-    {
-        if mutation != Mutation::IgnoresDropFailure {
+    match manager.enter_required("configure: load and attach the selected eBPF programs") {
+        Ok(()) => faults::after_first_drop(),
+        Err(e) if faults::ignore_drop_failure() => {
+            warn(format!("dropping capabilities failed, carrying on: {e}"))
+        }
+        Err(e) => {
             return Err(Failure::Capability(format!(
                 "dropping capabilities failed: {e}; {BYPASS_HINT}"
-            )));
+            )))
         }
-        warn(format!("dropping capabilities failed, carrying on: {e}"));
     }
     raise_memlock(rings.memlock)
         .map_err(|e| Failure::Capability(format!("raising the locked-memory limit failed: {e}")))?;
@@ -336,19 +316,16 @@ fn trace(
     };
 
     // Ring 3: the steady state.
-    if let Err(e) = manager.enter_unprivileged("configuration done: wait for events") {
-        if mutation != Mutation::IgnoresDropFailure {
-            return Err(Failure::Capability(format!(
-                "dropping to the Unprivileged ring failed: {e}; {BYPASS_HINT}"
-            )));
+    if !faults::defer_unprivileged() {
+        match manager.enter_unprivileged("configuration done: wait for events") {
+            Ok(()) => faults::steady_state_entered(),
+            Err(_) if faults::ignore_drop_failure() => {}
+            Err(e) => {
+                return Err(Failure::Capability(format!(
+                    "dropping to the Unprivileged ring failed: {e}; {BYPASS_HINT}"
+                )))
+            }
         }
-    }
-    if mutation == Mutation::KeepsSysAdmin {
-        let _ = caps::raise(
-            None,
-            caps::CapSet::Effective,
-            caps::Capability::CAP_SYS_ADMIN,
-        );
     }
 
     let enabled = |cap: Cap| {
@@ -359,9 +336,7 @@ fn trace(
     };
     let symbols = if args.events.iter().any(|e| e == "module_load") && enabled(Cap::SYSLOG) {
         let summary = read_kallsyms(&manager);
-        if mutation == Mutation::RequestedLeftRaised {
-            let _ = caps::raise(None, caps::CapSet::Effective, caps::Capability::CAP_SYSLOG);
-        }
+        faults::after_kallsyms();
         summary
     } else {
         None
@@ -417,6 +392,10 @@ fn trace(
                 break 'outer; // the writer stopped: output closed
             }
             emitted += 1;
+            if let Err(e) = faults::after_event(emitted, &manager) {
+                result = Err(Failure::Capability(format!("{e}; {BYPASS_HINT}")));
+                break 'outer;
+            }
             if args.max_events.is_some_and(|m| emitted >= m) {
                 break 'outer;
             }
