@@ -42,10 +42,23 @@ macro_rules! faults {
             $(#[doc = $doc] $variant,)*
         }
 
-        /// Every fault with its marker (`capring-fault:NAME;`) and its program.
-        pub const ALL: &[(Fault, &str, Target)] = &[
-            $((Fault::$variant, concat!("capring-fault:", $name, ";"), Target::$target),)*
-        ];
+        /// Every fault.
+        pub const ALL: &[Fault] = &[$(Fault::$variant,)*];
+
+        impl Fault {
+            /// `capring-fault:NAME;`: the string every hook compares with (see [`is`]).
+            pub fn marker(self) -> &'static str {
+                match self {
+                    $(Fault::$variant => concat!("capring-fault:", $name, ";"),)*
+                }
+            }
+
+            fn target(self) -> Target {
+                match self {
+                    $(Fault::$variant => Target::$target,)*
+                }
+            }
+        }
     };
 }
 
@@ -105,22 +118,15 @@ faults! {
 impl Fault {
     /// The name used in `CAPRING_MUTANT` and `mutants.toml`.
     pub fn name(self) -> &'static str {
-        ALL.iter()
-            .find(|(f, _, _)| *f == self)
-            .and_then(|(_, marker, _)| marker.strip_prefix(MARKER_PREFIX))
+        let marker = self.marker();
+        marker
+            .strip_prefix(MARKER_PREFIX)
             .and_then(|m| m.strip_suffix(';'))
-            .unwrap_or("?")
-    }
-
-    fn target(self) -> Target {
-        ALL.iter()
-            .find(|(f, _, _)| *f == self)
-            .map(|(_, _, t)| *t)
-            .unwrap_or(Target::Tracer)
+            .unwrap_or(marker)
     }
 
     fn parse(name: &str) -> Option<Fault> {
-        ALL.iter().map(|(f, _, _)| *f).find(|f| f.name() == name)
+        ALL.iter().copied().find(|f| f.name() == name)
     }
 }
 
@@ -134,11 +140,22 @@ fn net_raw() -> Cap {
     Cap::new(13).unwrap_or(Cap::NET_ADMIN)
 }
 
-static ACTIVE: OnceLock<Fault> = OnceLock::new();
+/// The selected fault's marker.
+static ACTIVE: OnceLock<&'static str> = OnceLock::new();
 static PROGRAM: OnceLock<&'static str> = OnceLock::new();
 
+/// Is `fault` the selected one? Compares the markers' text, through `black_box` so that the
+/// optimizer keeps each marker whole: any binary with a hook of this module in it (say, a
+/// `ref-tracer` built with the feature by mistake) carries the markers of the faults its
+/// hooks test, which is what `tests/no_faults.rs` looks for.
 fn is(fault: Fault) -> bool {
-    ACTIVE.get() == Some(&fault)
+    let marker = std::hint::black_box(fault.marker());
+    ACTIVE.get().is_some_and(|active| *active == marker)
+}
+
+/// The selected fault (through [`is`], so the same markers are kept).
+fn active() -> Option<Fault> {
+    ALL.iter().copied().find(|f| is(*f))
 }
 
 fn warn(message: impl std::fmt::Display) {
@@ -151,8 +168,8 @@ fn warn(message: impl std::fmt::Display) {
 pub fn select(program: &'static str, target: Target) -> Fault {
     let names = || {
         ALL.iter()
-            .filter(|(_, _, t)| *t == target)
-            .map(|(f, _, _)| f.name())
+            .filter(|f| f.target() == target)
+            .map(|f| f.name())
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -171,7 +188,7 @@ pub fn select(program: &'static str, target: Target) -> Fault {
         Err(_) => crate::cli::usage_exit(program, format!("set {ENV} to one of: {}", names())),
     };
     let _ = PROGRAM.set(program);
-    let _ = ACTIVE.set(fault);
+    let _ = ACTIVE.set(fault.marker());
     if target == Target::Tracer {
         pin::release();
     }
@@ -251,7 +268,7 @@ pub fn ring_plan(plan: &mut RingPlan, rings: &Rings, facts: &EnvFacts) {
         plan.config_permitted.insert(cap);
         plan.steady_permitted.insert(cap);
     };
-    match ACTIVE.get().copied() {
+    match active() {
         Some(Fault::NeverDrops) => plan.bypass = true,
         Some(Fault::KeepsBounding) => plan.clear_bounding = false,
         Some(Fault::RequiredTooWide) => {
@@ -339,7 +356,7 @@ pub fn after_kallsyms() {
 }
 
 pub fn after_event(emitted: u64, manager: &RingManager) -> Result<(), String> {
-    match (ACTIVE.get().copied(), emitted) {
+    match (active(), emitted) {
         (Some(Fault::LateUnprivileged), 1) => {
             // Long enough for the harness to read the line and sample every thread.
             std::thread::sleep(Duration::from_millis(300));
@@ -376,7 +393,7 @@ pub fn is_forgotten(tid: i32) -> bool {
 }
 
 pub fn effective(ring: Ring, eff: CapSet) -> CapSet {
-    match (ACTIVE.get().copied(), ring) {
+    match (active(), ring) {
         (Some(Fault::RequestedTwoCaps), Ring::Requested(Cap::SYS_PTRACE)) => {
             eff.with(dac_read_search())
         }
