@@ -28,7 +28,7 @@ use clap::Parser;
 use serde_json::{json, Value};
 
 use crate::cli::{self, EXIT_CAPABILITY, EXIT_RUNTIME};
-use crate::ebpf::{self, LoadPlan, TraceEvent};
+use crate::ebpf::{self, LoadPlan, Probes, TraceEvent};
 use crate::exe_hash::ExeHashCache;
 use crate::faults;
 use crate::kallsyms::{self, SymbolSummary};
@@ -274,7 +274,72 @@ fn trace(args: &Args, facts: &EnvFacts, bypass: bool, rings: &Rings) -> Result<(
     let manager = Arc::new(
         RingManager::new(plan, log).map_err(|e| Failure::Runtime(format!("ring manager: {e}")))?,
     );
+    let mut probes = configure(args, facts, rings, &manager)?;
 
+    let enabled = |cap: Cap| {
+        rings
+            .requested
+            .iter()
+            .any(|op| op.enabled && op.capability == cap)
+    };
+    let symbols = if args.events.iter().any(|e| e == "module_load") && enabled(Cap::SYSLOG) {
+        let summary = read_kallsyms(&manager);
+        faults::after_kallsyms();
+        summary
+    } else {
+        None
+    };
+    let enrichment = Enrichment {
+        hash_exe: args.events.iter().any(|e| e == "sched_process_exec") && enabled(Cap::SYS_PTRACE),
+        symbols,
+        cache: ExeHashCache::default(),
+    };
+
+    // SAFETY: installing a handler that only stores to an atomic.
+    unsafe {
+        libc::signal(
+            libc::SIGTERM,
+            on_stop_signal as *const () as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGINT,
+            on_stop_signal as *const () as libc::sighandler_t,
+        );
+    }
+    let (tx, rx) = mpsc::sync_channel::<String>(4096);
+    let writer = std::thread::Builder::new()
+        .name("ref-tracer-out".into())
+        .spawn(move || write_lines(output, rx))
+        .map_err(|e| Failure::Runtime(format!("cannot start the writer thread: {e}")))?;
+    eprintln!(
+        "{PROGRAM}: tracing {} ({} threads on the unprivileged ring)",
+        args.events.join(","),
+        manager.thread_count()
+    );
+    let (emitted, cache, mut result) = pump(args, &mut probes, &manager, enrichment, tx);
+    let written = writer
+        .join()
+        .unwrap_or(Err("writer thread panicked".into()));
+    if let Err(e) = written {
+        if result.is_ok() && !e.contains("Broken pipe") {
+            result = Err(Failure::Runtime(format!("writing events: {e}")));
+        }
+    }
+    eprintln!(
+        "{PROGRAM}: {emitted} events; exe digests: {} computed, {} from cache",
+        cache.misses, cache.hits
+    );
+    result
+}
+
+/// Rings 1 and 3: the first drop, loading and attaching in the Required ring, then the drop
+/// to the Unprivileged ring.
+fn configure(
+    args: &Args,
+    facts: &EnvFacts,
+    rings: &Rings,
+    manager: &RingManager,
+) -> Result<Probes, Failure> {
     let load = || {
         let _ = aya::features();
         let plan = LoadPlan {
@@ -310,7 +375,7 @@ fn trace(args: &Args, facts: &EnvFacts, bypass: bool, rings: &Rings) -> Result<(
     }
     raise_memlock(rings.memlock)
         .map_err(|e| Failure::Capability(format!("raising the locked-memory limit failed: {e}")))?;
-    let mut probes = match early {
+    let probes = match early {
         Some(p) => p,
         None => load()?,
     };
@@ -327,51 +392,31 @@ fn trace(args: &Args, facts: &EnvFacts, bypass: bool, rings: &Rings) -> Result<(
             }
         }
     }
+    Ok(probes)
+}
 
-    let enabled = |cap: Cap| {
-        rings
-            .requested
-            .iter()
-            .any(|op| op.enabled && op.capability == cap)
-    };
-    let symbols = if args.events.iter().any(|e| e == "module_load") && enabled(Cap::SYSLOG) {
-        let summary = read_kallsyms(&manager);
-        faults::after_kallsyms();
-        summary
-    } else {
-        None
-    };
-    let hash_exe =
-        args.events.iter().any(|e| e == "sched_process_exec") && enabled(Cap::SYS_PTRACE);
+/// What each event line gets beyond the kernel's record.
+struct Enrichment {
+    hash_exe: bool,
+    symbols: Option<SymbolSummary>,
+    cache: ExeHashCache,
+}
 
-    // SAFETY: installing a handler that only stores to an atomic.
-    unsafe {
-        libc::signal(
-            libc::SIGTERM,
-            on_stop_signal as *const () as libc::sighandler_t,
-        );
-        libc::signal(
-            libc::SIGINT,
-            on_stop_signal as *const () as libc::sighandler_t,
-        );
-    }
-    let (tx, rx) = mpsc::sync_channel::<String>(4096);
-    let writer = std::thread::Builder::new()
-        .name("ref-tracer-out".into())
-        .spawn(move || write_lines(output, rx))
-        .map_err(|e| Failure::Runtime(format!("cannot start the writer thread: {e}")))?;
-    eprintln!(
-        "{PROGRAM}: tracing {} ({} threads on the unprivileged ring)",
-        args.events.join(","),
-        manager.thread_count()
-    );
-
+/// The event loop: polls, enriches and hands lines to the writer until a stop signal, the
+/// deadline, `--max-events` or a closed output. Returns the lines emitted, the digest cache
+/// (for its counters) and the outcome; dropping `tx` lets the writer finish.
+fn pump(
+    args: &Args,
+    probes: &mut Probes,
+    manager: &RingManager,
+    mut enrichment: Enrichment,
+    tx: mpsc::SyncSender<String>,
+) -> (u64, ExeHashCache, Result<(), Failure>) {
     let started = Instant::now();
     let deadline = args
         .duration
         .map(|s| started + Duration::from_secs_f64(s.max(0.0)));
     let mut emitted = 0u64;
-    let mut cache = ExeHashCache::default();
     let mut result = Ok(());
     'outer: while !STOP.load(Ordering::SeqCst) {
         if deadline.is_some_and(|d| Instant::now() >= d)
@@ -387,12 +432,18 @@ fn trace(args: &Args, facts: &EnvFacts, bypass: bool, rings: &Rings) -> Result<(
             }
         };
         for event in events {
-            let line = enrich(&event, &manager, hash_exe, &mut cache, symbols.as_ref());
+            let line = enrich(
+                &event,
+                manager,
+                enrichment.hash_exe,
+                &mut enrichment.cache,
+                enrichment.symbols.as_ref(),
+            );
             if tx.send(line).is_err() {
                 break 'outer; // the writer stopped: output closed
             }
             emitted += 1;
-            if let Err(e) = faults::after_event(emitted, &manager) {
+            if let Err(e) = faults::after_event(emitted, manager) {
                 result = Err(Failure::Capability(format!("{e}; {BYPASS_HINT}")));
                 break 'outer;
             }
@@ -401,20 +452,7 @@ fn trace(args: &Args, facts: &EnvFacts, bypass: bool, rings: &Rings) -> Result<(
             }
         }
     }
-    drop(tx);
-    let written = writer
-        .join()
-        .unwrap_or(Err("writer thread panicked".into()));
-    if let Err(e) = written {
-        if result.is_ok() && !e.contains("Broken pipe") {
-            result = Err(Failure::Runtime(format!("writing events: {e}")));
-        }
-    }
-    eprintln!(
-        "{PROGRAM}: {emitted} events; exe digests: {} computed, {} from cache",
-        cache.misses, cache.hits
-    );
-    result
+    (emitted, enrichment.cache, result)
 }
 
 fn write_lines(
