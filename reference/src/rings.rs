@@ -430,23 +430,12 @@ pub fn task_caps(tid: i32) -> io::Result<Option<ThreadCaps>> {
     }
 }
 
-/// A thread the manager must leave out of every transition: only the `forgets-thread`
-/// negative control (`crate::mutant`) sets it. 0 = none.
-static FORGOTTEN_TID: AtomicI32 = AtomicI32::new(0);
-
-/// Makes the manager ignore `tid` from now on (negative control only; see `crate::mutant`).
-#[doc(hidden)]
-pub fn forget_thread_for_mutant(tid: i32) {
-    FORGOTTEN_TID.store(tid, SeqCst);
-}
-
 /// The tids in `/proc/self/task`.
 pub fn task_ids() -> io::Result<Vec<i32>> {
     let mut tids = Vec::new();
-    let forgotten = FORGOTTEN_TID.load(SeqCst);
     for entry in std::fs::read_dir("/proc/self/task")? {
         if let Some(tid) = entry?.file_name().to_str().and_then(|s| s.parse().ok()) {
-            if tid != forgotten {
+            if !crate::faults::is_forgotten(tid) {
                 tids.push(tid);
             }
         }
@@ -1380,6 +1369,7 @@ impl RingManager {
             Ring::Unprivileged => (CapSet::EMPTY, self.plan.steady_permitted),
             Ring::Requested(cap) => (CapSet::EMPTY.with(cap), st.permitted),
         };
+        let eff = crate::faults::effective(ring, eff);
         let inh = if first { CapSet::EMPTY } else { st.inheritable };
         let clear_bounding = first && self.plan.clear_bounding;
         let expect = Expect {

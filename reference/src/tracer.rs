@@ -28,10 +28,10 @@ use clap::Parser;
 use serde_json::{json, Value};
 
 use crate::cli::{self, EXIT_CAPABILITY, EXIT_RUNTIME};
-use crate::ebpf::{self, LoadPlan, TraceEvent};
+use crate::ebpf::{self, LoadPlan, Probes, TraceEvent};
 use crate::exe_hash::ExeHashCache;
+use crate::faults;
 use crate::kallsyms::{self, SymbolSummary};
-use crate::mutant::Mutation;
 use crate::rings::{RingLog, RingManager, RingPlan, ScopeError};
 
 const PROGRAM: &str = "ref-tracer";
@@ -106,7 +106,7 @@ pub fn capability_help(facts: &EnvFacts) -> String {
         "Capabilities known to the running kernel {} (0..={}):\n  P = in this process's permitted set, B = in its bounding set\n\n",
         facts.kernel_release, facts.cap_last_cap
     );
-    for cap in CapSet::all_up_to(facts.cap_last_cap).iter() {
+    for cap in CapSet::all_up_to(faults::help_last_cap(facts.cap_last_cap)).iter() {
         out.push_str(&format!(
             "  {:>2}  {:<24} {}{}\n",
             cap.number(),
@@ -130,9 +130,9 @@ pub fn capability_help(facts: &EnvFacts) -> String {
 }
 
 /// Runs the tracer; returns the process exit code.
-/// `mutation` is [`Mutation::None`] except in the negative-control `ref-tracer-mutant`.
-pub fn run(args: Args, mutation: Mutation) -> i32 {
-    let env = CapEnv::from_lookup(|k| std::env::var(k).ok());
+pub fn run(args: Args) -> i32 {
+    let mut env = CapEnv::from_lookup(|k| std::env::var(k).ok());
+    faults::environment(&mut env);
     let facts = match facts::probe() {
         Ok(f) => f,
         Err(e) => {
@@ -149,16 +149,7 @@ pub fn run(args: Args, mutation: Mutation) -> i32 {
         Ok(o) => o,
         Err(e) => cli::usage_exit(PROGRAM, e),
     };
-    match mutation {
-        Mutation::IgnoresDropFlag => options.drop = CapSet::EMPTY,
-        Mutation::BypassStillDrops => options.bypass = false,
-        Mutation::EnvOverridesFlag => {
-            if let Some(b) = env.bypass.as_deref().and_then(options::parse_bypass) {
-                options.bypass = b;
-            }
-        }
-        _ => {}
-    }
+    faults::options(&mut options, &env);
     if options.help {
         print!("{}", capability_help(&facts));
         return 0;
@@ -189,15 +180,20 @@ pub fn run(args: Args, mutation: Mutation) -> i32 {
             warnings,
         } => (bypass, rings, warnings),
         Outcome::CannotRun { message, .. } => {
-            eprintln!("{PROGRAM}: {message}");
-            return EXIT_CAPABILITY;
+            match faults::cannot_run(&options, &args.events, &catalog, &facts) {
+                Some(runs) => runs,
+                None => {
+                    eprintln!("{PROGRAM}: {message}");
+                    return EXIT_CAPABILITY;
+                }
+            }
         }
         Outcome::Help => unreachable!("handled above"),
     };
     for w in &warnings {
         warn(w);
     }
-    match trace(&args, &facts, bypass, &rings, mutation) {
+    match trace(&args, &facts, bypass, &rings) {
         Ok(()) => 0,
         Err(Failure::Capability(message)) => {
             eprintln!("{PROGRAM}: {message}");
@@ -258,13 +254,7 @@ fn raise_memlock(action: MemlockAction) -> Result<(), String> {
     Ok(())
 }
 
-fn trace(
-    args: &Args,
-    facts: &EnvFacts,
-    bypass: bool,
-    rings: &Rings,
-    mutation: Mutation,
-) -> Result<(), Failure> {
+fn trace(args: &Args, facts: &EnvFacts, bypass: bool, rings: &Rings) -> Result<(), Failure> {
     let log = match &args.ring_log {
         Some(p) => Some(RingLog::create(p).map_err(|e| {
             Failure::Runtime(format!("cannot create --ring-log {}: {e}", p.display()))
@@ -279,77 +269,12 @@ fn trace(
         steady_permitted: rings.steady_permitted,
         clear_bounding: rings.clear_bounding,
     };
-    match mutation {
-        Mutation::NeverDrops => plan.bypass = true,
-        Mutation::KeepsBounding => plan.clear_bounding = false,
-        Mutation::RequiredTooWide => {
-            plan.required = facts.usable();
-            plan.config_permitted = facts.usable();
-        }
-        Mutation::KeepsSysAdmin => {
-            plan.config_permitted.insert(Cap::SYS_ADMIN);
-            plan.steady_permitted.insert(Cap::SYS_ADMIN);
-        }
-        _ => {}
-    }
-    let _forgotten =
-        (mutation == Mutation::ForgetsThread).then(crate::mutant::spawn_forgotten_thread);
+    faults::ring_plan(&mut plan, rings, facts);
+    faults::before_ring_manager();
     let manager = Arc::new(
         RingManager::new(plan, log).map_err(|e| Failure::Runtime(format!("ring manager: {e}")))?,
     );
-
-    let load = || {
-        let _ = aya::features();
-        let plan = LoadPlan {
-            events: args.events.clone(),
-            cgroup_root: facts.cgroup2.as_ref().map(PathBuf::from),
-            self_tgid: std::process::id(),
-        };
-        ebpf::load_and_attach(&plan).map_err(|e| {
-            if e.is_permission_denied() {
-                Failure::Capability(format!("{e} (the Required ring is {})", rings.required))
-            } else {
-                Failure::Runtime(e.to_string())
-            }
-        })
-    };
-    let early = match mutation {
-        Mutation::LoadsBeforeDrop => Some(load()?),
-        _ => None,
-    };
-
-    // Ring 1: the first drop. Nothing privileged has happened before this point.
-    if let Err(e) = manager.enter_required("configure: load and attach the selected eBPF programs")
-    {
-        if mutation != Mutation::IgnoresDropFailure {
-            return Err(Failure::Capability(format!(
-                "dropping capabilities failed: {e}; {BYPASS_HINT}"
-            )));
-        }
-        warn(format!("dropping capabilities failed, carrying on: {e}"));
-    }
-    raise_memlock(rings.memlock)
-        .map_err(|e| Failure::Capability(format!("raising the locked-memory limit failed: {e}")))?;
-    let mut probes = match early {
-        Some(p) => p,
-        None => load()?,
-    };
-
-    // Ring 3: the steady state.
-    if let Err(e) = manager.enter_unprivileged("configuration done: wait for events") {
-        if mutation != Mutation::IgnoresDropFailure {
-            return Err(Failure::Capability(format!(
-                "dropping to the Unprivileged ring failed: {e}; {BYPASS_HINT}"
-            )));
-        }
-    }
-    if mutation == Mutation::KeepsSysAdmin {
-        let _ = caps::raise(
-            None,
-            caps::CapSet::Effective,
-            caps::Capability::CAP_SYS_ADMIN,
-        );
-    }
+    let mut probes = configure(args, facts, rings, &manager)?;
 
     let enabled = |cap: Cap| {
         rings
@@ -359,15 +284,16 @@ fn trace(
     };
     let symbols = if args.events.iter().any(|e| e == "module_load") && enabled(Cap::SYSLOG) {
         let summary = read_kallsyms(&manager);
-        if mutation == Mutation::RequestedLeftRaised {
-            let _ = caps::raise(None, caps::CapSet::Effective, caps::Capability::CAP_SYSLOG);
-        }
+        faults::after_kallsyms();
         summary
     } else {
         None
     };
-    let hash_exe =
-        args.events.iter().any(|e| e == "sched_process_exec") && enabled(Cap::SYS_PTRACE);
+    let enrichment = Enrichment {
+        hash_exe: args.events.iter().any(|e| e == "sched_process_exec") && enabled(Cap::SYS_PTRACE),
+        symbols,
+        cache: ExeHashCache::default(),
+    };
 
     // SAFETY: installing a handler that only stores to an atomic.
     unsafe {
@@ -390,13 +316,107 @@ fn trace(
         args.events.join(","),
         manager.thread_count()
     );
+    let (emitted, cache, mut result) = pump(args, &mut probes, &manager, enrichment, tx);
+    let written = writer
+        .join()
+        .unwrap_or(Err("writer thread panicked".into()));
+    if let Err(e) = written {
+        if result.is_ok() && !e.contains("Broken pipe") {
+            result = Err(Failure::Runtime(format!("writing events: {e}")));
+        }
+    }
+    eprintln!(
+        "{PROGRAM}: {emitted} events; exe digests: {} computed, {} from cache",
+        cache.misses, cache.hits
+    );
+    result
+}
 
+/// Rings 1 and 3: the first drop, loading and attaching in the Required ring, then the drop
+/// to the Unprivileged ring.
+fn configure(
+    args: &Args,
+    facts: &EnvFacts,
+    rings: &Rings,
+    manager: &RingManager,
+) -> Result<Probes, Failure> {
+    let load = || {
+        let _ = aya::features();
+        let plan = LoadPlan {
+            events: args.events.clone(),
+            cgroup_root: facts.cgroup2.as_ref().map(PathBuf::from),
+            self_tgid: std::process::id(),
+        };
+        ebpf::load_and_attach(&plan).map_err(|e| {
+            if e.is_permission_denied() && !faults::permission_error_is_runtime() {
+                Failure::Capability(format!("{e} (the Required ring is {})", rings.required))
+            } else {
+                Failure::Runtime(e.to_string())
+            }
+        })
+    };
+    faults::before_first_drop(manager.plan()).map_err(Failure::Capability)?;
+    let early = match faults::load_before_first_drop() {
+        true => Some(load()?),
+        false => None,
+    };
+
+    // Ring 1: the first drop. Nothing privileged has happened before this point.
+    match manager.enter_required("configure: load and attach the selected eBPF programs") {
+        Ok(()) => faults::after_first_drop(),
+        Err(e) if faults::ignore_drop_failure() => {
+            warn(format!("dropping capabilities failed, carrying on: {e}"))
+        }
+        Err(e) => {
+            return Err(Failure::Capability(format!(
+                "dropping capabilities failed: {e}; {BYPASS_HINT}"
+            )))
+        }
+    }
+    raise_memlock(rings.memlock)
+        .map_err(|e| Failure::Capability(format!("raising the locked-memory limit failed: {e}")))?;
+    let probes = match early {
+        Some(p) => p,
+        None => load()?,
+    };
+
+    // Ring 3: the steady state.
+    if !faults::defer_unprivileged() {
+        match manager.enter_unprivileged("configuration done: wait for events") {
+            Ok(()) => faults::steady_state_entered(),
+            Err(_) if faults::ignore_drop_failure() => {}
+            Err(e) => {
+                return Err(Failure::Capability(format!(
+                    "dropping to the Unprivileged ring failed: {e}; {BYPASS_HINT}"
+                )))
+            }
+        }
+    }
+    Ok(probes)
+}
+
+/// What each event line gets beyond the kernel's record.
+struct Enrichment {
+    hash_exe: bool,
+    symbols: Option<SymbolSummary>,
+    cache: ExeHashCache,
+}
+
+/// The event loop: polls, enriches and hands lines to the writer until a stop signal, the
+/// deadline, `--max-events` or a closed output. Returns the lines emitted, the digest cache
+/// (for its counters) and the outcome; dropping `tx` lets the writer finish.
+fn pump(
+    args: &Args,
+    probes: &mut Probes,
+    manager: &RingManager,
+    mut enrichment: Enrichment,
+    tx: mpsc::SyncSender<String>,
+) -> (u64, ExeHashCache, Result<(), Failure>) {
     let started = Instant::now();
     let deadline = args
         .duration
         .map(|s| started + Duration::from_secs_f64(s.max(0.0)));
     let mut emitted = 0u64;
-    let mut cache = ExeHashCache::default();
     let mut result = Ok(());
     'outer: while !STOP.load(Ordering::SeqCst) {
         if deadline.is_some_and(|d| Instant::now() >= d)
@@ -412,30 +432,27 @@ fn trace(
             }
         };
         for event in events {
-            let line = enrich(&event, &manager, hash_exe, &mut cache, symbols.as_ref());
+            let line = enrich(
+                &event,
+                manager,
+                enrichment.hash_exe,
+                &mut enrichment.cache,
+                enrichment.symbols.as_ref(),
+            );
             if tx.send(line).is_err() {
                 break 'outer; // the writer stopped: output closed
             }
             emitted += 1;
+            if let Err(e) = faults::after_event(emitted, manager) {
+                result = Err(Failure::Capability(format!("{e}; {BYPASS_HINT}")));
+                break 'outer;
+            }
             if args.max_events.is_some_and(|m| emitted >= m) {
                 break 'outer;
             }
         }
     }
-    drop(tx);
-    let written = writer
-        .join()
-        .unwrap_or(Err("writer thread panicked".into()));
-    if let Err(e) = written {
-        if result.is_ok() && !e.contains("Broken pipe") {
-            result = Err(Failure::Runtime(format!("writing events: {e}")));
-        }
-    }
-    eprintln!(
-        "{PROGRAM}: {emitted} events; exe digests: {} computed, {} from cache",
-        cache.misses, cache.hits
-    );
-    result
+    (emitted, enrichment.cache, result)
 }
 
 fn write_lines(

@@ -3,7 +3,11 @@
 //! 1. Installs what the tests need when running as root on Debian (clang, llvm, libbpf-dev,
 //!    libcap2-bin for capsh, qemu-system-x86, the musl target), else prints the command.
 //! 2. Mounts tracefs if needed (classic tracepoints need it; the host does not mount it).
-//! 3. Builds the whole workspace (the harness tests drive the built binaries).
+//! 3. Builds the whole workspace (the harness tests drive the built binaries), then the
+//!    fault binaries of the negative controls (`ref-tracer-mutant`, `ref-rules-mutant`), which
+//!    need the `faults` feature of capring-reference. They are built by name, never with
+//!    `--bins`: that would rebuild the production `ref-tracer` and `ref-rules` with the
+//!    feature, over the production binaries the tests use.
 //! 4. Runs `cargo nextest run --workspace` (profile `ci` under CI, which writes JUnit).
 //! 5. Runs the conformance suite inside QEMU on every kernel of vm/kernels.toml
 //!    (`cargo xtask vm-test --kernel all`) unless `--no-vm`.
@@ -27,6 +31,9 @@ pub struct TestArgs {
     #[arg(last = true)]
     pub nextest_args: Vec<String>,
 }
+
+/// The negative controls' binaries (`required-features = ["faults"]`).
+pub const FAULT_BINARIES: &[&str] = &["ref-tracer-mutant", "ref-rules-mutant"];
 
 fn run(what: &str, cmd: &mut Command) -> Result<()> {
     eprintln!("xtask test: {what}");
@@ -72,6 +79,15 @@ pub fn execute(args: &TestArgs) -> Result<()> {
     run(
         "cargo build --workspace --all-targets",
         Command::new(&cargo).args(["build", "--workspace", "--all-targets"]),
+    )?;
+    let mut faults = Command::new(&cargo);
+    faults.args(["build", "-p", "capring-reference", "--features", "faults"]);
+    for bin in FAULT_BINARIES {
+        faults.args(["--bin", bin]);
+    }
+    run(
+        "cargo build -p capring-reference --features faults (the fault binaries)",
+        &mut faults,
     )?;
     let profile = args.profile.clone().unwrap_or_else(|| {
         if std::env::var_os("CI").is_some() {
