@@ -54,6 +54,10 @@ pub struct LaunchSpec {
     /// Once the command wrote this many event lines: SIGTERM to the root, SIGKILL to the tree
     /// 2 s later.
     pub stop_after_events: Option<usize>,
+    /// The run is stopped for `stop_after_events` only once the steady state (from the first
+    /// event line) lasted this long: periodic samples must be able to tell a parked ring from
+    /// a short operation.
+    pub min_steady: Duration,
     /// Take an all-threads snapshot each time an event line arrives.
     pub sample_on_event: bool,
     /// Take an all-threads snapshot periodically.
@@ -84,6 +88,7 @@ impl LaunchSpec {
             timeout: Duration::from_secs(60),
             event_lines: EventLines::default(),
             stop_after_events: None,
+            min_steady: Duration::ZERO,
             sample_on_event: false,
             sample_every: None,
             observe: true,

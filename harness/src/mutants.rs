@@ -5,7 +5,9 @@
 //! or a tracer that crashed (killed by a signal capring did not send, or a Rust panic), makes
 //! every clause look failed without proving anything, so it counts as *not* caught. Every
 //! other clause the control fails must be listed in its entry (`also_fails`, with the
-//! reason), so a control that fails for a different reason than intended shows.
+//! reason), and every clause listed there must fail: a control that fails for a different
+//! reason than intended shows, and so does a check that went blind. Clauses that fail only
+//! sometimes (a sample landing in a short window) go in `may_fail`.
 
 use std::path::Path;
 
@@ -31,9 +33,13 @@ pub struct Mutant {
     pub fault: String,
     pub scenario: String,
     pub expected_clause: String,
-    /// Other clauses this control is known to fail in its scenario, and why.
+    /// Other clauses this control fails in its scenario, and why.
     #[serde(default)]
     pub also_fails: Vec<AlsoFails>,
+    /// Clauses it may fail or not, depending on timing (a sample that lands in a short
+    /// window), and why.
+    #[serde(default)]
+    pub may_fail: Vec<AlsoFails>,
     /// The profile to run it with, relative to the catalog (default: the `--tracer` one).
     #[serde(default)]
     pub profile: Option<String>,
@@ -64,7 +70,8 @@ pub fn load(path: &Path) -> Result<Vec<Mutant>> {
         toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     let clauses = capring_spec::clauses::all();
     for m in &file.mutant {
-        for c in std::iter::once(&m.expected_clause).chain(m.also_fails.iter().map(|a| &a.clause)) {
+        let listed = m.also_fails.iter().chain(&m.may_fail).map(|a| &a.clause);
+        for c in std::iter::once(&m.expected_clause).chain(listed) {
             anyhow::ensure!(
                 clauses.iter().any(|k| &k.id == c),
                 "{}: mutant {} names unknown clause {c}",
@@ -110,7 +117,8 @@ fn run_one(
         .find(|s| s.name == m.scenario)
         .with_context(|| format!("mutant {}: no scenario named {}", m.name, m.scenario))?
         .clone();
-    for c in std::iter::once(&m.expected_clause).chain(m.also_fails.iter().map(|a| &a.clause)) {
+    let listed = m.also_fails.iter().chain(&m.may_fail).map(|a| &a.clause);
+    for c in std::iter::once(&m.expected_clause).chain(listed) {
         if !scenario.clauses.contains(c) {
             scenario.clauses.push(c.clone());
         }
@@ -131,7 +139,14 @@ fn run_one(
         .unwrap_or_else(|| "not judged".into());
     let unlisted: Vec<&String> = failed
         .iter()
-        .filter(|c| **c != m.expected_clause && !m.also_fails.iter().any(|a| &a.clause == *c))
+        .filter(|c| {
+            **c != m.expected_clause
+                && !m
+                    .also_fails
+                    .iter()
+                    .chain(&m.may_fail)
+                    .any(|a| &a.clause == *c)
+        })
         .collect();
     let problem = run_problem(&outcome).or_else(|| {
         (!unlisted.is_empty())

@@ -168,6 +168,7 @@ impl Plan {
         // The harness ends the run itself (SIGTERM once enough event lines were read), never
         // the tracer: every event-line sample must see the tracer's threads alive.
         spec.stop_after_events = self.stop_after_events;
+        spec.min_steady = MIN_STEADY;
         spec.sample_on_event = true;
         spec.sample_every = Some(Duration::from_millis(100));
         spec.observe = observe;
@@ -190,6 +191,11 @@ impl Plan {
         }
     }
 }
+
+/// The shortest steady state a run gets before the harness stops it: three periodic
+/// samples, so that a Requested ring kept while waiting is seen twice, 100 ms apart (see
+/// `checks::view::PARKED_SPREAD_NS`), however fast the events come.
+pub const MIN_STEADY: Duration = Duration::from_millis(250);
 
 /// The facts the tracer will see under this scenario.
 pub fn scenario_facts(base: &EnvFacts, bounding_drop: CapSet, paranoid: Option<i32>) -> EnvFacts {

@@ -126,35 +126,14 @@ fn mutant_trial(m: mutants::Mutant) -> Result<(), Failed> {
 
 /// The controls of `mutants.toml`. Until `mutants::Mutant` knows the `also_fails` and
 /// `may_fail` lists, they are set aside here so that the rest of each entry still parses.
-fn load_mutants(path: &Path) -> Vec<mutants::Mutant> {
-    if let Ok(list) = mutants::load(path) {
-        return list;
-    }
-    let text = std::fs::read_to_string(path).expect("reading fixtures/mutants/mutants.toml");
-    let doc: toml::Table = toml::from_str(&text).expect("fixtures/mutants/mutants.toml parses");
-    let entries = doc["mutant"]
-        .as_array()
-        .expect("[[mutant]] entries")
-        .clone();
-    entries
-        .into_iter()
-        .map(|mut m| {
-            if let Some(t) = m.as_table_mut() {
-                t.remove("also_fails");
-                t.remove("may_fail");
-            }
-            m.try_into().expect("a [[mutant]] entry")
-        })
-        .collect()
-}
-
 fn main() {
     let args = Arguments::from_args();
     let mut trials: Vec<Trial> = scenario::builtin()
         .into_iter()
         .map(|s| Trial::test(format!("scenario::{}", s.name), move || scenario_trial(s)))
         .collect();
-    let list = load_mutants(&root().join("fixtures/mutants/mutants.toml"));
+    let list = mutants::load(&root().join("fixtures/mutants/mutants.toml"))
+        .expect("fixtures/mutants/mutants.toml parses");
     trials.extend(
         list.into_iter()
             .map(|m| Trial::test(format!("mutant::{}", m.name), move || mutant_trial(m))),

@@ -74,7 +74,7 @@ pub fn required_exact(v: &View) -> Check {
         "E={} while configuring, and configuration completes",
         v.set(rings.required)
     );
-    let Some(ready) = v.ready_at() else {
+    let Some(ready) = v.config_end(rings) else {
         return fail_at(
             expected,
             format!(
@@ -134,42 +134,41 @@ pub fn required_config_only(v: &View) -> Check {
         Ok(r) => r,
         Err(c) => return c,
     };
-    if rings.required.is_empty() {
-        return na("the Required ring is empty here: there is nothing to leave");
+    let required = rings.required;
+    if required.is_empty() {
+        return na("the Required ring is empty here: there is nothing to enter or leave");
     }
-    let Some(first) = v.first_drop() else {
-        return fail(
-            "the Required ring entered, and left before the first event",
-            format!("the tracer never dropped ({})", v.exit_text()),
-        );
-    };
-    if first.own().is_some_and(|t| t.effective != rings.required) {
-        let e = first.own().map(|t| t.effective).unwrap_or_default();
-        return fail_at(
-            format!("the Required ring E={} entered", rings.required),
-            format!("the first drop went to E={e}"),
-            first.t_ns,
-        );
-    }
+    let expected = format!(
+        "the Required ring E={} entered while configuring, and left before the first event",
+        v.set(required)
+    );
     let Some(t0) = v.first_event() else {
-        return fail("events after configuration", v.no_steady_state());
+        return fail(expected, v.no_steady_state());
     };
-    let mut steady_ok = rings.requested_sets();
-    steady_ok.push(rings.unprivileged);
-    match v
-        .states_after(t0)
-        .into_iter()
-        .find(|s| !steady_ok.contains(&s.thread.effective))
+    let states = v.states();
+    if !states
+        .iter()
+        .any(|s| s.t < t0 && s.thread.effective == required)
+    {
+        return fail(
+            expected,
+            format!(
+                "no thread was ever in it before the first event (+{} ms)",
+                ms(t0)
+            ),
+        );
+    }
+    // Still in it (or above it) after the first event: E ⊇ the Required ring.
+    match states
+        .iter()
+        .find(|s| s.t >= t0 && required.is_subset(s.thread.effective))
     {
         Some(s) => fail_at(
-            format!("after the first event only {}", sets_text(&steady_ok)),
-            format!("{} (first event at +{} ms)", v.state_text(&s), ms(t0)),
+            expected,
+            format!("{} (first event at +{} ms)", v.state_text(s), ms(t0)),
             s.t,
         ),
-        None => pass(
-            "the Required ring left before the first event",
-            format!("left by +{} ms", ms(t0)),
-        ),
+        None => pass(expected, format!("left by +{} ms", ms(t0))),
     }
 }
 
@@ -233,7 +232,7 @@ fn bad_stretch<'s>(v: &View, stretches: &'s [Stretch]) -> Option<(&'s Stretch, S
                     "pid {} tid {} stayed in E={} from +{} ms {end}",
                     st.pid,
                     st.tid,
-                    st.set,
+                    v.set(st.set),
                     ms(st.from)
                 ),
             ));
@@ -243,8 +242,12 @@ fn bad_stretch<'s>(v: &View, stretches: &'s [Stretch]) -> Option<(&'s Stretch, S
                 return Some((
                     st,
                     format!(
-                        "pid {} tid {} left E={} for E={after}, not for E={before} (the ring it came from)",
-                        st.pid, st.tid, st.set
+                        "pid {} tid {} left E={} for E={}, not for E={} (the ring it came from)",
+                        st.pid,
+                        st.tid,
+                        v.set(st.set),
+                        v.set(after),
+                        v.set(before)
                     ),
                 ));
             }
@@ -253,39 +256,40 @@ fn bad_stretch<'s>(v: &View, stretches: &'s [Stretch]) -> Option<(&'s Stretch, S
     None
 }
 
+/// Every excursion out of the outer ring (any E other than the Unprivileged or the Required
+/// ring, after the first drop) must come back, soon, to the ring it left.
 pub fn requested_returns(v: &View) -> Check {
     let rings = match v.dropping() {
         Ok(r) => r,
         Err(c) => return c,
     };
-    let singles: Vec<CapSet> = rings
-        .requested_sets()
-        .into_iter()
-        .filter(|s| *s != rings.required)
-        .collect();
-    if singles.is_empty() {
+    if rings.requested_caps().is_empty() {
         return na("no Requested operation is enabled for the selected events");
     }
-    let stretches = v.stretches(&singles);
-    if let Some((st, why)) = bad_stretch(v, &stretches) {
-        return fail_at(
-            format!(
-                "back to the outer ring within {} ms of each operation",
-                REQUESTED_MAX_NS / 1_000_000
-            ),
-            why,
-            st.from,
+    let Some(first) = v.first_drop() else {
+        return fail(
+            "Requested operations that return",
+            format!("no capability drop ({})", v.exit_text()),
         );
+    };
+    let outer = [rings.unprivileged, rings.required];
+    let stretches: Vec<Stretch> = v.excursions(first.t_ns, &outer).into_iter().collect();
+    let expected = format!(
+        "back to the outer ring within {} ms of each operation",
+        REQUESTED_MAX_NS / 1_000_000
+    );
+    if let Some((st, why)) = bad_stretch(v, &stretches) {
+        return fail_at(expected, why, st.from);
     }
     if stretches.is_empty() {
         return fail(
-            "Requested operations that return",
+            expected,
             format!("no Requested ring was entered ({})", v.exit_text()),
         );
     }
     let longest = stretches.iter().map(Stretch::duration).max().unwrap_or(0);
     pass(
-        "back to the outer ring after each operation",
+        expected,
         format!(
             "{} operations, the longest {} ms",
             stretches.len(),

@@ -19,6 +19,11 @@ use crate::timeline::{Call, Entry, Event, FaultKind, ThreadCaps};
 /// seconds.
 pub const REQUESTED_MAX_NS: u64 = 500_000_000;
 
+/// Two settled observations of one Requested stretch this far apart mean it is parked: a
+/// periodic sample comes every 100 ms, so a ring kept while waiting is seen twice, while an
+/// operation (a file open between two capsets) is over long before.
+pub const PARKED_SPREAD_NS: u64 = 100_000_000;
+
 /// One recorded state of one thread.
 #[derive(Debug, Clone, Copy)]
 pub struct State<'a> {
@@ -47,22 +52,21 @@ impl Stretch {
         self.to.unwrap_or(self.last_seen) - self.from
     }
 
-    /// Not a single operation: it lasted longer than one may, or it never ended and settled
-    /// observations (samples, exit stops) found it twice, at least 50 ms apart: the state in
-    /// which the tracer waits for events. A no-op capset does not end a stretch.
+    /// Not a single operation: it lasted longer than one may, or settled observations
+    /// (samples, exit stops) found the thread in it at moments at least
+    /// [`PARKED_SPREAD_NS`] apart: the state in which the tracer waits for events, however
+    /// short the run. A no-op capset does not end a stretch.
     pub fn parked(&self, settled: &[u64]) -> bool {
         if self.duration() > REQUESTED_MAX_NS {
             return true;
         }
-        if self.to.is_some() {
-            return false;
-        }
+        let end = self.to.unwrap_or(self.last_seen);
         let seen: Vec<u64> = settled
             .iter()
             .copied()
-            .filter(|t| *t >= self.from && *t <= self.last_seen)
+            .filter(|t| *t >= self.from && *t <= end && self.to.is_none_or(|to| *t < to))
             .collect();
-        matches!((seen.first(), seen.last()), (Some(a), Some(b)) if b - a >= 50_000_000)
+        matches!((seen.first(), seen.last()), (Some(a), Some(b)) if b - a >= PARKED_SPREAD_NS)
     }
 
     pub fn covers(&self, tid: i32, t: u64) -> bool {
@@ -147,6 +151,27 @@ impl<'a> View<'a> {
         }
     }
 
+    /// When configuration ended: at readiness, or earlier when the tracer already went from
+    /// the Required ring to the Unprivileged one (its output may reach capring a little after
+    /// it moved on: readiness seen on a pipe lags).
+    pub fn config_end(&self, rings: &Rings) -> Option<u64> {
+        let ready = self.ready_at();
+        let mut in_required = false;
+        let mut left = None;
+        for s in self.states() {
+            if s.thread.effective == rings.required {
+                in_required = true;
+            } else if in_required && s.thread.effective == rings.unprivileged {
+                left = Some(s.t);
+                break;
+            }
+        }
+        match (ready, left) {
+            (Some(r), Some(l)) => Some(r.min(l)),
+            (r, _) => r,
+        }
+    }
+
     /// Every recorded state of every thread of the tree, in time order. At the return of a
     /// capset the other threads of that process are still being switched (the broadcast is
     /// in flight), so only the acting thread counts there; samples, exit stops and other
@@ -208,8 +233,17 @@ impl<'a> View<'a> {
 
     /// Each thread's stretches in one of `sets` (built from every recorded state).
     pub fn stretches(&self, sets: &[CapSet]) -> Vec<Stretch> {
+        self.stretches_where(0, |e| sets.contains(&e))
+    }
+
+    /// Each thread's stretches, from `after` on, in any E that is none of `outer`.
+    pub fn excursions(&self, after: u64, outer: &[CapSet]) -> Vec<Stretch> {
+        self.stretches_where(after, |e| !outer.contains(&e))
+    }
+
+    fn stretches_where(&self, after: u64, inside: impl Fn(CapSet) -> bool) -> Vec<Stretch> {
         let mut by_tid: BTreeMap<i32, Vec<State>> = BTreeMap::new();
-        for s in self.states() {
+        for s in self.states().into_iter().filter(|s| s.t >= after) {
             by_tid.entry(s.thread.tid).or_default().push(s);
         }
         let mut out = Vec::new();
@@ -227,7 +261,7 @@ impl<'a> View<'a> {
                     }
                     None => {}
                 }
-                if open.is_none() && sets.contains(&e) && prev != Some(e) {
+                if open.is_none() && inside(e) && prev != Some(e) {
                     open = Some(Stretch {
                         pid: s.thread.pid,
                         tid: s.thread.tid,

@@ -173,6 +173,10 @@ struct Shared {
     interrupted: AtomicBool,
     /// When SIGTERM was sent to end the run.
     term_sent: Mutex<Option<Instant>>,
+    /// When the first event line arrived.
+    first_event_at: Mutex<Option<Instant>>,
+    stop_after_events: Option<usize>,
+    min_steady: Duration,
     wake: Condvar,
     wake_lock: Mutex<()>,
     /// The workload, started by the monitor thread at the first attach (or at `companion_at`).
@@ -245,6 +249,23 @@ impl Shared {
         self.notify();
     }
 
+    /// Ends the run once there were enough event lines and the steady state lasted long
+    /// enough (called on each event line and by the monitor).
+    fn stop_when_enough(&self) {
+        let Some(n) = self.stop_after_events else {
+            return;
+        };
+        let seen = self.event_count.load(Ordering::SeqCst);
+        let steady = self
+            .first_event_at
+            .lock()
+            .unwrap()
+            .is_some_and(|t| t.elapsed() >= self.min_steady);
+        if seen >= n && steady {
+            self.stop(&format!("{seen} event lines read"));
+        }
+    }
+
     /// Asks the monitor thread to start the companion now.
     fn request_companion(&self) {
         if self.companion.is_some() && !self.companion_requested.swap(true, Ordering::SeqCst) {
@@ -297,12 +318,13 @@ fn reader(shared: Arc<Shared>, pipe: File, stream: Stream, spec: &LaunchSpec) {
             continue;
         }
         let n = shared.event_count.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == 1 {
+            *shared.first_event_at.lock().unwrap() = Some(Instant::now());
+        }
         if spec.sample_on_event {
             shared.sample(SampleCause::EventLine { n });
         }
-        if spec.stop_after_events == Some(n) {
-            shared.stop(&format!("{n} event lines read"));
-        }
+        shared.stop_when_enough();
     }
 }
 
@@ -331,6 +353,10 @@ fn monitor(shared: Arc<Shared>, timeout: Duration, every: Option<Duration>) {
                 let _ = c.stop();
             }
         }
+        // `stop` notifies through the wake lock, which this loop holds.
+        drop(guard);
+        shared.stop_when_enough();
+        guard = shared.wake_lock.lock().unwrap();
         let term = *shared.term_sent.lock().unwrap();
         let kill_after_term = term.is_some_and(|at| now >= at + Duration::from_secs(2));
         start_companion_when_due(&shared, now);
@@ -557,6 +583,9 @@ fn run_here(spec: &LaunchSpec) -> Result<Observation, ObserveError> {
         stopped_by_harness: AtomicBool::new(false),
         interrupted: AtomicBool::new(false),
         term_sent: Mutex::new(None),
+        first_event_at: Mutex::new(None),
+        stop_after_events: spec.stop_after_events,
+        min_steady: spec.min_steady,
         wake: Condvar::new(),
         wake_lock: Mutex::new(()),
         companion: spec.companion.clone(),
