@@ -66,6 +66,10 @@ struct MutantsArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also write each control's run to DIR/runs/<control>.json (readable back by
+    /// `RunRecord::load`; `cargo xtask record-runs` keeps them under fixtures/runs/).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
 }
 
 fn run_mutants(a: MutantsArgs) -> Result<i32> {
@@ -96,6 +100,18 @@ fn run_mutants(a: MutantsArgs) -> Result<i32> {
     let results = mutants::run_all(&profile, dir, &list, &scenario::builtin(), |name| {
         eprintln!("capring: control {name}")
     })?;
+    if let Some(dir) = &a.out {
+        let runs = dir.join("runs");
+        std::fs::create_dir_all(&runs).with_context(|| format!("creating {}", runs.display()))?;
+        for r in &results {
+            if let Some(rec) = &r.record {
+                std::fs::write(
+                    runs.join(format!("{}.json", r.mutant.name)),
+                    serde_json::to_vec(rec)?,
+                )?;
+            }
+        }
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {

@@ -61,6 +61,9 @@ pub struct MutantResult {
     pub expected_verdict: String,
     /// Why the control does not count, when it does not.
     pub problem: Option<String>,
+    /// The run itself, for `capring mutants --out`.
+    #[serde(skip)]
+    pub record: Option<Box<crate::run::RunRecord>>,
 }
 
 pub fn load(path: &Path) -> Result<Vec<Mutant>> {
@@ -152,12 +155,17 @@ fn run_one(
         (!unlisted.is_empty())
             .then(|| format!("it also fails clauses its entry does not list: {unlisted:?}"))
     });
+    let record = match outcome {
+        Outcome::Ran(r) => r.ok().map(Box::new),
+        Outcome::NoPlan(_) => None,
+    };
     Ok(MutantResult {
         caught: problem.is_none() && failed.contains(&m.expected_clause),
         expected_verdict,
         mutant: m.clone(),
         failed,
         problem,
+        record,
     })
 }
 

@@ -24,10 +24,20 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
-    /// Reads a record written by `capring check --out` (`runs/<scenario>.json`).
+    /// Reads a record written by `capring check --out` (`runs/<scenario>.json`), or a
+    /// gzipped one (`.json.gz`, as kept under `fixtures/runs/`).
     pub fn load(path: &Path) -> anyhow::Result<RunRecord> {
-        let text = std::fs::read(path)?;
-        Ok(serde_json::from_slice(&text)?)
+        use anyhow::Context;
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let json = if path.extension().is_some_and(|e| e == "gz") {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut out)
+                .with_context(|| format!("gunzipping {}", path.display()))?;
+            out
+        } else {
+            bytes
+        };
+        serde_json::from_slice(&json).with_context(|| format!("parsing {}", path.display()))
     }
 }
 

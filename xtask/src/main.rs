@@ -6,9 +6,11 @@
 //! * `cargo xtask bench vm` compares full runs with bare boots; `bench harness` and
 //!   `bench ring-share` measure the harness and the reference tracer on the host.
 //! * `cargo xtask test` is the project's test command (README, `.ci/run`).
+//! * `cargo xtask record-runs` re-records the runs under fixtures/runs/ (needs root).
 
 mod bench_host;
 mod prereq;
+mod record_runs;
 mod snapshots;
 mod test_cmd;
 mod vmtest;
@@ -38,6 +40,8 @@ enum Cmd {
     /// The project's test command: install prerequisites, build, nextest, then the kernel
     /// matrix in QEMU.
     Test(test_cmd::TestArgs),
+    /// Re-record the real runs the checks are unit-tested on (fixtures/runs/; needs root).
+    RecordRuns,
     /// Benchmarks (speed goals live here, never in tests).
     Bench {
         #[command(subcommand)]
@@ -183,6 +187,7 @@ fn main() -> ExitCode {
         Cmd::Bench {
             what: BenchCmd::RingShare(a),
         } => bench_host::ring_share(&a).map(|()| 0),
+        Cmd::RecordRuns => record_runs::execute(),
         Cmd::Test(a) => match test_cmd::execute(&a) {
             Ok(()) => Ok(0),
             Err(e) => {

@@ -321,7 +321,9 @@ fn reader(shared: Arc<Shared>, pipe: File, stream: Stream, spec: &LaunchSpec) {
         if n == 1 {
             *shared.first_event_at.lock().unwrap() = Some(Instant::now());
         }
-        if spec.sample_on_event {
+        // Event lines may flood (a tracer of every openat on a busy machine): sample the
+        // first ones only; periodic samples go on.
+        if spec.sample_on_event && n <= spec.stop_after_events.unwrap_or(100) {
             shared.sample(SampleCause::EventLine { n });
         }
         shared.stop_when_enough();
