@@ -5,9 +5,11 @@
 //! * `cargo xtask kernels update` re-pins vm/kernels.lock from vm/kernels.toml.
 //! * `cargo xtask bench vm` compares full runs with bare boots; `bench harness` and
 //!   `bench ring-share` measure the harness and the reference tracer on the host.
+//! * `cargo xtask fuzz --seconds N` runs the grammar fuzz target for a bounded time.
 //! * `cargo xtask test` is the project's test command (README, `.ci/run`).
 
 mod bench_host;
+mod fuzz;
 mod prereq;
 mod snapshots;
 mod test_cmd;
@@ -38,6 +40,9 @@ enum Cmd {
     /// The project's test command: install prerequisites, build, nextest, then the kernel
     /// matrix in QEMU.
     Test(test_cmd::TestArgs),
+    /// Fuzz the --capabilities grammar against its model for a bounded time; a failing
+    /// input is saved under fuzz/regressions/.
+    Fuzz(fuzz::FuzzArgs),
     /// Benchmarks (speed goals live here, never in tests).
     Bench {
         #[command(subcommand)]
@@ -183,6 +188,13 @@ fn main() -> ExitCode {
         Cmd::Bench {
             what: BenchCmd::RingShare(a),
         } => bench_host::ring_share(&a).map(|()| 0),
+        Cmd::Fuzz(a) => match fuzz::fuzz(&a) {
+            Ok(()) => Ok(0),
+            Err(e) => {
+                eprintln!("xtask fuzz: {e:#}");
+                Ok(1)
+            }
+        },
         Cmd::Test(a) => match test_cmd::execute(&a) {
             Ok(()) => Ok(0),
             Err(e) => {
