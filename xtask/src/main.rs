@@ -5,10 +5,12 @@
 //! * `cargo xtask kernels update` re-pins vm/kernels.lock from vm/kernels.toml.
 //! * `cargo xtask bench vm` compares full runs with bare boots; `bench harness` and
 //!   `bench ring-share` measure the harness and the reference tracer on the host.
+//! * `cargo xtask fuzz --seconds N` runs the grammar fuzz target for a bounded time.
 //! * `cargo xtask test` is the project's test command (README, `.ci/run`).
 //! * `cargo xtask record-runs` re-records the runs under fixtures/runs/ (needs root).
 
 mod bench_host;
+mod fuzz;
 mod prereq;
 mod record_runs;
 mod snapshots;
@@ -42,6 +44,9 @@ enum Cmd {
     Test(test_cmd::TestArgs),
     /// Re-record the real runs the checks are unit-tested on (fixtures/runs/; needs root).
     RecordRuns,
+    /// Fuzz the --capabilities grammar against its model for a bounded time; a failing
+    /// input is saved under fuzz/regressions/.
+    Fuzz(fuzz::FuzzArgs),
     /// Benchmarks (speed goals live here, never in tests).
     Bench {
         #[command(subcommand)]
@@ -188,6 +193,13 @@ fn main() -> ExitCode {
             what: BenchCmd::RingShare(a),
         } => bench_host::ring_share(&a).map(|()| 0),
         Cmd::RecordRuns => record_runs::execute(),
+        Cmd::Fuzz(a) => match fuzz::fuzz(&a) {
+            Ok(()) => Ok(0),
+            Err(e) => {
+                eprintln!("xtask fuzz: {e:#}");
+                Ok(1)
+            }
+        },
         Cmd::Test(a) => match test_cmd::execute(&a) {
             Ok(()) => Ok(0),
             Err(e) => {

@@ -9,7 +9,9 @@
 //!    `--bins`: that would rebuild the production `ref-tracer` and `ref-rules` with the
 //!    feature, over the production binaries the tests use.
 //! 4. Runs `cargo nextest run --workspace` (profile `ci` under CI, which writes JUnit).
-//! 5. Runs the conformance suite inside QEMU on every kernel of vm/kernels.toml
+//! 5. Fuzzes the `--capabilities` grammar against its model for `--fuzz-seconds`
+//!    (`cargo xtask fuzz`; a failing input is saved under `fuzz/regressions/`).
+//! 6. Runs the conformance suite inside QEMU on every kernel of vm/kernels.toml
 //!    (`cargo xtask vm-test --kernel all`) unless `--no-vm`.
 
 use std::path::Path;
@@ -24,6 +26,9 @@ pub struct TestArgs {
     /// Skip the QEMU kernel matrix (host tests only).
     #[arg(long)]
     pub no_vm: bool,
+    /// Seconds of grammar fuzzing after the tests (0 skips it).
+    #[arg(long, default_value_t = 45)]
+    pub fuzz_seconds: u64,
     /// nextest profile (default: `ci` when $CI is set, else `default`).
     #[arg(long)]
     pub profile: Option<String>,
@@ -105,6 +110,15 @@ pub fn execute(args: &TestArgs) -> Result<()> {
         &format!("cargo nextest run --workspace --profile {profile}"),
         &mut nextest,
     )?;
+    if args.fuzz_seconds > 0 {
+        eprintln!(
+            "xtask test: cargo xtask fuzz --seconds {}",
+            args.fuzz_seconds
+        );
+        crate::fuzz::fuzz(&crate::fuzz::FuzzArgs {
+            seconds: args.fuzz_seconds,
+        })?;
+    }
     if !args.no_vm {
         let mut vm = Command::new(&cargo);
         vm.args(["xtask", "vm-test", "--kernel", "all"]);
