@@ -151,10 +151,24 @@ fn run_one(
                     .any(|a| &a.clause == *c)
         })
         .collect();
-    let problem = run_problem(&outcome).or_else(|| {
-        (!unlisted.is_empty())
-            .then(|| format!("it also fails clauses its entry does not list: {unlisted:?}"))
-    });
+    let stale: Vec<&String> = m
+        .also_fails
+        .iter()
+        .map(|a| &a.clause)
+        .filter(|c| !failed.contains(*c))
+        .collect();
+    let problem = run_problem(&outcome)
+        .or_else(|| {
+            (!unlisted.is_empty())
+                .then(|| format!("it also fails clauses its entry does not list: {unlisted:?}"))
+        })
+        .or_else(|| {
+            (!stale.is_empty()).then(|| {
+                format!(
+                    "its entry says it also fails {stale:?}, which passed (a stale entry, or a blind check)"
+                )
+            })
+        });
     let record = match outcome {
         Outcome::Ran(r) => r.ok().map(Box::new),
         Outcome::NoPlan(_) => None,
