@@ -554,7 +554,12 @@ fn command(profile: &Profile, s: &Scenario, events: &[String]) -> Result<Command
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     for (k, v) in &s.env {
-        env_set.push(translate_env(profile, k, v).map_err(NoPlan::Unsupported)?);
+        // The rules engine reads the seed's variables (Tracee's container entrypoint sets
+        // them for both binaries); the tracer's own names apply to the tracer only.
+        env_set.push(match s.target {
+            Target::Tracer => translate_env(profile, k, v).map_err(NoPlan::Unsupported)?,
+            Target::Rules => (k.clone(), v.clone()),
+        });
     }
     // Neither the seed's variables nor the tracer's own may leak in from capring's
     // environment: only what the scenario sets.

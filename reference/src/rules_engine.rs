@@ -90,7 +90,10 @@ pub fn run(program: &str, args: Args) -> i32 {
             format!("--capabilities {key} is not supported by ref-rules: it runs without capabilities; only --allcaps exists"),
         );
     }
-    let mut env = CapEnv::from_lookup(|k| std::env::var(k).ok());
+    let mut env = CapEnv::from_lookup(|k| {
+        // A value that is not UTF-8 is a bad value (a usage error), never "unset".
+        std::env::var_os(k).map(|v| v.to_string_lossy().into_owned())
+    });
     faults::rules_environment(&mut env);
     let outcome = match oracle::evaluate_rules(faults::rules_allcaps_flag(args.allcaps), &env) {
         Ok(o) => o,

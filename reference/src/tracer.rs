@@ -131,7 +131,10 @@ pub fn capability_help(facts: &EnvFacts) -> String {
 
 /// Runs the tracer; returns the process exit code.
 pub fn run(args: Args) -> i32 {
-    let mut env = CapEnv::from_lookup(|k| std::env::var(k).ok());
+    let mut env = CapEnv::from_lookup(|k| {
+        // A value that is not UTF-8 is a bad value (a usage error), never "unset".
+        std::env::var_os(k).map(|v| v.to_string_lossy().into_owned())
+    });
     faults::environment(&mut env);
     let facts = match facts::probe() {
         Ok(f) => f,
