@@ -144,12 +144,16 @@ fn list_scenarios(a: ListArgs) -> Result<i32> {
         return Ok(0);
     }
     for s in &scenarios {
-        println!(
-            "{}\n  {}\n  clauses: {}",
-            s.name,
-            s.description,
-            s.clauses.join(", ")
-        );
+        let roles: Vec<String> = s
+            .select
+            .iter()
+            .map(|r| serde_json::to_value(r).map(|v| v.as_str().unwrap_or("?").to_string()))
+            .collect::<Result<_, _>>()?;
+        println!("{}\n  {}", s.name, s.description);
+        if !roles.is_empty() {
+            println!("  events by role: {}", roles.join(", "));
+        }
+        println!("  clauses: {}", s.clauses.join(", "));
     }
     Ok(0)
 }
