@@ -23,9 +23,10 @@ pub struct Step {
     pub effective: String,
     pub permitted: String,
     pub bounding: String,
-    /// bpf/perf_event_open calls made while this state was in force, with their results.
+    /// The other traced calls (bpf, perf_event_open, raw sockets…) made while this state was
+    /// in force, with their results, counted: their order is not stable.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub privileged_calls: BTreeMap<String, usize>,
+    pub calls: BTreeMap<String, usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -80,15 +81,20 @@ fn add_step(configuration: &mut Vec<(Step, usize)>, e: &Entry, own: &ThreadCaps,
         effective: compact(own.effective, last),
         permitted: compact(own.permitted, last),
         bounding: compact(own.bounding, last),
-        privileged_calls: BTreeMap::new(),
+        calls: BTreeMap::new(),
     };
-    if call.is_privileged() {
+    let credential = call.changes_capabilities()
+        || matches!(
+            call,
+            Call::SetId { .. } | Call::Setgroups { .. } | Call::Execve { .. } | Call::Prctl { .. }
+        );
+    if !credential {
         let key = format!("{text} = {result}");
         if configuration.is_empty() {
             configuration.push((state("(start)".into(), "ok".into()), 1));
         }
         let (step, _) = configuration.last_mut().expect("pushed above");
-        *step.privileged_calls.entry(key).or_default() += 1;
+        *step.calls.entry(key).or_default() += 1;
         return;
     }
     let step = state(text, result);
@@ -96,7 +102,7 @@ fn add_step(configuration: &mut Vec<(Step, usize)>, e: &Entry, own: &ThreadCaps,
         Some((prev, n))
             if prev.call == step.call
                 && prev.result == step.result
-                && prev.privileged_calls.is_empty() =>
+                && prev.calls.is_empty() =>
         {
             *prev = step;
             *n += 1;
