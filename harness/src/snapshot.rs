@@ -100,9 +100,7 @@ fn add_step(configuration: &mut Vec<(Step, usize)>, e: &Entry, own: &ThreadCaps,
     let step = state(text, result);
     match configuration.last_mut() {
         Some((prev, n))
-            if prev.call == step.call
-                && prev.result == step.result
-                && prev.calls.is_empty() =>
+            if prev.call == step.call && prev.result == step.result && prev.calls.is_empty() =>
         {
             *prev = step;
             *n += 1;

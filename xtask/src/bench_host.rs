@@ -1,7 +1,11 @@
 //! Host benchmarks (never timed tests):
 //!
-//! * `cargo xtask bench harness`: the whole scenario catalog observed (ptrace) ÷ the same
-//!   runs unobserved, and one `ref-tracer --print-rings` ÷ spawning `/bin/true`.
+//! * `cargo xtask bench harness`: the cost of observation. Each scenario of the catalog, and
+//!   an exec storm, run observed (ptrace) and unobserved; both end on the same condition (the
+//!   scenario's number of event lines) under the same workload, and the figure is the time
+//!   from launch to that line, read from the recorded runs: the waits around it (the
+//!   steady-state minimum, teardown) are the same in both modes and left out. Also events
+//!   per second of the steady state, and one `ref-tracer --print-rings` ÷ `/bin/true`.
 //! * `cargo xtask bench ring-share`: an exec storm under `ref-tracer`; the share of time with
 //!   a non-empty effective set, from `--ring-log` (process start to exit, configuration
 //!   included).
@@ -49,27 +53,6 @@ fn write_result(name: &str, value: &serde_json::Value) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn time_check(bin: &Path, observe: bool) -> Result<Duration> {
-    let start = Instant::now();
-    let mut cmd = Command::new(bin.join("capring"));
-    cmd.args([
-        "check",
-        "--tracer",
-        "fixtures/tracers/ref-tracer.toml",
-        "--format",
-        "json",
-    ])
-    .current_dir(workspace())
-    .env("CAPRING_BIN_DIR", bin)
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
-    if !observe {
-        cmd.arg("--no-observe");
-    }
-    cmd.status().context("running capring check")?;
-    Ok(start.elapsed())
-}
-
 fn time_spawns(n: u32, program: &Path, args: &[&str]) -> Result<Duration> {
     let start = Instant::now();
     for _ in 0..n {
@@ -95,9 +78,158 @@ pub struct HarnessArgs {
     spawns: u32,
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
+/// One `capring check` of a catalog into `out` (its runs/<scenario>.json are read afterwards).
+fn run_check(
+    bin: &Path,
+    profile: &str,
+    scenarios: Option<&str>,
+    observe: bool,
+    out: &Path,
+) -> Result<()> {
+    let _ = std::fs::remove_dir_all(out);
+    let mut cmd = Command::new(bin.join("capring"));
+    cmd.args(["check", "--tracer", profile, "--format", "json", "--out"])
+        .arg(out)
+        .current_dir(workspace())
+        .env("CAPRING_BIN_DIR", bin)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(s) = scenarios {
+        cmd.args(["--scenarios", s]);
+    }
+    if !observe {
+        cmd.arg("--no-observe");
+    }
+    cmd.status().context("running capring check")?;
+    Ok(())
+}
+
+/// What one run's event lines say: launch → first event, launch → the line that ends it.
+#[derive(Clone, Copy)]
+struct Timing {
+    first_s: f64,
+    last_s: f64,
+    lines: usize,
+}
+
+impl Timing {
+    fn rate(&self) -> f64 {
+        self.lines.saturating_sub(1) as f64 / (self.last_s - self.first_s).max(1e-9)
+    }
+}
+
+/// Per scenario: the times of its event lines up to the scenario's own count (what ends the
+/// run in both modes). Teardown, the steady-state minimum and the exit are left out: they
+/// are waits, not work, and the same in both modes.
+fn timings(out: &Path) -> Result<Vec<(String, Timing)>> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(out.join("runs"))? {
+        let path = e?.path();
+        let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+        let want = rec["plan"]["stop_after_events"].as_u64().unwrap_or(0) as usize;
+        let events: Vec<f64> = rec["observation"]["lines"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|l| l["event"].as_bool() == Some(true))
+            .filter_map(|l| l["t_ns"].as_u64())
+            .map(|t| t as f64 / 1e9)
+            .take(want)
+            .collect();
+        if want < 2 || events.len() < want {
+            continue; // runs not expected to emit their lines (usage, drop failures, help)
+        }
+        let name = rec["plan"]["scenario"]["name"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string();
+        let t = Timing {
+            first_s: events[0],
+            last_s: events[want - 1],
+            lines: want,
+        };
+        v.push((name, t));
+    }
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(v)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// Median timing per scenario over `repeat` runs of one mode.
+fn repeated(
+    bin: &Path,
+    profile: &str,
+    scenarios: Option<&str>,
+    observe: bool,
+    repeat: usize,
+) -> Result<Vec<(String, Timing)>> {
+    let out = workspace().join("target/bench/check");
+    let mut all: Vec<Vec<(String, Timing)>> = Vec::new();
+    for _ in 0..repeat {
+        run_check(bin, profile, scenarios, observe, &out)?;
+        all.push(timings(&out)?);
+    }
+    let mut merged = Vec::new();
+    for (name, t0) in &all[0] {
+        let of = |f: fn(&Timing) -> f64| {
+            median(
+                all.iter()
+                    .filter_map(|r| r.iter().find(|(m, _)| m == name))
+                    .map(|(_, t)| f(t))
+                    .collect(),
+            )
+        };
+        let t = Timing {
+            first_s: of(|t| t.first_s),
+            last_s: of(|t| t.last_s),
+            lines: t0.lines,
+        };
+        merged.push((name.clone(), t));
+    }
+    Ok(merged)
+}
+
+/// Prints one mode against the other, per scenario; returns the sums of the time to the line
+/// that ends each run (observed, unobserved).
+fn compare(title: &str, obs: &[(String, Timing)], bare: &[(String, Timing)]) -> (f64, f64) {
+    println!("{title}");
+    println!(
+        "  {:<24} {:>12} {:>12} {:>9} {:>9} {:>6}",
+        "scenario", "to-end obs", "to-end bare", "ev/s obs", "ev/s bare", "ratio"
+    );
+    let (mut so, mut sb) = (0.0, 0.0);
+    for (name, o) in obs {
+        let Some((_, b)) = bare.iter().find(|(n, _)| n == name) else {
+            continue;
+        };
+        so += o.last_s;
+        sb += b.last_s;
+        println!(
+            "  {name:<24} {:>10.3} s {:>10.3} s {:>9.0} {:>9.0} {:>6.2}",
+            o.last_s,
+            b.last_s,
+            o.rate(),
+            b.rate(),
+            o.last_s / b.last_s
+        );
+    }
+    (so, sb)
+}
+
+fn per_scenario(v: &[(String, Timing)]) -> serde_json::Value {
+    let map: serde_json::Map<String, serde_json::Value> = v
+        .iter()
+        .map(|(n, t)| {
+            let doc = json!({"to_end_s": t.last_s, "first_event_s": t.first_s,
+                "lines": t.lines, "events_per_s": t.rate()});
+            (n.clone(), doc)
+        })
+        .collect();
+    map.into()
 }
 
 pub fn harness(args: &HarnessArgs) -> Result<()> {
@@ -106,32 +238,31 @@ pub fn harness(args: &HarnessArgs) -> Result<()> {
         bail!("bench harness runs the conformance catalog and needs root");
     }
     let bin = build_release()?;
-    let (mut obs, mut bare) = (Vec::new(), Vec::new());
-    for i in 0..args.repeat.max(1) {
-        eprintln!(
-            "bench: catalog run {} of {} (observed, then unobserved)",
-            i + 1,
-            args.repeat
-        );
-        obs.push(time_check(&bin, true)?);
-        bare.push(time_check(&bin, false)?);
-    }
-    let (o, b) = (median(obs), median(bare));
+    let repeat = args.repeat.max(1);
+    let reference = "fixtures/tracers/ref-tracer.toml";
+    let storm = "fixtures/bench/ref-tracer-storm.toml";
+    let storm_scenarios = Some("fixtures/bench/scenarios.toml");
+    eprintln!("bench: the catalog and an exec storm, observed and unobserved, {repeat} times each");
+    let obs = repeated(&bin, reference, None, true, repeat)?;
+    let bare = repeated(&bin, reference, None, false, repeat)?;
+    let storm_obs = repeated(&bin, storm, storm_scenarios, true, repeat)?;
+    let storm_bare = repeated(&bin, storm, storm_scenarios, false, repeat)?;
+    let (so, sb) = compare(
+        "the catalog (launch to the line that ends each run)",
+        &obs,
+        &bare,
+    );
+    let (to, tb) = compare("exec storm", &storm_obs, &storm_bare);
+    let (r1, r3) = (so / sb, to / tb);
+    println!("catalog: observed {so:.3} s, unobserved {sb:.3} s: observation cost {r1:.3}   (goal <= 1.3)");
+    println!("exec storm: observed {to:.3} s, unobserved {tb:.3} s: observation cost {r3:.3}");
     let rings = time_spawns(
         args.spawns,
         &bin.join("ref-tracer"),
         &["--events", "execve", "--print-rings"],
     )?;
     let truth = time_spawns(args.spawns, Path::new("/bin/true"), &[])?;
-    let r1 = o.as_secs_f64() / b.as_secs_f64();
     let r2 = rings.as_secs_f64() / truth.as_secs_f64();
-    println!(
-        "catalog observed   {:>9.3} s  (median of {})",
-        o.as_secs_f64(),
-        args.repeat
-    );
-    println!("catalog unobserved {:>9.3} s", b.as_secs_f64());
-    println!("ratio observed/unobserved      {r1:.3}   (goal <= 1.3)");
     println!(
         "--print-rings {:>9.3} ms  /bin/true {:>7.3} ms  ratio {r2:.2}   (goal <= 3)",
         rings.as_secs_f64() * 1e3,
@@ -140,9 +271,12 @@ pub fn harness(args: &HarnessArgs) -> Result<()> {
     let path = write_result(
         "harness",
         &json!({
-            "catalog_observed_s": o.as_secs_f64(), "catalog_unobserved_s": b.as_secs_f64(), "ratio": r1,
-            "print_rings_ms": rings.as_secs_f64() * 1e3, "bin_true_ms": truth.as_secs_f64() * 1e3, "spawn_ratio": r2,
-            "repeat": args.repeat, "spawns": args.spawns,
+            "catalog_observed_s": so, "catalog_unobserved_s": sb, "observation_cost": r1,
+            "storm_observed_s": to, "storm_unobserved_s": tb, "storm_observation_cost": r3,
+            "observed": per_scenario(&obs), "unobserved": per_scenario(&bare),
+            "storm_observed": per_scenario(&storm_obs), "storm_unobserved": per_scenario(&storm_bare),
+            "print_rings_ms": rings.as_secs_f64() * 1e3, "bin_true_ms": truth.as_secs_f64() * 1e3,
+            "spawn_ratio": r2, "repeat": repeat, "spawns": args.spawns,
         }),
     )?;
     eprintln!("bench: wrote {}", path.display());
