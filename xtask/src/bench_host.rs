@@ -413,3 +413,91 @@ pub fn ring_share(args: &RingShareArgs) -> Result<()> {
     eprintln!("bench: wrote {}", path.display());
     Ok(())
 }
+
+#[derive(clap::Args)]
+pub struct InterruptArgs {
+    /// Interrupts per misbehaviour.
+    #[arg(long, default_value_t = 5)]
+    repeat: usize,
+}
+
+/// Starts `capring check` on misbehave.sh in `mode`; returns it once the script logged a pid.
+fn start_misbehaving(bin: &Path, mode: &str, dir: &Path) -> Result<std::process::Child> {
+    let fx = workspace().join("fixtures/tracers/misbehaving");
+    let profile = dir.join("profile.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "name = \"misbehave-{mode}\"\nbinary = \"{}\"\nargs = [\"{mode}\"]\ncatalog = \"{}\"\n",
+            fx.join("misbehave.sh").display(),
+            fx.join("misbehave.catalog.toml").display()
+        ),
+    )?;
+    let pids = dir.join("pids");
+    std::fs::write(&pids, "")?;
+    let child = Command::new(bin.join("capring"))
+        .args([
+            "check",
+            "--format",
+            "json",
+            "--scenario",
+            "interrupt-paranoid",
+            "--scenarios",
+        ])
+        .arg(fx.join("scenarios.toml"))
+        .arg("--tracer")
+        .arg(&profile)
+        .env("CAPRING_TEST_PIDS", &pids)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let end = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(&pids)?.trim().is_empty() {
+        if Instant::now() > end {
+            bail!("misbehave.sh {mode} never started");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Into the run: configuration for `hang`, the steady state for the others.
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(child)
+}
+
+/// `cargo xtask bench interrupt`: SIGINT to `capring check` → its exit, while the tracer
+/// hangs, ignores SIGTERM or floods stdout (goal: under 1 s).
+pub fn interrupt(args: &InterruptArgs) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("bench interrupt changes perf_event_paranoid through capring and needs root");
+    }
+    let bin = build_release()?;
+    let dir = workspace().join("target/bench/interrupt");
+    std::fs::create_dir_all(&dir)?;
+    let mut doc = serde_json::Map::new();
+    for mode in ["hang", "ignore-term", "flood"] {
+        let mut delays = Vec::new();
+        for _ in 0..args.repeat.max(1) {
+            let mut child = start_misbehaving(&bin, mode, &dir)?;
+            let sent = Instant::now();
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            let status = child.wait()?;
+            delays.push(sent.elapsed().as_secs_f64() * 1e3);
+            if status.code() != Some(130) {
+                bail!("capring ended with {status} after SIGINT ({mode})");
+            }
+        }
+        let max = delays.iter().copied().fold(0.0, f64::max);
+        let med = median(delays.clone());
+        println!(
+            "{mode:<12} SIGINT to exit: median {med:>7.1} ms, max {max:>7.1} ms   (goal < 1000 ms)"
+        );
+        doc.insert(
+            mode.into(),
+            json!({"median_ms": med, "max_ms": max, "delays_ms": delays}),
+        );
+    }
+    let path = write_result("interrupt", &doc.into())?;
+    eprintln!("bench: wrote {}", path.display());
+    Ok(())
+}

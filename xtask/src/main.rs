@@ -120,6 +120,9 @@ enum BenchCmd {
     Harness(bench_host::HarnessArgs),
     /// Exec storm under ref-tracer: share of time with a non-empty effective set.
     RingShare(bench_host::RingShareArgs),
+    /// SIGINT to `capring check` → its exit, while the tracer hangs, ignores SIGTERM or
+    /// floods stdout.
+    Interrupt(bench_host::InterruptArgs),
 }
 
 fn parse_accel(s: &str) -> Result<AccelChoice, String> {
@@ -192,6 +195,9 @@ fn main() -> ExitCode {
         Cmd::Bench {
             what: BenchCmd::RingShare(a),
         } => bench_host::ring_share(&a).map(|()| 0),
+        Cmd::Bench {
+            what: BenchCmd::Interrupt(a),
+        } => bench_host::interrupt(&a).map(|()| 0),
         Cmd::RecordRuns => record_runs::execute(),
         Cmd::Fuzz(a) => match fuzz::fuzz(&a) {
             Ok(()) => Ok(0),
