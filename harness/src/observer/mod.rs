@@ -560,6 +560,83 @@ fn spawn_helpers(
     Ok(handles)
 }
 
+impl Shared {
+    fn new(spec: &LaunchSpec, t0: Instant, root: i32, programs: Option<BTreeSet<u32>>) -> Shared {
+        Shared {
+            t0,
+            root,
+            observe: spec.observe,
+            live: Mutex::new(BTreeSet::from([root])),
+            entries: Mutex::new(Vec::new()),
+            lines: Mutex::new(Vec::new()),
+            lines_dropped: Default::default(),
+            event_count: Default::default(),
+            done: AtomicBool::new(false),
+            timed_out: AtomicBool::new(false),
+            stopped_by_harness: AtomicBool::new(false),
+            interrupted: AtomicBool::new(false),
+            term_sent: Mutex::new(None),
+            first_event_at: Mutex::new(None),
+            stop_after_events: spec.stop_after_events,
+            min_steady: spec.min_steady,
+            wake: Condvar::new(),
+            wake_lock: Mutex::new(()),
+            companion: spec.companion.clone(),
+            companion_at: t0 + spec.companion_fallback,
+            companion_requested: AtomicBool::new(false),
+            programs_at_launch: programs,
+        }
+    }
+
+    /// Everything recorded, once the run is over.
+    fn finish(&self, spec: &LaunchSpec, tracer: tracer::Tracer, wall: Duration) -> Observation {
+        let mut exit = tracer.root_exit.unwrap_or_default();
+        exit.timed_out = self.timed_out.load(Ordering::SeqCst);
+        exit.stopped_by_harness = self.stopped_by_harness.load(Ordering::SeqCst);
+        exit.interrupted = self.interrupted.load(Ordering::SeqCst);
+        let mut entries = tracer.entries;
+        entries.append(&mut self.entries.lock().unwrap());
+        let mut timeline = Timeline {
+            command: spec.command_line(),
+            root_pid: self.root,
+            entries,
+        };
+        timeline.sort();
+        Observation {
+            timeline,
+            exit,
+            lines: std::mem::take(&mut *self.lines.lock().unwrap()),
+            lines_dropped: self.lines_dropped.load(Ordering::SeqCst),
+            event_count: self.event_count.load(Ordering::SeqCst),
+            root_pid: self.root,
+            wall,
+        }
+    }
+}
+
+/// Traces until the tree is gone (or, unobserved, until the root is).
+fn trace(
+    spec: &LaunchSpec,
+    shared: &Shared,
+    tracer: &mut tracer::Tracer,
+) -> Result<(), ObserveError> {
+    if !spec.observe {
+        wait_unobserved(tracer, shared.root);
+        return Ok(());
+    }
+    let _ = ptrace::cont(Pid::from_raw(shared.root), None);
+    let r = tracer.run_loop();
+    if r.is_err() {
+        // Never leave anything behind; EXITKILL also covers this thread ending.
+        shared.kill_tree(libc::SIGKILL);
+        while !matches!(
+            waitpid(None, Some(WaitPidFlag::__WALL | WaitPidFlag::__WNOTHREAD)),
+            Err(Errno::ECHILD)
+        ) {}
+    }
+    r
+}
+
 fn run_here(spec: &LaunchSpec) -> Result<Observation, ObserveError> {
     let prepared = Prepared::new(spec)?;
     // Listed before the child exists, so none of its programs can be in it.
@@ -571,30 +648,7 @@ fn run_here(spec: &LaunchSpec) -> Result<Observation, ObserveError> {
         stderr,
         errors: mut child_errors,
     } = l::spawn(&prepared)?;
-    let shared = Arc::new(Shared {
-        t0,
-        root,
-        observe: spec.observe,
-        live: Mutex::new(BTreeSet::from([root])),
-        entries: Mutex::new(Vec::new()),
-        lines: Mutex::new(Vec::new()),
-        lines_dropped: Default::default(),
-        event_count: Default::default(),
-        done: AtomicBool::new(false),
-        timed_out: AtomicBool::new(false),
-        stopped_by_harness: AtomicBool::new(false),
-        interrupted: AtomicBool::new(false),
-        term_sent: Mutex::new(None),
-        first_event_at: Mutex::new(None),
-        stop_after_events: spec.stop_after_events,
-        min_steady: spec.min_steady,
-        wake: Condvar::new(),
-        wake_lock: Mutex::new(()),
-        companion: spec.companion.clone(),
-        companion_at: t0 + spec.companion_fallback,
-        companion_requested: AtomicBool::new(false),
-        programs_at_launch,
-    });
+    let shared = Arc::new(Shared::new(spec, t0, root, programs_at_launch));
     let mut tracer = tracer::Tracer::new(shared.clone(), root, spec.faults.clone());
     if spec.observe {
         handshake(root, &mut child_errors)?;
@@ -614,23 +668,7 @@ fn run_here(spec: &LaunchSpec) -> Result<Observation, ObserveError> {
             .spawn(move || monitor(shared, timeout, every))
             .map_err(ObserveError::os("spawn monitor"))?
     };
-
-    let result = if spec.observe {
-        let _ = ptrace::cont(Pid::from_raw(root), None);
-        let r = tracer.run_loop();
-        if r.is_err() {
-            // Never leave anything behind; EXITKILL also covers this thread ending.
-            shared.kill_tree(libc::SIGKILL);
-            while !matches!(
-                waitpid(None, Some(WaitPidFlag::__WALL | WaitPidFlag::__WNOTHREAD)),
-                Err(Errno::ECHILD)
-            ) {}
-        }
-        r
-    } else {
-        wait_unobserved(&mut tracer, root);
-        Ok(())
-    };
+    let result = trace(spec, &shared, &mut tracer);
     let wall = t0.elapsed();
     shared.done.store(true, Ordering::SeqCst);
     shared.notify();
@@ -648,26 +686,5 @@ fn run_here(spec: &LaunchSpec) -> Result<Observation, ObserveError> {
     if let Some(err) = setup_error {
         return Err(err);
     }
-    let mut exit = tracer.root_exit.unwrap_or_default();
-    exit.timed_out = shared.timed_out.load(Ordering::SeqCst);
-    exit.stopped_by_harness = shared.stopped_by_harness.load(Ordering::SeqCst);
-    exit.interrupted = shared.interrupted.load(Ordering::SeqCst);
-    let mut entries = tracer.entries;
-    entries.append(&mut shared.entries.lock().unwrap());
-    let mut timeline = Timeline {
-        command: spec.command_line(),
-        root_pid: root,
-        entries,
-    };
-    timeline.sort();
-    let lines = std::mem::take(&mut *shared.lines.lock().unwrap());
-    Ok(Observation {
-        timeline,
-        exit,
-        lines,
-        lines_dropped: shared.lines_dropped.load(Ordering::SeqCst),
-        event_count: shared.event_count.load(Ordering::SeqCst),
-        root_pid: root,
-        wall,
-    })
+    Ok(shared.finish(spec, tracer, wall))
 }
