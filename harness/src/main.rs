@@ -305,36 +305,7 @@ fn observe(a: ObserveArgs) -> Result<i32> {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                let _ = e.print();
-                return ExitCode::SUCCESS;
-            }
-            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-                let _ = e.print();
-                return ExitCode::from(2);
-            }
-            // Bad input: one line naming the problem, exit 2. clap puts what is missing on the
-            // lines after a trailing colon.
-            let text = e.to_string();
-            let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-            let mut first = lines
-                .next()
-                .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ")
-                .to_string();
-            if first.ends_with(':') {
-                if let Some(what) = lines.next() {
-                    first = format!("{first} {what}");
-                }
-            }
-            eprintln!("capring: {first} (see --help)");
-            return ExitCode::from(2);
-        }
-    };
+    let cli: Cli = capring_cli::parse_or_exit("capring");
     let result = match cli.command {
         Command::Observe(a) => observe(a),
         Command::Check(a) => capring_harness::check_cmd::execute(&a),

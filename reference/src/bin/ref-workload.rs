@@ -183,30 +183,7 @@ fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == "--noop") && std::env::args_os().len() == 2 {
         return ExitCode::SUCCESS;
     }
-    let args = match Args::try_parse() {
-        Ok(args) => args,
-        Err(error) => {
-            use clap::error::ErrorKind;
-            if matches!(
-                error.kind(),
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
-            ) {
-                let text = error.to_string();
-                print!("{text}");
-                if !text.ends_with('\n') {
-                    println!();
-                }
-                return ExitCode::SUCCESS;
-            }
-            let rendered = error.to_string();
-            let first_line = rendered.lines().next().unwrap_or("invalid arguments");
-            eprintln!(
-                "ref-workload: {} (see --help)",
-                first_line.trim_start_matches("error: ")
-            );
-            return ExitCode::from(2);
-        }
-    };
+    let args: Args = capring_cli::parse_or_exit("ref-workload");
     if args.noop {
         return ExitCode::SUCCESS;
     }
