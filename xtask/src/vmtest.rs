@@ -9,8 +9,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use capring_vm::accel::{Accel, AccelChoice};
 use capring_vm::apt;
 use capring_vm::cache::CacheState;
-use capring_vm::catalog::{Catalog, Lock};
+use capring_vm::catalog::{Catalog, Keyring, Lock};
 use capring_vm::guest::GuestConfig;
+use capring_vm::keyring::{self, KeyringState};
 use capring_vm::outcome::Outcome;
 use capring_vm::qemu::RunReport;
 use capring_vm::session::{self, KernelSpec, Paths, PreparedKernel, RunOptions, MUSL_TARGET};
@@ -471,11 +472,20 @@ pub fn vm_test(a: &VmTestArgs) -> Result<u8> {
     Ok(if all_pass && snapshots_ok { 0 } else { 1 })
 }
 
+fn changed_note(changed: bool) -> &'static str {
+    if changed {
+        " (updated)"
+    } else {
+        " (unchanged)"
+    }
+}
+
 pub fn kernels_update(only: &[String], strict: bool, verbose: bool) -> Result<u8> {
     let paths = Paths::new(&workspace());
     let catalog = Catalog::load(&paths.catalog)?;
     let mut lock = Lock::load(&paths.lock)?;
-    let cache = paths.cache();
+    let mut cache = paths.cache();
+    cache.verbose = verbose;
     for s in only {
         if !catalog.kernel.contains_key(s) {
             bail!(
@@ -490,21 +500,36 @@ pub fn kernels_update(only: &[String], strict: bool, verbose: bool) -> Result<u8
         only.to_vec()
     };
     let mut failed = 0;
+    // Keyring packages first: the suites of the mirrors they sign are verified with them.
+    let mut keyring_mirrors: Vec<(&str, &str)> = Vec::new();
+    for s in &series {
+        let m = catalog.kernel[s].mirror.as_str();
+        let from_package = matches!(catalog.mirror[m].keyring, Keyring::Package(_));
+        if from_package && !keyring_mirrors.iter().any(|(k, _)| *k == m) {
+            keyring_mirrors.push((m, s));
+        }
+    }
+    for (m, first_series) in keyring_mirrors {
+        eprint!("keyring of mirror {m}: resolving… ");
+        match keyring::resolve(&cache, &catalog, m, first_series) {
+            Ok(e) => {
+                let changed = lock.keyring.get(m) != Some(&e);
+                eprintln!("{} {}{}", e.package, e.version, changed_note(changed));
+                lock.keyring.insert(m.to_string(), e);
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!();
+                eprintln!("warning: {e}");
+            }
+        }
+    }
     for s in &series {
         eprint!("kernel {s}: resolving… ");
-        match session::resolve(s, &catalog, &cache.root, verbose) {
+        match session::resolve(s, &catalog, &lock, &cache) {
             Ok(e) => {
                 let changed = lock.kernel.get(s) != Some(&e);
-                eprintln!(
-                    "{} {}{}",
-                    e.package,
-                    e.version,
-                    if changed {
-                        " (updated)"
-                    } else {
-                        " (unchanged)"
-                    }
-                );
+                eprintln!("{} {}{}", e.package, e.version, changed_note(changed));
                 lock.kernel.insert(s.clone(), e);
             }
             Err(e) => {
@@ -516,9 +541,10 @@ pub fn kernels_update(only: &[String], strict: bool, verbose: bool) -> Result<u8
     }
     lock.save(&paths.lock)?;
     println!(
-        "wrote {} ({} entries); network requests: {}",
+        "wrote {} ({} kernels, {} keyrings); network requests: {}",
         paths.lock.display(),
         lock.kernel.len(),
+        lock.keyring.len(),
         apt::network_requests()
     );
     Ok(if strict && failed > 0 { 1 } else { 0 })
@@ -548,6 +574,30 @@ pub fn kernels_list() -> Result<u8> {
             None => println!(
                 "{s:<6} (not locked; source {})",
                 catalog.describe(&catalog.kernel[&s])
+            ),
+        }
+    }
+    for (m, mirror) in &catalog.mirror {
+        let Keyring::Package(k) = &mirror.keyring else {
+            continue;
+        };
+        match lock.keyring.get(m) {
+            Some(e) => {
+                let state = match keyring::check(&cache, e, &k.file) {
+                    KeyringState::Valid(_) => "cached".to_string(),
+                    KeyringState::Missing => "not cached".into(),
+                    KeyringState::Corrupt(w) => format!("CORRUPT: {w}"),
+                };
+                println!(
+                    "keyring of mirror {m}: {} {} [{}] {state}",
+                    e.package,
+                    e.version,
+                    &e.sha256[..12]
+                );
+            }
+            None => println!(
+                "keyring of mirror {m}: (not locked; package {} from {} {})",
+                k.package, k.mirror, k.suite
             ),
         }
     }
