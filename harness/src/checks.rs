@@ -1442,6 +1442,7 @@ mod tests {
             bounding: all,
             perf_event_paranoid: Some(2),
             bpf_memcg: None,
+            bpf_ringbuf: None,
             memlock_soft: capring_spec::facts::UNLIMITED,
             memlock_hard: capring_spec::facts::UNLIMITED,
             cgroup2: None,

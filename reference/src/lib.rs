@@ -12,3 +12,4 @@ pub mod mutant;
 pub mod rings;
 pub mod rules;
 pub mod tracer;
+pub mod transport;

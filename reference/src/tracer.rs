@@ -33,6 +33,7 @@ use crate::exe_hash::ExeHashCache;
 use crate::kallsyms::{self, SymbolSummary};
 use crate::mutant::Mutation;
 use crate::rings::{RingLog, RingManager, RingPlan, ScopeError};
+use crate::transport::Output;
 
 const PROGRAM: &str = "ref-tracer";
 
@@ -227,7 +228,7 @@ fn open_output(path: &str) -> Result<Box<dyn Write + Send>, Failure> {
     }
 }
 
-fn raise_memlock(action: MemlockAction) -> Result<(), String> {
+fn raise_memlock(action: MemlockAction, need: u64) -> Result<(), String> {
     if action == MemlockAction::Nothing {
         return Ok(());
     }
@@ -243,7 +244,7 @@ fn raise_memlock(action: MemlockAction) -> Result<(), String> {
                 std::io::Error::last_os_error()
             ));
         }
-        let need = facts::MEMLOCK_NEEDED as libc::rlim_t;
+        let need = need as libc::rlim_t;
         let wanted = libc::rlimit {
             rlim_cur: current.rlim_cur.max(need),
             rlim_max: current.rlim_max.max(need),
@@ -328,12 +329,20 @@ fn trace(
         }
         warn(format!("dropping capabilities failed, carrying on: {e}"));
     }
-    raise_memlock(rings.memlock)
+    raise_memlock(rings.memlock, facts.memlock_needed())
         .map_err(|e| Failure::Capability(format!("raising the locked-memory limit failed: {e}")))?;
     let mut probes = match early {
         Some(p) => p,
         None => load()?,
     };
+    let has_ringbuf = probes.support().output == Output::RingBuf;
+    if facts.bpf_ringbuf.is_some_and(|fact| fact != has_ringbuf) {
+        warn(format!(
+            "the kernel's symbols say the BPF ring buffer is {}, but creating one {}: the locked-memory need was computed for the other transport",
+            if has_ringbuf { "missing" } else { "there" },
+            if has_ringbuf { "worked" } else { "failed" },
+        ));
+    }
 
     // Ring 3: the steady state.
     if let Err(e) = manager.enter_unprivileged("configuration done: wait for events") {
@@ -386,9 +395,10 @@ fn trace(
         .spawn(move || write_lines(output, rx))
         .map_err(|e| Failure::Runtime(format!("cannot start the writer thread: {e}")))?;
     eprintln!(
-        "{PROGRAM}: tracing {} ({} threads on the unprivileged ring)",
+        "{PROGRAM}: tracing {} ({} threads on the unprivileged ring; {})",
         args.events.join(","),
-        manager.thread_count()
+        manager.thread_count(),
+        probes.support()
     );
 
     let started = Instant::now();
