@@ -75,6 +75,28 @@ fn resolve_caps(names: &[String]) -> CapSet {
         .collect()
 }
 
+/// Why this kernel cannot express a condition of the scenario, if it cannot: the scenario is
+/// then N/A with that reason, not a harness error. So far one condition: removing from the
+/// bounding set a capability the kernel does not know (above its `cap_last_cap`, e.g.
+/// cap_bpf on 5.4, where `prctl(PR_CAPBSET_DROP)` answers EINVAL).
+pub fn inexpressible(s: &Scenario, base: &EnvFacts) -> Option<String> {
+    let unknown: Vec<String> = s
+        .bounding_drop
+        .iter()
+        .filter_map(|n| caps::parse_name(n).ok())
+        .filter(|cap| !base.kernel_has(*cap))
+        .map(|cap| cap.to_string())
+        .collect();
+    (!unknown.is_empty()).then(|| {
+        format!(
+            "bounding_drop {}: this kernel does not know {} (cap_last_cap is {})",
+            s.bounding_drop.join(","),
+            unknown.join(", "),
+            base.cap_last_cap
+        )
+    })
+}
+
 /// The facts the tracer will see under this scenario.
 pub fn scenario_facts(base: &EnvFacts, s: &Scenario) -> EnvFacts {
     let mut f = base.clone();
@@ -273,6 +295,9 @@ pub fn run_with(
     base: &EnvFacts,
     observe: bool,
 ) -> Result<RunRecord, Skip> {
+    if let Some(why) = inexpressible(s, base) {
+        return Err(Skip::NotApplicable(why));
+    }
     for need in &s.needs {
         match need {
             Need::Tracefs if !tracefs_ready() => {
@@ -445,4 +470,35 @@ pub fn run_with(
         added: parse_list("add="),
         dropped: parse_list("drop="),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(bounding_drop: &[&str]) -> Scenario {
+        let toml = format!(
+            "[[scenario]]\nname = \"s\"\ndescription = \"d\"\nbounding_drop = {bounding_drop:?}\nclauses = [\"ring.required.exact\"]\n"
+        );
+        crate::scenario::parse(&toml, std::path::Path::new("test.toml"))
+            .expect("a valid scenario")
+            .remove(0)
+    }
+
+    #[test]
+    fn dropping_a_capability_the_kernel_does_not_know_is_inexpressible() {
+        let mut old = EnvFacts::example();
+        old.cap_last_cap = 37;
+        let why = inexpressible(&scenario(&["cap_bpf"]), &old).expect("N/A on 5.4");
+        assert!(
+            why.contains("cap_bpf") && why.contains("cap_last_cap is 37"),
+            "{why}"
+        );
+        assert_eq!(inexpressible(&scenario(&["cap_net_admin"]), &old), None);
+        assert_eq!(
+            inexpressible(&scenario(&["cap_bpf"]), &EnvFacts::example()),
+            None
+        );
+        assert_eq!(inexpressible(&scenario(&[]), &old), None);
+    }
 }
