@@ -141,8 +141,12 @@ fn debian_versions() {
     assert_eq!(compare("5.10.223-1", "5.10.223-1+deb11u1"), Ordering::Less);
     assert_eq!(compare("1.0a", "1.0+"), Ordering::Less);
     assert_eq!(
-        sorted_series(["7.2", "6.12", "5.10", "6.1"].map(String::from).into_iter()),
-        ["5.10", "6.1", "6.12", "7.2"]
+        sorted_series(
+            ["7.2", "6.12", "5.15", "5.10", "6.1", "5.4"]
+                .map(String::from)
+                .into_iter()
+        ),
+        ["5.4", "5.10", "5.15", "6.1", "6.12", "7.2"]
     );
 }
 

@@ -1,13 +1,17 @@
 //! `cargo xtask`: project automation.
 //!
-//! * `cargo xtask vm-test --kernel 5.10|6.1|6.12|7.2|all|PATH/TO/bzImage` boots each
-//!   kernel in QEMU and runs the suite inside it (commands from vm/guest.toml).
+//! * `cargo xtask vm-test --kernel SERIES|all|PATH/TO/bzImage` boots each kernel in QEMU and
+//!   runs the suite inside it (commands from vm/guest.toml); the series are those of
+//!   vm/kernels.toml.
 //! * `cargo xtask kernels update` re-pins vm/kernels.lock from vm/kernels.toml.
+//! * `cargo xtask ci-matrix` rewrites the kernel matrix of ci/github-actions.yml from
+//!   vm/kernels.toml.
 //! * `cargo xtask bench vm` compares full runs with bare boots; `bench harness` and
 //!   `bench ring-share` measure the harness and the reference tracer on the host.
 //! * `cargo xtask test` is the project's test command (README, `.ci/run`).
 
 mod bench_host;
+mod ci_matrix;
 mod prereq;
 mod snapshots;
 mod test_cmd;
@@ -38,6 +42,15 @@ enum Cmd {
     /// The project's test command: install prerequisites, build, nextest, then the kernel
     /// matrix in QEMU.
     Test(test_cmd::TestArgs),
+    /// Rewrite the kernel matrix of ci/github-actions.yml from vm/kernels.toml.
+    CiMatrix {
+        /// Print the generated workflow instead of writing it.
+        #[arg(long)]
+        print: bool,
+        /// Exit 1 if the workflow is not current, without writing it.
+        #[arg(long, conflicts_with = "print")]
+        check: bool,
+    },
     /// Benchmarks (speed goals live here, never in tests).
     Bench {
         #[command(subcommand)]
@@ -47,7 +60,8 @@ enum Cmd {
 
 #[derive(clap::Args, Clone)]
 pub struct VmTestArgs {
-    /// Kernel series (5.10, 6.1, 6.12, 7.2; see vm/kernels.toml), `all`, or PATH/TO/bzImage.
+    /// A kernel series of vm/kernels.toml (comma-separated for several), `all`, or
+    /// PATH/TO/bzImage. `cargo xtask kernels list` shows the series.
     #[arg(long)]
     pub kernel: String,
     /// Only run scenarios matching this glob (passed to the guest command).
@@ -84,6 +98,13 @@ pub struct VmTestArgs {
     /// Echo protocol lines and apt output; print the network-request counter.
     #[arg(long, short)]
     pub verbose: bool,
+    /// Write the snapshots a kernel does not have yet (snapshots/*@vm-KERNEL.*.snap), e.g.
+    /// for a new kernel; changed ones still need review (`cargo insta review`).
+    #[arg(long)]
+    pub record_snapshots: bool,
+    /// Fail when a kernel has no snapshot for a scenario (CI: every kernel has them).
+    #[arg(long, conflicts_with = "record_snapshots")]
+    pub require_snapshots: bool,
 }
 
 #[derive(Subcommand)]
@@ -174,6 +195,7 @@ fn main() -> ExitCode {
         Cmd::Kernels {
             cmd: KernelsCmd::List,
         } => vmtest::kernels_list(),
+        Cmd::CiMatrix { print, check } => ci_matrix::run(print, check),
         Cmd::Bench {
             what: BenchCmd::Vm(a),
         } => vmtest::bench_vm(&a),

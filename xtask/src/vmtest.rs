@@ -17,7 +17,7 @@ use capring_vm::qemu::RunReport;
 use capring_vm::session::{self, KernelSpec, Paths, PreparedKernel, RunOptions, MUSL_TARGET};
 use capring_vm::settings::{Drill, GuestCommand, GuestSettings};
 
-use crate::{prereq, workspace, VmTestArgs};
+use crate::{prereq, snapshots, workspace, VmTestArgs};
 
 /// Everything needed before the first boot.
 struct Prepared {
@@ -445,31 +445,85 @@ pub fn vm_test(a: &VmTestArgs) -> Result<u8> {
     let all_pass = rows
         .iter()
         .all(|(_, r)| matches!(r, Ok(r) if r.outcome == Outcome::Pass));
-    let mut snapshots_ok = true;
-    if a.run.is_none() && a.drill.is_none() {
-        for (label, r) in &rows {
-            if !matches!(r, Ok(r) if r.outcome == Outcome::Pass) {
-                continue;
+    let snapshots_ok = if a.run.is_none() && a.drill.is_none() {
+        check_snapshots(a, &p, &rows)?
+    } else {
+        true
+    };
+    Ok(if all_pass && snapshots_ok { 0 } else { 1 })
+}
+
+/// Compares each passing kernel's summaries with snapshots/, one line per kernel. False when
+/// some differ, or are missing while `--require-snapshots` is set.
+fn check_snapshots(
+    a: &VmTestArgs,
+    p: &Prepared,
+    rows: &[(String, Result<RunReport, String>)],
+) -> Result<bool> {
+    let policy = snapshots::Policy::from_env(a.record_snapshots);
+    let dir = p.paths.workspace.join("snapshots");
+    let mut ok = true;
+    for ((label, r), k) in rows.iter().zip(&p.kernels) {
+        if !matches!(r, Ok(r) if r.outcome == Outcome::Pass) {
+            continue;
+        }
+        let results = p.paths.out_root.join(label).join("results");
+        let Some(c) = snapshots::compare(label, &results, &dir, policy)? else {
+            if a.guest_config.is_none() {
+                ok = false;
+                println!("[{label}] snapshots: the guest returned no summaries/ to compare");
+            } else {
+                println!("[{label}] snapshots: none returned (custom guest configuration)");
             }
-            let results = p.paths.out_root.join(label).join("results");
-            match crate::snapshots::compare(label, &results)? {
-                None if a.guest_config.is_none() => {
-                    snapshots_ok = false;
-                    println!("[{label}] snapshots: the guest returned no summaries/ to compare");
-                }
-                None => println!("[{label}] snapshots: none returned (custom guest configuration)"),
-                Some(differ) if differ.is_empty() => println!("[{label}] snapshots: match"),
-                Some(differ) => {
-                    snapshots_ok = false;
-                    println!(
-                        "[{label}] snapshots differ: {} (review with `cargo insta review`, or accept with INSTA_UPDATE=always)",
-                        differ.join(", ")
-                    );
-                }
+            continue;
+        };
+        let keys: Vec<&str> = c.feature_keys.iter().map(String::as_str).collect();
+        let record = format!(
+            "cargo xtask vm-test --kernel {} --record-snapshots",
+            kernel_arg(k)
+        );
+        if !c.written.is_empty() {
+            println!(
+                "[{label}] snapshots: wrote {} (snapshots/*@vm-{label}.{}.snap): review and commit them",
+                c.written.len(),
+                keys.join("|")
+            );
+        }
+        if !c.missing.is_empty() {
+            let what = if c.matched.is_empty() && c.differ.is_empty() && c.written.is_empty() {
+                format!(
+                    "no snapshots exist for this kernel (feature key {})",
+                    keys.join(", ")
+                )
+            } else {
+                format!("no snapshot yet for {}", c.missing.join(", "))
+            };
+            if a.require_snapshots {
+                ok = false;
+                println!("[{label}] error: {what}, and --require-snapshots is set; record them with `{record}`, review and commit them");
+            } else {
+                println!("[{label}] {what}; record them with `{record}`");
             }
         }
+        if !c.differ.is_empty() {
+            ok = false;
+            println!(
+                "[{label}] snapshots differ: {} (review with `cargo insta review`, or accept with INSTA_UPDATE=always)",
+                c.differ.join(", ")
+            );
+        } else if c.missing.is_empty() && c.written.is_empty() {
+            println!("[{label}] snapshots: {} match", c.matched.len());
+        }
     }
-    Ok(if all_pass && snapshots_ok { 0 } else { 1 })
+    Ok(ok)
+}
+
+/// What to pass as `--kernel` to run this kernel again.
+fn kernel_arg(k: &PreparedKernel) -> String {
+    match &k.entry {
+        Some(_) => k.label.clone(),
+        None => k.ensured.image.vmlinuz.display().to_string(),
+    }
 }
 
 fn changed_note(changed: bool) -> &'static str {
@@ -631,6 +685,8 @@ pub fn bench_vm(b: &BenchArgs) -> Result<u8> {
         boot_timeout: None,
         no_build: b.no_build,
         verbose: false,
+        record_snapshots: false,
+        require_snapshots: false,
     };
     let p = prepare(&a)?;
     let accel = choose_accel(&p, a.accel, false)?;
