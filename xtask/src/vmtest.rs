@@ -477,24 +477,20 @@ fn check_snapshots(
             }
             continue;
         };
-        let keys: Vec<&str> = c.feature_keys.iter().map(String::as_str).collect();
+        let key = c.main_key();
         let record = format!(
             "cargo xtask vm-test --kernel {} --record-snapshots",
             kernel_arg(k)
         );
         if !c.written.is_empty() {
             println!(
-                "[{label}] snapshots: wrote {} (snapshots/*@vm-{label}.{}.snap): review and commit them",
+                "[{label}] snapshots: wrote {} (snapshots/*@vm-{label}.*.snap, feature key {key}): review and commit them",
                 c.written.len(),
-                keys.join("|")
             );
         }
         if !c.missing.is_empty() {
             let what = if c.matched.is_empty() && c.differ.is_empty() && c.written.is_empty() {
-                format!(
-                    "no snapshots exist for this kernel (feature key {})",
-                    keys.join(", ")
-                )
+                format!("no snapshots exist for this kernel (feature key {key})")
             } else {
                 format!("no snapshot yet for {}", c.missing.join(", "))
             };
