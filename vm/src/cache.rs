@@ -282,7 +282,13 @@ impl KernelCache {
             .join(format!("{}-{}", entry.sha256, std::process::id()));
         let _ = fs::remove_dir_all(&tmp);
         let result = (|| {
-            let deb_path = apt.download(&entry.package, &entry.version, &tmp, entry.size)?;
+            let deb_path = apt
+                .download(&entry.package, &entry.version, &tmp, entry.size)
+                .map_err(|e| Error::SourceUnreachable {
+                    series: series.into(),
+                    source_desc: source_desc.to_string(),
+                    reason: e.to_string(),
+                })?;
             let (h, _) = sha256_file(&deb_path)?;
             if h != entry.sha256 {
                 return Err(Error::HashMismatch {

@@ -264,16 +264,18 @@ fn results_summary(r: &RunReport) -> String {
 }
 
 fn print_table(rows: &[(String, Result<RunReport, String>)]) {
+    // Local images are labelled after their file name, which may be long.
+    let w = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0).max(14);
     println!();
     println!(
-        "{:<14} {:<28} {:<5} {:<13} {:>8} {:>8}  results",
+        "{:<w$} {:<28} {:<5} {:<13} {:>8} {:>8}  results",
         "kernel", "release", "accel", "outcome", "boot", "run"
     );
     for (label, r) in rows {
         match r {
             Ok(r) => {
                 println!(
-                    "{:<14} {:<28} {:<5} {:<13} {:>8} {:>8}  {}",
+                    "{:<w$} {:<28} {:<5} {:<13} {:>8} {:>8}  {}",
                     label,
                     r.release.clone().unwrap_or_else(|| "-".into()),
                     r.accel.to_string(),
@@ -283,10 +285,10 @@ fn print_table(rows: &[(String, Result<RunReport, String>)]) {
                     results_summary(r)
                 );
                 if r.outcome != Outcome::Pass {
-                    println!("{:<14} reason: {}", "", r.reason);
+                    println!("{:<w$} reason: {}", "", r.reason);
                 }
             }
-            Err(e) => println!("{label:<14} {:<28} {:<5} {:<13} {e}", "-", "-", "ERROR"),
+            Err(e) => println!("{label:<w$} {:<28} {:<5} {:<13} {e}", "-", "-", "ERROR"),
         }
     }
 }
