@@ -644,7 +644,7 @@ struct ExecLayout {
 }
 
 impl Default for ExecLayout {
-    /// The layout of every supported kernel (5.10 .. 6.18).
+    /// The layout of every kernel read so far (5.4 .. 7.2).
     fn default() -> Self {
         ExecLayout {
             filename_loc: 8,

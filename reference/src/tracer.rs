@@ -4,7 +4,8 @@
 //! 1. Privileged (as started): parse, probe facts (file reads only), ask the oracle.
 //! 2. Required: the first drop empties the bounding, inheritable and ambient sets and sets
 //!    E = the Required ring on every thread. Then raise RLIMIT_MEMLOCK if needed, probe aya's
-//!    features and load/attach the selected programs.
+//!    features and whether the kernel has a BPF ring buffer (which of the four objects to
+//!    load, see `transport`), and load/attach the selected programs.
 //! 3. Unprivileged: E = ∅, P = the capabilities later Requested operations need.
 //! 4. Requested, around single operations: open `/proc/kallsyms` (cap_syslog) once, and
 //!    `/proc/PID/exe` (cap_sys_ptrace) for each exec whose program is not in the digest cache.
