@@ -456,28 +456,15 @@ pub fn load_and_attach_with(plan: &LoadPlan, support: Support) -> Result<Probes,
             }
         })?;
 
+    // The event buffers exist before any program is attached: a perf event array with an
+    // empty slot would make bpf_perf_event_output fail (ENOENT) for the first events.
+    let source = event_source(&mut ebpf, support.output)?;
     let mut program_ids = Vec::new();
     for spec in PROGRAMS.iter().filter(|s| events.contains(&s.event)) {
         let id = load_and_attach_one(&mut ebpf, spec, cgroup_root.as_deref())?;
         program_ids.push(id);
     }
 
-    let ring_map = ebpf
-        .take_map(RING_BUFFER_MAP)
-        .ok_or(EbpfError::ObjectMismatch {
-            what: "map",
-            name: RING_BUFFER_MAP,
-        })?;
-    let buffer_error = |cause: String| EbpfError::RingBuffer { cause };
-    let source = match support.output {
-        Output::RingBuf => EventSource::Ring(
-            RingBuf::try_from(ring_map).map_err(|e| buffer_error(describe(&e).1))?,
-        ),
-        Output::PerfArray => EventSource::perf(
-            PerfEventArray::try_from(ring_map).map_err(|e| buffer_error(describe(&e).1))?,
-        )
-        .map_err(buffer_error)?,
-    };
     // The counter is a convenience; a failure to take it only disables `lost_events`.
     let lost = ebpf
         .take_map(LOST_COUNTER_MAP)
@@ -491,6 +478,27 @@ pub fn load_and_attach_with(plan: &LoadPlan, support: Support) -> Result<Probes,
         events,
         malformed_records: 0,
         _ebpf: ebpf,
+    })
+}
+
+/// Takes the event map out of the object and opens it for reading (for a perf event array:
+/// one perf buffer per online CPU, which perf_event_open makes a Required-ring operation).
+fn event_source(ebpf: &mut Ebpf, output: Output) -> Result<EventSource, EbpfError> {
+    let map = ebpf
+        .take_map(RING_BUFFER_MAP)
+        .ok_or(EbpfError::ObjectMismatch {
+            what: "map",
+            name: RING_BUFFER_MAP,
+        })?;
+    let buffer_error = |cause: String| EbpfError::RingBuffer { cause };
+    Ok(match output {
+        Output::RingBuf => {
+            EventSource::Ring(RingBuf::try_from(map).map_err(|e| buffer_error(describe(&e).1))?)
+        }
+        Output::PerfArray => EventSource::perf(
+            PerfEventArray::try_from(map).map_err(|e| buffer_error(describe(&e).1))?,
+        )
+        .map_err(buffer_error)?,
     })
 }
 
