@@ -94,7 +94,7 @@ pub fn extract_file(deb: &Path, path: &str) -> Result<Vec<u8>> {
     })
 }
 
-/// Opens the `data.tar{,.xz,.zst}` member of a .deb (Debian uses xz, Ubuntu zstd) and hands
+/// Opens the `data.tar{,.xz,.zst}` member of a .deb (Debian uses xz, Ubuntu zstd since 21.10) and hands
 /// the decompressed stream to `f`.
 fn with_data_tar<T>(deb: &Path, f: impl FnOnce(Box<dyn Read + '_>) -> Result<T>) -> Result<T> {
     let file = File::open(deb).ctx(deb)?;
