@@ -5,13 +5,30 @@
 //! object is built with clang for the `bpf` target and then stripped of DWARF
 //! (BTF is kept, aya needs it for the `.maps` section and global data), which
 //! keeps the static guest binary small.
+//!
+//! `tracer.bpf.c` becomes four objects, one per combination of the kernel features it can
+//! do without (see the comment at its top): `tracer.<output>.<read>.bpf.o` with output
+//! `ringbuf` or `perf` and read `split` (bpf_probe_read_{kernel,user}) or `legacy`
+//! (bpf_probe_read). `reference/src/ebpf.rs` embeds all four and loads the one its probes
+//! choose.
 
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-/// The C sources, each becoming `<stem>.o` in OUT_DIR.
+/// The C sources, each becoming `<stem>.<variant>.bpf.o` in OUT_DIR for every variant.
 const SOURCES: &[&str] = &["tracer.bpf.c"];
+
+/// (variant name, extra clang arguments).
+const VARIANTS: &[(&str, &[&str])] = &[
+    ("ringbuf.split", &[]),
+    ("ringbuf.legacy", &["-DCAPRING_LEGACY_READ"]),
+    ("perf.split", &["-DCAPRING_PERF_OUTPUT"]),
+    (
+        "perf.legacy",
+        &["-DCAPRING_PERF_OUTPUT", "-DCAPRING_LEGACY_READ"],
+    ),
+];
 
 const INSTALL_HINT: &str = "install it with: apt-get install -y clang llvm libbpf-dev";
 
@@ -43,9 +60,11 @@ fn build() -> Result<(), String> {
         let source_path = source_dir.join(source);
         println!("cargo:rerun-if-changed={}", source_path.display());
         let stem = source.trim_end_matches(".c").trim_end_matches(".bpf");
-        let object = out_dir.join(format!("{stem}.bpf.o"));
-        compile(&clang, &source_path, &object, &include_dirs)?;
-        strip_debug_info(&object);
+        for (variant, defines) in VARIANTS {
+            let object = out_dir.join(format!("{stem}.{variant}.bpf.o"));
+            compile(&clang, &source_path, &object, &include_dirs, defines)?;
+            strip_debug_info(&object);
+        }
     }
     Ok(())
 }
@@ -74,6 +93,7 @@ fn compile(
     source: &Path,
     object: &Path,
     include_dirs: &[PathBuf],
+    defines: &[&str],
 ) -> Result<(), String> {
     let mut cmd = Command::new(clang);
     cmd.args([
@@ -87,6 +107,7 @@ fn compile(
     for dir in include_dirs {
         cmd.arg("-I").arg(dir);
     }
+    cmd.args(defines);
     cmd.arg("-c").arg(source).arg("-o").arg(object);
 
     let output = match cmd.output() {
@@ -101,8 +122,9 @@ fn compile(
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
         let mut message = format!(
-            "compiling {} with `{clang}` failed:\n{stderr}",
-            source.display()
+            "compiling {} ({}) with `{clang}` failed:\n{stderr}",
+            source.display(),
+            defines.join(" ")
         );
         if stderr.contains("bpf/bpf_helpers.h") || stderr.contains("asm/types.h") {
             message.push_str(&format!("\nheaders are missing; {INSTALL_HINT}"));

@@ -7,12 +7,25 @@
  * the kernel, not a mock). These programs are deliberately small and
  * portable: they use only UAPI headers and hand-written stable layouts
  * (x86_64 `struct pt_regs`, the sched_process_exec tracepoint record), no
- * CO-RE and no vmlinux.h, so one object loads on kernels 5.10 .. 7.x without
+ * CO-RE and no vmlinux.h, so the objects load on kernels 5.4 .. 7.x without
  * BTF from the build host.
  *
  * Every event starts with `struct event_header`; the `kind` field tells the
  * user space decoder (reference/src/ebpf.rs) which layout follows. Keep the
  * two files in sync: all fields are little-endian and naturally aligned.
+ *
+ * build.rs compiles this file four times, one object per combination of two
+ * kernel features; ebpf.rs loads the one that matches what it probed:
+ *
+ *   CAPRING_PERF_OUTPUT     events leave through a BPF_MAP_TYPE_PERF_EVENT_ARRAY
+ *                           (bpf_perf_event_output) instead of a ring buffer
+ *                           (BPF_MAP_TYPE_RINGBUF, Linux 5.8+).
+ *   CAPRING_LEGACY_READ     memory is read with bpf_probe_read[_str] instead of
+ *                           bpf_probe_read_{kernel,user}[_str] (Linux 5.5+).
+ *
+ * A map of a type the kernel does not know makes the whole object fail to
+ * load, and an unknown helper fails verification: hence objects, not runtime
+ * branches.
  *
  * The license string must be GPL-compatible because bpf_probe_read_* are
  * GPL-only helpers.
@@ -31,6 +44,8 @@ char LICENSE[] SEC("license") = "GPL";
 #define KIND_MODULE_LOAD 3
 #define KIND_SCHED_PROCESS_EXEC 4
 #define KIND_NET_PACKET 5
+
+#define ENOSPC 28
 
 #define COMM_LEN 16
 #define PATH_LEN 256
@@ -90,12 +105,41 @@ struct net_packet_event {
 
 /* ---- maps and globals ---------------------------------------------------- */
 
+#ifdef CAPRING_PERF_OUTPUT
+/* One perf buffer per CPU; max_entries 0 = the number of CPUs (set by aya). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+} EVENTS SEC(".maps");
+
+/* The tracing events are larger than is comfortable on the 512-byte BPF stack:
+ * they are assembled here, then copied out by bpf_perf_event_output. Only
+ * tracing programs (sys_enter, sched_process_exec) use it; they run with
+ * preemption disabled and never in interrupt context, so one slot per CPU
+ * cannot be overwritten halfway. Packets (which may arrive in softirq context
+ * on top of a tracing program) use the stack instead. */
+union any_event {
+	struct execve_event execve;
+	struct openat_event openat;
+	struct module_load_event module_load;
+	struct sched_process_exec_event sched_process_exec;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, union any_event);
+} SCRATCH SEC(".maps");
+#else
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 512 * 1024);
 } EVENTS SEC(".maps");
+#endif
 
-/* Number of events lost because the ring buffer was full (index 0). */
+/* Number of events lost because the ring (or perf) buffer was full (index 0). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -141,13 +185,45 @@ static __always_inline void count_lost(void)
 		__sync_fetch_and_add(lost, 1);
 }
 
+#ifdef CAPRING_LEGACY_READ
+#define read_kernel bpf_probe_read
+#define read_kernel_str bpf_probe_read_str
+#define read_user bpf_probe_read
+#define read_user_str bpf_probe_read_str
+#else
+#define read_kernel bpf_probe_read_kernel
+#define read_kernel_str bpf_probe_read_kernel_str
+#define read_user bpf_probe_read_user
+#define read_user_str bpf_probe_read_user_str
+#endif
+
+/* Space for one tracing event of `size` bytes, or NULL (counted as lost). */
 static __always_inline void *reserve_event(__u64 size)
 {
+#ifdef CAPRING_PERF_OUTPUT
+	__u32 key = 0;
+	void *e = bpf_map_lookup_elem(&SCRATCH, &key);
+#else
 	void *e = bpf_ringbuf_reserve(&EVENTS, size, 0);
+#endif
 
 	if (!e)
 		count_lost();
 	return e;
+}
+
+/* Hands a reserved event of `size` bytes to user space. */
+static __always_inline void submit_event(void *ctx, void *e, __u64 size)
+{
+#ifdef CAPRING_PERF_OUTPUT
+	long err = bpf_perf_event_output(ctx, &EVENTS, BPF_F_CURRENT_CPU, e, size);
+
+	/* A full perf buffer is counted by the kernel (PERF_RECORD_LOST), not here. */
+	if (err < 0 && err != -ENOSPC)
+		count_lost();
+#else
+	bpf_ringbuf_submit(e, 0);
+#endif
 }
 
 /* Returns 1 if the current task belongs to the tracer itself. */
@@ -181,7 +257,7 @@ static __always_inline __u64 raw_syscall_reg(void *ctx, __u32 offset)
 	__u64 value = 0;
 	void *regs = (void *)((__u64 *)ctx)[0];
 
-	bpf_probe_read_kernel(&value, sizeof(value), regs + offset);
+	read_kernel(&value, sizeof(value), regs + offset);
 	return value;
 }
 
@@ -207,9 +283,9 @@ int execve_enter(void *ctx)
 	fill_header(&e->h, KIND_EXECVE);
 	e->syscall_nr = nr;
 	e->reserved = 0;
-	if (bpf_probe_read_user_str(e->filename, sizeof(e->filename), (void *)path_ptr) < 0)
+	if (read_user_str(e->filename, sizeof(e->filename), (void *)path_ptr) < 0)
 		e->filename[0] = 0;
-	bpf_ringbuf_submit(e, 0);
+	submit_event(ctx, e, sizeof(*e));
 	return 0;
 }
 
@@ -232,7 +308,7 @@ int openat_enter(void *ctx)
 	third = raw_syscall_reg(ctx, PT_REGS_DX_OFFSET);
 	if (nr == NR_OPENAT)
 		flags = third;
-	else if (bpf_probe_read_user(&flags, sizeof(flags), (void *)third) < 0)
+	else if (read_user(&flags, sizeof(flags), (void *)third) < 0)
 		flags = 0; /* open_how.flags is the first __u64 */
 
 	e = reserve_event(sizeof(*e));
@@ -242,9 +318,9 @@ int openat_enter(void *ctx)
 	e->syscall_nr = nr;
 	e->reserved = 0;
 	e->flags = flags;
-	if (bpf_probe_read_user_str(e->path, sizeof(e->path), (void *)path_ptr) < 0)
+	if (read_user_str(e->path, sizeof(e->path), (void *)path_ptr) < 0)
 		e->path[0] = 0;
-	bpf_ringbuf_submit(e, 0);
+	submit_event(ctx, e, sizeof(*e));
 	return 0;
 }
 
@@ -267,7 +343,7 @@ int module_load_enter(void *ctx)
 	fill_header(&e->h, KIND_MODULE_LOAD);
 	e->syscall_nr = nr;
 	e->reserved = 0;
-	bpf_ringbuf_submit(e, 0);
+	submit_event(ctx, e, sizeof(*e));
 	return 0;
 }
 
@@ -282,9 +358,9 @@ int sched_process_exec(void *ctx)
 
 	if (is_self())
 		return 0;
-	bpf_probe_read_kernel(&data_loc, sizeof(data_loc), ctx + exec_filename_loc_offset);
-	bpf_probe_read_kernel(&pid, sizeof(pid), ctx + exec_pid_offset);
-	bpf_probe_read_kernel(&old_pid, sizeof(old_pid), ctx + exec_old_pid_offset);
+	read_kernel(&data_loc, sizeof(data_loc), ctx + exec_filename_loc_offset);
+	read_kernel(&pid, sizeof(pid), ctx + exec_pid_offset);
+	read_kernel(&old_pid, sizeof(old_pid), ctx + exec_old_pid_offset);
 
 	e = reserve_event(sizeof(*e));
 	if (!e)
@@ -295,9 +371,9 @@ int sched_process_exec(void *ctx)
 	e->reserved = 0;
 	/* __data_loc: low 16 bits = offset from the record start, high 16 = length */
 	offset = data_loc & 0xffff;
-	if (bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), ctx + offset) < 0)
+	if (read_kernel_str(e->filename, sizeof(e->filename), ctx + offset) < 0)
 		e->filename[0] = 0;
-	bpf_ringbuf_submit(e, 0);
+	submit_event(ctx, e, sizeof(*e));
 	return 0;
 }
 
@@ -310,7 +386,12 @@ int sched_process_exec(void *ctx)
 
 static __always_inline void report_packet(struct __sk_buff *skb, __u32 direction)
 {
+#ifdef CAPRING_PERF_OUTPUT
+	struct net_packet_event on_stack;
+	struct net_packet_event *e = &on_stack;
+#else
 	struct net_packet_event *e;
+#endif
 	__u16 l3 = bpf_ntohs((__u16)skb->protocol);
 	__u8 ip_protocol = 0;
 	__u32 l4_offset = 0;
@@ -328,9 +409,13 @@ static __always_inline void report_packet(struct __sk_buff *skb, __u32 direction
 			l4_offset = 40; /* extension headers are not followed */
 	}
 
-	e = reserve_event(sizeof(*e));
-	if (!e)
+#ifndef CAPRING_PERF_OUTPUT
+	e = bpf_ringbuf_reserve(&EVENTS, sizeof(*e), 0);
+	if (!e) {
+		count_lost();
 		return;
+	}
+#endif
 	__builtin_memset(e, 0, sizeof(*e));
 	e->h.kind = KIND_NET_PACKET;
 	e->h.ts_ns = bpf_ktime_get_ns();
@@ -345,7 +430,7 @@ static __always_inline void report_packet(struct __sk_buff *skb, __u32 direction
 		e->src_port = bpf_ntohs(ports[0]);
 		e->dst_port = bpf_ntohs(ports[1]);
 	}
-	bpf_ringbuf_submit(e, 0);
+	submit_event(skb, e, sizeof(*e));
 }
 
 /* Both programs return 1: the packet is always allowed through. */

@@ -11,27 +11,26 @@
 //! "Required" ring around [`load_and_attach`] and probes aya's features first.
 //!
 //! Only the programs of the selected events are loaded into the kernel; the
-//! maps (one ring buffer, one lost-events counter) are shared by all of them.
+//! maps (one ring buffer or perf event array, one lost-events counter) are shared by all
+//! of them. Which of the four compiled objects is loaded comes from probes of the running
+//! kernel ([`crate::transport`]).
 
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use aya::maps::{Array, MapData, RingBuf};
+use aya::maps::{Array, MapData, PerfEventArray, RingBuf};
 use aya::programs::{
     CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError, RawTracePoint, TracePoint,
 };
 use aya::{Ebpf, EbpfLoader};
 use serde::Serialize;
 
-/// The compiled BPF object (see `build.rs`), aligned so that aya can parse it in place.
-static TRACER_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer.bpf.o"));
+use crate::transport::{self, EventSource, Output, Support};
 
-/// Name of the ring buffer map in `tracer.bpf.c`.
+/// Name of the event map in `tracer.bpf.c` (a ring buffer, or a perf event array).
 const RING_BUFFER_MAP: &str = "EVENTS";
 /// Name of the lost-events counter map in `tracer.bpf.c`.
 const LOST_COUNTER_MAP: &str = "LOST";
@@ -145,7 +144,7 @@ pub enum EbpfError {
         name: &'static str,
     },
 
-    #[error("setting up the ring buffer {RING_BUFFER_MAP} failed: {cause}")]
+    #[error("setting up the event buffer {RING_BUFFER_MAP} failed: {cause}")]
     RingBuffer { cause: String },
 
     #[error("waiting for events on the ring buffer failed: {source}")]
@@ -371,11 +370,12 @@ const PROGRAMS: &[ProgramSpec] = &[
 // Loading
 // ---------------------------------------------------------------------------
 
-/// Loaded and attached programs plus the ring buffer they write to.
+/// Loaded and attached programs plus the ring (or perf) buffer they write to.
 ///
 /// Dropping it detaches every link and unloads every program.
 pub struct Probes {
-    ring: RingBuf<MapData>,
+    source: EventSource,
+    support: Support,
     lost: Option<Array<MapData, u64>>,
     program_ids: Vec<u32>,
     events: Vec<&'static str>,
@@ -387,6 +387,7 @@ pub struct Probes {
 impl std::fmt::Debug for Probes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Probes")
+            .field("support", &self.support)
             .field("events", &self.events)
             .field("program_ids", &self.program_ids)
             .field("malformed_records", &self.malformed_records)
@@ -397,8 +398,15 @@ impl std::fmt::Debug for Probes {
 /// Loads and attaches the programs of the selected events, nothing else.
 ///
 /// Needs the capabilities of the "Required" ring in the calling thread's effective set; the
-/// caller must have called `aya::features()` while privileged beforehand.
+/// caller must have called `aya::features()` while privileged beforehand. Probes which
+/// object fits the kernel first ([`Support::probe`]).
 pub fn load_and_attach(plan: &LoadPlan) -> Result<Probes, EbpfError> {
+    load_and_attach_with(plan, Support::probe())
+}
+
+/// [`load_and_attach`] with the object variant chosen by the caller (tests load every variant
+/// on a kernel that supports them all).
+pub fn load_and_attach_with(plan: &LoadPlan, support: Support) -> Result<Probes, EbpfError> {
     if !cfg!(target_arch = "x86_64") {
         return Err(EbpfError::UnsupportedArchitecture {
             arch: std::env::consts::ARCH,
@@ -434,7 +442,7 @@ pub fn load_and_attach(plan: &LoadPlan) -> Result<Probes, EbpfError> {
         .override_global("exec_filename_loc_offset", &exec_layout.filename_loc, true)
         .override_global("exec_pid_offset", &exec_layout.pid, true)
         .override_global("exec_old_pid_offset", &exec_layout.old_pid, true)
-        .load(TRACER_OBJECT)
+        .load(support.object())
         .map_err(|e| {
             let (errno, cause) = describe(&e);
             EbpfError::Object {
@@ -448,33 +456,49 @@ pub fn load_and_attach(plan: &LoadPlan) -> Result<Probes, EbpfError> {
             }
         })?;
 
+    // The event buffers exist before any program is attached: a perf event array with an
+    // empty slot would make bpf_perf_event_output fail (ENOENT) for the first events.
+    let source = event_source(&mut ebpf, support.output)?;
     let mut program_ids = Vec::new();
     for spec in PROGRAMS.iter().filter(|s| events.contains(&s.event)) {
         let id = load_and_attach_one(&mut ebpf, spec, cgroup_root.as_deref())?;
         program_ids.push(id);
     }
 
-    let ring_map = ebpf
-        .take_map(RING_BUFFER_MAP)
-        .ok_or(EbpfError::ObjectMismatch {
-            what: "map",
-            name: RING_BUFFER_MAP,
-        })?;
-    let ring = RingBuf::try_from(ring_map).map_err(|e| EbpfError::RingBuffer {
-        cause: describe(&e).1,
-    })?;
     // The counter is a convenience; a failure to take it only disables `lost_events`.
     let lost = ebpf
         .take_map(LOST_COUNTER_MAP)
         .and_then(|m| Array::try_from(m).ok());
 
     Ok(Probes {
-        ring,
+        source,
+        support,
         lost,
         program_ids,
         events,
         malformed_records: 0,
         _ebpf: ebpf,
+    })
+}
+
+/// Takes the event map out of the object and opens it for reading (for a perf event array:
+/// one perf buffer per online CPU, which perf_event_open makes a Required-ring operation).
+fn event_source(ebpf: &mut Ebpf, output: Output) -> Result<EventSource, EbpfError> {
+    let map = ebpf
+        .take_map(RING_BUFFER_MAP)
+        .ok_or(EbpfError::ObjectMismatch {
+            what: "map",
+            name: RING_BUFFER_MAP,
+        })?;
+    let buffer_error = |cause: String| EbpfError::RingBuffer { cause };
+    Ok(match output {
+        Output::RingBuf => {
+            EventSource::Ring(RingBuf::try_from(map).map_err(|e| buffer_error(describe(&e).1))?)
+        }
+        Output::PerfArray => EventSource::perf(
+            PerfEventArray::try_from(map).map_err(|e| buffer_error(describe(&e).1))?,
+        )
+        .map_err(buffer_error)?,
     })
 }
 
@@ -628,7 +652,7 @@ struct ExecLayout {
 }
 
 impl Default for ExecLayout {
-    /// The layout of every supported kernel (5.10 .. 6.18).
+    /// The layout of every kernel read so far (5.4 .. 7.2).
     fn default() -> Self {
         ExecLayout {
             filename_loc: 8,
@@ -736,18 +760,8 @@ impl Probes {
             }
             // Round up so that a sub-millisecond remainder does not busy-loop.
             let millis = remaining.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-            let mut descriptor = libc::pollfd {
-                fd: self.ring.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: `descriptor` is a valid pollfd for the duration of the call, count = 1.
-            let rc = unsafe { libc::poll(&mut descriptor, 1, millis) };
-            if rc < 0 {
-                let error = io::Error::last_os_error();
-                if error.kind() != io::ErrorKind::Interrupted {
-                    return Err(EbpfError::Poll { source: error });
-                }
+            let mut fds = self.source.poll_fds();
+            if !transport::wait(&mut fds, millis).map_err(|source| EbpfError::Poll { source })? {
                 // A signal (SIGTERM, SIGINT): let the caller look at its stop flag now.
                 return Ok(events);
             }
@@ -755,12 +769,16 @@ impl Probes {
     }
 
     fn drain(&mut self, events: &mut Vec<TraceEvent>) {
-        while let Some(record) = self.ring.next() {
-            match decode(&record) {
-                Some(event) => events.push(event),
-                None => self.malformed_records += 1,
-            }
-        }
+        let malformed = &mut self.malformed_records;
+        self.source.drain(|record| match decode(record) {
+            Some(event) => events.push(event),
+            None => *malformed += 1,
+        });
+    }
+
+    /// The object variant loaded: how events leave the kernel and which helpers read memory.
+    pub fn support(&self) -> Support {
+        self.support
     }
 
     /// Kernel ids of the loaded programs (BPF prog ids), for leak checks.
@@ -778,12 +796,15 @@ impl Probes {
         self.malformed_records
     }
 
-    /// Events the kernel side dropped because the ring buffer was full.
+    /// Events the kernel side dropped because the ring (or a perf) buffer was full.
     pub fn lost_events(&self) -> Result<u64, EbpfError> {
         match &self.lost {
-            Some(array) => array.get(&0, 0).map_err(|e| EbpfError::LostCounter {
-                cause: describe(&e).1,
-            }),
+            Some(array) => array
+                .get(&0, 0)
+                .map(|n| n + self.source.perf_lost())
+                .map_err(|e| EbpfError::LostCounter {
+                    cause: describe(&e).1,
+                }),
             None => Err(EbpfError::LostCounter {
                 cause: format!("map {LOST_COUNTER_MAP} is not available"),
             }),
@@ -863,7 +884,8 @@ fn syscall_name(nr: u32) -> &'static str {
     }
 }
 
-/// Decodes one ring-buffer record; `None` if it is too short or of an unknown kind.
+/// Decodes one record; `None` if it is too short or of an unknown kind. Longer records are
+/// fine (perf samples carry alignment padding).
 fn decode(bytes: &[u8]) -> Option<TraceEvent> {
     let r = Record(bytes);
     let h = decode_header(&r)?;

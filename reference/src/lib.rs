@@ -15,3 +15,4 @@ pub mod rings;
 pub mod rules;
 pub mod rules_engine;
 pub mod tracer;
+pub mod transport;

@@ -4,7 +4,8 @@
 //! 1. Privileged (as started): parse, probe facts (file reads only), ask the oracle.
 //! 2. Required: the first drop empties the bounding, inheritable and ambient sets and sets
 //!    E = the Required ring on every thread. Then raise RLIMIT_MEMLOCK if needed, probe aya's
-//!    features and load/attach the selected programs.
+//!    features and whether the kernel has a BPF ring buffer (which of the four objects to
+//!    load, see `transport`), and load/attach the selected programs.
 //! 3. Unprivileged: E = ∅, P = the capabilities later Requested operations need.
 //! 4. Requested, around single operations: open `/proc/kallsyms` (cap_syslog) once, and
 //!    `/proc/PID/exe` (cap_sys_ptrace) for each exec whose program is not in the digest cache.
@@ -33,6 +34,7 @@ use crate::exe_hash::ExeHashCache;
 use crate::faults;
 use crate::kallsyms::{self, SymbolSummary};
 use crate::rings::{RingLog, RingManager, RingPlan, ScopeError};
+use crate::transport::Output;
 
 const PROGRAM: &str = "ref-tracer";
 
@@ -226,7 +228,7 @@ fn open_output(path: &str) -> Result<Box<dyn Write + Send>, Failure> {
     }
 }
 
-fn raise_memlock(action: MemlockAction) -> Result<(), String> {
+fn raise_memlock(action: MemlockAction, need: u64) -> Result<(), String> {
     if action == MemlockAction::Nothing {
         return Ok(());
     }
@@ -242,7 +244,7 @@ fn raise_memlock(action: MemlockAction) -> Result<(), String> {
                 std::io::Error::last_os_error()
             ));
         }
-        let need = facts::MEMLOCK_NEEDED as libc::rlim_t;
+        let need = need as libc::rlim_t;
         let wanted = libc::rlimit {
             rlim_cur: current.rlim_cur.max(need),
             rlim_max: current.rlim_max.max(need),
@@ -315,9 +317,10 @@ fn trace(args: &Args, facts: &EnvFacts, bypass: bool, rings: &Rings) -> Result<(
         .spawn(move || write_lines(output, rx))
         .map_err(|e| Failure::Runtime(format!("cannot start the writer thread: {e}")))?;
     eprintln!(
-        "{PROGRAM}: tracing {} ({} threads on the unprivileged ring)",
+        "{PROGRAM}: tracing {} ({} threads on the unprivileged ring; {})",
         args.events.join(","),
-        manager.thread_count()
+        manager.thread_count(),
+        probes.support()
     );
     let (emitted, cache, mut result) = pump(args, &mut probes, &manager, enrichment, tx);
     let written = writer
@@ -376,12 +379,20 @@ fn configure(
             )))
         }
     }
-    raise_memlock(rings.memlock)
+    raise_memlock(rings.memlock, facts.memlock_needed())
         .map_err(|e| Failure::Capability(format!("raising the locked-memory limit failed: {e}")))?;
     let probes = match early {
         Some(p) => p,
         None => load()?,
     };
+    let has_ringbuf = probes.support().output == Output::RingBuf;
+    if facts.bpf_ringbuf.is_some_and(|fact| fact != has_ringbuf) {
+        warn(format!(
+            "the kernel's symbols say the BPF ring buffer is {}, but creating one {}: the locked-memory need was computed for the other transport",
+            if has_ringbuf { "missing" } else { "there" },
+            if has_ringbuf { "worked" } else { "failed" },
+        ));
+    }
 
     // Ring 3: the steady state.
     if !faults::defer_unprivileged() {

@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use capring_reference::ebpf::{self, EbpfError, LoadPlan, Probes, TraceEvent};
+use capring_reference::transport::{MemoryRead, Output, Support};
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_ref-workload");
 
@@ -319,6 +320,41 @@ fn all_events_together() {
     assert_eq!(probes.malformed_records(), 0);
     assert_eq!(probes.lost_events().expect("lost counter"), 0);
     assert_unloaded_on_drop(probes);
+}
+
+/// Every compiled variant (ring buffer or perf event array; split or legacy read helpers)
+/// passes the verifier and delivers every event with its strings read: this kernel has all
+/// the features, so the variants that older kernels need are proved here too.
+#[test]
+fn every_object_variant_reports_every_event() {
+    setup();
+    for output in [Output::RingBuf, Output::PerfArray] {
+        for read in [MemoryRead::Split, MemoryRead::Legacy] {
+            let support = Support { output, read };
+            let mut probes = ebpf::load_and_attach_with(&plan(ebpf::EVENT_NAMES), support)
+                .unwrap_or_else(|e| panic!("{support}: {e}"));
+            assert_eq!(probes.support(), support);
+            let (events, pid) = run_workload(&mut probes, "exec,open,module,net");
+            for name in ebpf::EVENT_NAMES {
+                assert!(
+                    events.iter().any(|e| e.name() == *name),
+                    "{support}: no {name} event: {}",
+                    summary(&events)
+                );
+            }
+            // User memory (execve's path) and kernel memory (the exec tracepoint's filename).
+            let read_user = events.iter().any(|e| {
+                matches!(e, TraceEvent::Execve { pid: p, filename, .. } if *p == pid && filename.starts_with('/'))
+            });
+            let read_kernel = events.iter().any(|e| {
+                matches!(e, TraceEvent::SchedProcessExec { filename, .. } if filename.starts_with('/'))
+            });
+            assert!(read_user && read_kernel, "{support}: {}", summary(&events));
+            assert_eq!(probes.malformed_records(), 0, "{support}");
+            assert_eq!(probes.lost_events().expect("lost counter"), 0, "{support}");
+            assert_unloaded_on_drop(probes);
+        }
+    }
 }
 
 #[test]

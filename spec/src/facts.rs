@@ -3,17 +3,25 @@
 //! Expectations are keyed on probed features, never on kernel version strings: whether the
 //! kernel knows CAP_BPF (its `cap_last_cap`), what this process may use (permitted and
 //! bounding sets at start), `perf_event_paranoid`, whether BPF memory is charged to memory
-//! cgroups (else `RLIMIT_MEMLOCK` must be high enough), and where cgroup v2 is mounted.
-//! The kernel release is kept for messages only.
+//! cgroups (else `RLIMIT_MEMLOCK` must be high enough, and how high depends on whether the
+//! kernel has the BPF ring buffer), and where cgroup v2 is mounted. The kernel release is
+//! kept for messages only.
 
 use serde::{Deserialize, Serialize};
 
 use crate::caps::{Cap, CapSet};
 
-/// Locked memory the reference tracer's maps need when BPF memory is charged to
-/// `RLIMIT_MEMLOCK` (kernels before memcg accounting): one 256 KiB ring buffer, the
-/// programs and aya's probes, with room to spare.
-pub const MEMLOCK_NEEDED: u64 = 8 << 20;
+/// Locked memory the reference tracer needs when BPF memory is charged to `RLIMIT_MEMLOCK`
+/// (kernels before memcg accounting) and it sends events through a BPF ring buffer: the
+/// 512 KiB ring (528 KiB charged), the programs and aya's probes (~570 KiB measured on 5.10),
+/// with room to spare.
+pub const MEMLOCK_RINGBUF: u64 = 8 << 20;
+
+/// The same without a BPF ring buffer, where events go through a perf event array: the
+/// programs and small maps (48 KiB charged on 5.4) and aya's probes, with room for the
+/// objects of a previous run the kernel has not freed yet (it frees them after an RCU grace
+/// period) and for perf buffers beyond `perf_event_mlock_kb`.
+pub const MEMLOCK_PERF: u64 = 1 << 20;
 
 /// Value the probe uses for an unlimited rlimit.
 pub const UNLIMITED: u64 = u64::MAX;
@@ -31,9 +39,15 @@ pub struct EnvFacts {
     /// `perf_event_paranoid`; `None` when unreadable (treated as the most restrictive).
     pub perf_event_paranoid: Option<i32>,
     /// BPF maps are charged to memory cgroups (since 5.11), not to `RLIMIT_MEMLOCK`.
-    /// Probed only when it matters (the memlock soft limit is below [`MEMLOCK_NEEDED`]);
+    /// Probed only when it matters (the memlock soft limit is below [`MEMLOCK_RINGBUF`]);
     /// `None` = not probed.
     pub bpf_memcg: Option<bool>,
+    /// The kernel has the BPF ring buffer (BPF_MAP_TYPE_RINGBUF, since 5.8); without it the
+    /// tracer sends events through a perf event array, which needs less locked memory
+    /// ([`MEMLOCK_PERF`]). Probed with [`EnvFacts::bpf_memcg`], from the same kernel symbol
+    /// names; `None` = not probed.
+    #[serde(default)]
+    pub bpf_ringbuf: Option<bool>,
     /// `RLIMIT_MEMLOCK` soft and hard limits in bytes ([`UNLIMITED`] for infinity).
     pub memlock_soft: u64,
     pub memlock_hard: u64,
@@ -68,10 +82,21 @@ impl EnvFacts {
         cap.number() <= self.cap_last_cap
     }
 
+    /// Locked memory the tracer's BPF objects need where they are charged to
+    /// `RLIMIT_MEMLOCK`: less without a ring buffer; the larger need when not probed.
+    pub fn memlock_needed(&self) -> u64 {
+        if self.bpf_ringbuf == Some(false) {
+            MEMLOCK_PERF
+        } else {
+            MEMLOCK_RINGBUF
+        }
+    }
+
     pub fn memlock_action(&self) -> MemlockAction {
-        if self.memlock_soft >= MEMLOCK_NEEDED || self.bpf_memcg == Some(true) {
+        let needed = self.memlock_needed();
+        if self.memlock_soft >= needed || self.bpf_memcg == Some(true) {
             MemlockAction::Nothing
-        } else if self.memlock_hard >= MEMLOCK_NEEDED {
+        } else if self.memlock_hard >= needed {
             MemlockAction::RaiseSoft
         } else {
             MemlockAction::RaiseHard
@@ -95,7 +120,7 @@ impl EnvFacts {
             None => "paranoid-unreadable".to_string(),
         };
         let memlock = match self.memlock_action() {
-            MemlockAction::Nothing if self.memlock_soft >= MEMLOCK_NEEDED => "memlock-ok",
+            MemlockAction::Nothing if self.memlock_soft >= self.memlock_needed() => "memlock-ok",
             MemlockAction::Nothing => "memcg",
             MemlockAction::RaiseSoft => "memlock-soft",
             MemlockAction::RaiseHard => "memlock-hard",
@@ -117,6 +142,7 @@ impl EnvFacts {
             bounding: CapSet::all_up_to(40),
             perf_event_paranoid: Some(2),
             bpf_memcg: None,
+            bpf_ringbuf: None,
             memlock_soft: 8 << 20,
             memlock_hard: 8 << 20,
             cgroup2: Some("/sys/fs/cgroup".into()),
@@ -154,27 +180,37 @@ mod probe_impl {
         "bpf_map_alloc_percpu",
     ];
 
-    fn probe_bpf_memcg() -> bool {
+    /// Symbols of the BPF ring buffer (BPF_MAP_TYPE_RINGBUF, Linux 5.8).
+    const RINGBUF_SYMBOLS: [&str; 3] = [
+        "ringbuf_map_alloc",
+        "bpf_ringbuf_reserve",
+        "bpf_ringbuf_output",
+    ];
+
+    /// (memcg accounting of BPF memory, BPF ring buffer), from the kernel's symbol names.
+    fn probe_bpf_symbols() -> (bool, bool) {
         // Kernel BTF names every global function; kallsyms names them too (addresses need
         // CAP_SYSLOG, names do not). No BPF program is loaded to find out. When the kernel
         // has BTF its answer is final: kallsyms (100k+ lines, seconds under emulation) is
         // read only on kernels built without BTF.
         if let Ok(btf) = fs::read("/sys/kernel/btf/vmlinux") {
             // BTF strings are NUL-terminated: match whole names only.
-            return MEMCG_SYMBOLS.iter().any(|s| {
-                let needle = [b"\0", s.as_bytes(), b"\0"].concat();
-                memchr::memmem::find(&btf, &needle).is_some()
-            });
-        }
-        fs::read_to_string("/proc/kallsyms")
-            .map(|k| {
-                k.lines().any(|l| {
-                    l.rsplit(' ')
-                        .next()
-                        .is_some_and(|name| MEMCG_SYMBOLS.contains(&name))
+            let has = |names: &[&str]| {
+                names.iter().any(|s| {
+                    let needle = [b"\0", s.as_bytes(), b"\0"].concat();
+                    memchr::memmem::find(&btf, &needle).is_some()
                 })
-            })
-            .unwrap_or(false)
+            };
+            return (has(&MEMCG_SYMBOLS), has(&RINGBUF_SYMBOLS));
+        }
+        let (mut memcg, mut ringbuf) = (false, false);
+        if let Ok(k) = fs::read_to_string("/proc/kallsyms") {
+            for name in k.lines().filter_map(|l| l.rsplit(' ').next()) {
+                memcg |= MEMCG_SYMBOLS.contains(&name);
+                ringbuf |= RINGBUF_SYMBOLS.contains(&name);
+            }
+        }
+        (memcg, ringbuf)
     }
 
     fn parse_limit(v: &str) -> Option<u64> {
@@ -216,9 +252,15 @@ mod probe_impl {
             source,
         })?;
         let (memlock_soft, memlock_hard) = probe_memlock();
-        // Reading the kernel's BTF costs ~10 ms (sysfs hands it out 4 KiB at a time): only
-        // look when the answer can change the rings.
-        let bpf_memcg = (memlock_soft < MEMLOCK_NEEDED).then(probe_bpf_memcg);
+        // Reading the kernel's BTF costs ~10 ms (~40 ms under TCG; sysfs hands it out 4 KiB
+        // at a time): only look when the answers can change the rings, i.e. when even the
+        // smaller memlock need may not fit.
+        let (bpf_memcg, bpf_ringbuf) = if memlock_soft < MEMLOCK_RINGBUF {
+            let (memcg, ringbuf) = probe_bpf_symbols();
+            (Some(memcg), Some(ringbuf))
+        } else {
+            (None, None)
+        };
         Ok(EnvFacts {
             kernel_release: read("/proc/sys/kernel/osrelease")?.trim().to_string(),
             cap_last_cap,
@@ -228,6 +270,7 @@ mod probe_impl {
                 .ok()
                 .and_then(|s| s.trim().parse().ok()),
             bpf_memcg,
+            bpf_ringbuf,
             memlock_soft,
             memlock_hard,
             cgroup2: probe_cgroup2(),
@@ -267,6 +310,25 @@ mod tests {
         assert_eq!(f.memlock_action(), MemlockAction::RaiseSoft);
         f.bpf_memcg = Some(true);
         assert_eq!(f.memlock_action(), MemlockAction::Nothing);
+    }
+
+    #[test]
+    fn the_memlock_need_follows_the_ring_buffer() {
+        let mut f = EnvFacts::example();
+        f.bpf_memcg = Some(false);
+        f.memlock_soft = MEMLOCK_PERF;
+        f.memlock_hard = MEMLOCK_PERF;
+        // Not probed, or a ring buffer: the larger need.
+        assert_eq!(f.memlock_needed(), MEMLOCK_RINGBUF);
+        assert_eq!(f.memlock_action(), MemlockAction::RaiseHard);
+        f.bpf_ringbuf = Some(true);
+        assert_eq!(f.memlock_action(), MemlockAction::RaiseHard);
+        f.bpf_ringbuf = Some(false);
+        assert_eq!(f.memlock_needed(), MEMLOCK_PERF);
+        assert_eq!(f.memlock_action(), MemlockAction::Nothing);
+        assert_eq!(f.feature_key(), "capbpf.paranoid2.memlock-ok.cgroup2");
+        f.memlock_soft = 64 << 10;
+        assert_eq!(f.memlock_action(), MemlockAction::RaiseSoft);
     }
 
     #[test]

@@ -4,9 +4,9 @@
 //! * Privileged: E = P. In force only under bypass (then for the whole run).
 //! * Required: E = eBPF base ∪ event needs ∪ memlock need ∪ `add` − `drop`, while configuring.
 //!   The eBPF base is {cap_bpf, cap_perfmon} where the kernel knows them and both are usable,
-//!   else {cap_sys_admin}; classic (perf) tracepoints add cap_sys_admin where
-//!   `perf_event_paranoid` > 2; cap_sys_resource joins only when the memlock hard limit must
-//!   be raised.
+//!   else {cap_sys_admin}; classic (perf) tracepoints, and perf buffers where the kernel has
+//!   no BPF ring buffer, add cap_sys_admin where `perf_event_paranoid` > 2; cap_sys_resource
+//!   joins only when the memlock hard limit must be raised.
 //! * Requested: exactly one capability around one operation; `drop` disables it.
 //! * Unprivileged: E = ∅, P = the capabilities later Requested operations need.
 
@@ -171,7 +171,17 @@ fn push_ebpf_base(facts: &EnvFacts, push: &mut impl FnMut(Cap, String, String)) 
             format!(
                 "BPF memory is charged to RLIMIT_MEMLOCK on this kernel and its hard limit ({} bytes) is below {} bytes",
                 facts.memlock_hard,
-                crate::facts::MEMLOCK_NEEDED
+                facts.memlock_needed()
+            ),
+        );
+    }
+    if facts.bpf_ringbuf == Some(false) && facts.paranoid() > 2 {
+        push(
+            Cap::SYS_ADMIN,
+            "perf:event-output".into(),
+            format!(
+                "without a BPF ring buffer events leave through per-CPU perf buffers (perf_event_open) and perf_event_paranoid is {} (> 2 allows perf events only to cap_sys_admin)",
+                facts.perf_event_paranoid.map_or("unreadable".to_string(), |p| p.to_string())
             ),
         );
     }
@@ -491,6 +501,46 @@ mod tests {
         assert_eq!(
             rings(run(&[], &["execve"], &old)).required,
             set(&["cap_sys_admin"])
+        );
+    }
+
+    /// Without a ring buffer (5.4): less locked memory is needed, and the per-CPU perf
+    /// buffers are perf events, which paranoid > 2 reserves to cap_sys_admin.
+    #[test]
+    fn without_a_ring_buffer_the_needs_follow_the_perf_buffers() {
+        let mut f = EnvFacts::example();
+        f.bpf_memcg = Some(false);
+        f.memlock_soft = 64 << 10;
+        f.memlock_hard = 2 << 20;
+        // Ring buffer (or not probed): 2 MiB is below what the ring buffer needs.
+        assert!(rings(run(&[], &["execve"], &f))
+            .required
+            .contains(Cap::SYS_RESOURCE));
+        f.bpf_ringbuf = Some(false);
+        let r = rings(run(&[], &["execve"], &f));
+        assert_eq!(r.memlock, MemlockAction::RaiseSoft);
+        assert!(!r.required.contains(Cap::SYS_RESOURCE), "{r:?}");
+        // capbpf base, paranoid 2: cap_perfmon covers system-wide perf buffers.
+        assert_eq!(r.required, set(&["cap_bpf", "cap_perfmon"]));
+        f.perf_event_paranoid = Some(3);
+        let r = rings(run(&[], &["execve"], &f));
+        assert_eq!(
+            r.required,
+            set(&["cap_bpf", "cap_perfmon", "cap_sys_admin"])
+        );
+        assert!(r
+            .required_needs
+            .iter()
+            .any(|n| n.source == "perf:event-output"));
+        // 5.4: no cap_bpf, 64 KiB hard limit.
+        let mut old = f.clone();
+        old.cap_last_cap = 37;
+        old.permitted = CapSet::all_up_to(37);
+        old.bounding = CapSet::all_up_to(37);
+        old.memlock_hard = 64 << 10;
+        assert_eq!(
+            rings(run(&[], &["execve"], &old)).required,
+            set(&["cap_sys_admin", "cap_sys_resource"])
         );
     }
 

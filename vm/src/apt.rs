@@ -70,9 +70,31 @@ pub fn parse_packages(text: &str) -> Vec<PackageInfo> {
     out
 }
 
+/// The newest package (by Debian version, then name) whose name matches the glob `pattern`,
+/// with a pool file, a SHA256 and at least `min_size` bytes.
+pub fn newest_matching<'a>(
+    pkgs: &'a [PackageInfo],
+    pattern: &str,
+    min_size: u64,
+) -> Option<&'a PackageInfo> {
+    pkgs.iter()
+        .filter(|p| {
+            crate::catalog::glob_match(pattern, &p.package)
+                && !p.sha256.is_empty()
+                && !p.filename.is_empty()
+                && p.size >= min_size
+        })
+        .max_by(|a, b| {
+            crate::debver::compare(&a.version, &b.version)
+                .then_with(|| crate::debver::compare(&a.package, &b.package))
+        })
+}
+
 pub struct AptRoot {
     pub dir: PathBuf,
     pub mirror: Mirror,
+    /// The keyring file that signs the suite (`signed-by`), resolved from `mirror.keyring`.
+    pub keyring: PathBuf,
     pub suite: String,
     pub verbose: bool,
 }
@@ -156,12 +178,19 @@ fn apt_errors(text: &str) -> String {
 }
 
 impl AptRoot {
-    pub fn new(cache_root: &Path, mirror_name: &str, mirror: Mirror, suite: &str) -> Self {
+    pub fn new(
+        cache_root: &Path,
+        mirror_name: &str,
+        mirror: Mirror,
+        keyring: PathBuf,
+        suite: &str,
+    ) -> Self {
         AptRoot {
             dir: cache_root
                 .join("apt")
                 .join(format!("{mirror_name}-{suite}")),
             mirror,
+            keyring,
             suite: suite.to_string(),
             verbose: false,
         }
@@ -183,7 +212,7 @@ impl AptRoot {
         }
         let list = format!(
             "deb [arch=amd64 signed-by={}] {} {} {}\n",
-            self.mirror.keyring,
+            self.keyring.display(),
             self.mirror.uri,
             self.suite,
             self.mirror.components.join(" ")
@@ -228,10 +257,10 @@ impl AptRoot {
     /// `apt-get update` for this suite (one network request).
     pub fn update(&self) -> Result<()> {
         self.prepare()?;
-        if !Path::new(&self.mirror.keyring).exists() {
+        if !self.keyring.exists() {
             return Err(Error::Other(format!(
                 "keyring {} does not exist",
-                self.mirror.keyring
+                self.keyring.display()
             )));
         }
         count_network_request();

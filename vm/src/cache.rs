@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::apt::{self, AptRoot};
-use crate::catalog::{Catalog, LockEntry};
+use crate::catalog::{Catalog, Keyring, Lock, LockEntry};
 use crate::deb;
 use crate::error::{Error, IoCtx, Result};
 
@@ -84,10 +84,10 @@ fn hex(b: &[u8]) -> String {
 }
 
 /// An exclusive `flock` held until drop.
-struct FileLock(File);
+pub(crate) struct FileLock(File);
 
 impl FileLock {
-    fn exclusive(p: &Path) -> Result<Self> {
+    pub(crate) fn exclusive(p: &Path) -> Result<Self> {
         let f = File::options()
             .create(true)
             .truncate(false)
@@ -166,8 +166,15 @@ impl KernelCache {
         }
     }
 
-    /// Returns a verified kernel image for `entry`, fetching it if needed.
-    pub fn ensure(&self, series: &str, entry: &LockEntry, catalog: &Catalog) -> Result<Ensured> {
+    /// Returns a verified kernel image for `entry`, fetching it if needed (`lock` pins the
+    /// keyring package of a mirror that needs one).
+    pub fn ensure(
+        &self,
+        series: &str,
+        entry: &LockEntry,
+        catalog: &Catalog,
+        lock: &Lock,
+    ) -> Result<Ensured> {
         let kdir = self.root.join("kernels");
         fs::create_dir_all(&kdir).ctx(&kdir)?;
         let _lock = FileLock::exclusive(&kdir.join(format!("{}.lock", entry.sha256)))?;
@@ -189,7 +196,7 @@ impl KernelCache {
             }
         }
         let before = apt::network_requests();
-        let image = self.fetch(series, entry, catalog)?;
+        let image = self.fetch(series, entry, catalog, lock)?;
         Ok(Ensured {
             image,
             network_requests: apt::network_requests() - before,
@@ -197,40 +204,75 @@ impl KernelCache {
         })
     }
 
-    fn fetch(&self, series: &str, entry: &LockEntry, catalog: &Catalog) -> Result<KernelImage> {
+    fn fetch(
+        &self,
+        series: &str,
+        entry: &LockEntry,
+        catalog: &Catalog,
+        lock: &Lock,
+    ) -> Result<KernelImage> {
         if !catalog.mirror.contains_key(&entry.mirror) {
             return Err(Error::Other(format!(
                 "kernel {series}: lock names unknown mirror {:?}",
                 entry.mirror
             )));
         }
-        let src = crate::catalog::Source {
-            suite: entry.suite.clone(),
-            mirror: entry.mirror.clone(),
-            package: entry.package.clone(),
-            fallback: Vec::new(),
-            min_size: 0,
-            all: true,
+        let apt = self.apt_root(catalog, lock, &entry.mirror, &entry.suite, series)?;
+        let source_desc = catalog.describe_suite(&entry.mirror, &entry.suite);
+        self.with_verified_deb(series, entry, &apt, &source_desc, |deb_path| {
+            let x = deb::extract_kernel(deb_path)?;
+            self.store(entry, &x)
+        })
+    }
+
+    /// A private apt root for `suite` of mirror `mirror_name`, its keyring resolved: a file
+    /// as is, a package through [`crate::keyring::ensure`] (fetched, verified and cached
+    /// like a kernel). `series` names the kernel in errors.
+    pub fn apt_root(
+        &self,
+        catalog: &Catalog,
+        lock: &Lock,
+        mirror_name: &str,
+        suite: &str,
+        series: &str,
+    ) -> Result<AptRoot> {
+        let keyring = match &catalog.mirror[mirror_name].keyring {
+            Keyring::File(path) => PathBuf::from(path),
+            Keyring::Package(_) => {
+                crate::keyring::ensure(self, catalog, lock, mirror_name, series)?
+            }
         };
         let mut apt = AptRoot::new(
             &self.root,
-            &entry.mirror,
-            catalog.mirror_for(&src),
-            &entry.suite,
+            mirror_name,
+            catalog.mirror_named(mirror_name),
+            keyring,
+            suite,
         );
         apt.verbose = self.verbose;
+        Ok(apt)
+    }
+
+    /// Downloads the locked package `entry` through `apt` (updating its index once if it
+    /// does not know that version), checks its SHA256 against the lock and hands it to `f`.
+    pub(crate) fn with_verified_deb<T>(
+        &self,
+        series: &str,
+        entry: &LockEntry,
+        apt: &AptRoot,
+        source_desc: &str,
+        f: impl FnOnce(&Path) -> Result<T>,
+    ) -> Result<T> {
         if !apt.knows(&entry.package, &entry.version) {
             apt.update().map_err(|e| Error::SourceUnreachable {
                 series: series.into(),
-                source_desc: catalog.describe(&src),
+                source_desc: source_desc.to_string(),
                 reason: e.to_string(),
             })?;
             if !apt.knows(&entry.package, &entry.version) {
                 return Err(Error::Other(format!(
-                    "kernel {series}: {}={} is no longer in {}; run `cargo xtask kernels update`",
-                    entry.package,
-                    entry.version,
-                    catalog.describe(&src)
+                    "kernel {series}: {}={} is no longer in {source_desc}; run `cargo xtask kernels update`",
+                    entry.package, entry.version,
                 )));
             }
         }
@@ -240,7 +282,13 @@ impl KernelCache {
             .join(format!("{}-{}", entry.sha256, std::process::id()));
         let _ = fs::remove_dir_all(&tmp);
         let result = (|| {
-            let deb_path = apt.download(&entry.package, &entry.version, &tmp, entry.size)?;
+            let deb_path = apt
+                .download(&entry.package, &entry.version, &tmp, entry.size)
+                .map_err(|e| Error::SourceUnreachable {
+                    series: series.into(),
+                    source_desc: source_desc.to_string(),
+                    reason: e.to_string(),
+                })?;
             let (h, _) = sha256_file(&deb_path)?;
             if h != entry.sha256 {
                 return Err(Error::HashMismatch {
@@ -249,8 +297,7 @@ impl KernelCache {
                     actual: h,
                 });
             }
-            let x = deb::extract_kernel(&deb_path)?;
-            self.store(entry, &x)
+            f(&deb_path)
         })();
         let _ = fs::remove_dir_all(&tmp);
         result

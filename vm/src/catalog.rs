@@ -13,9 +13,39 @@ use crate::error::{Error, IoCtx, Result};
 #[serde(deny_unknown_fields)]
 pub struct Mirror {
     pub uri: String,
-    pub keyring: String,
+    pub keyring: Keyring,
     #[serde(default = "default_components")]
     pub components: Vec<String>,
+}
+
+/// Where a mirror's signing keyring comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Keyring {
+    /// A keyring file on this machine (`keyring = "/usr/share/keyrings/…gpg"`).
+    File(String),
+    /// A keyring file inside a package of another mirror, so that a machine without the
+    /// keyring installed can still verify the archive: the package is fetched through that
+    /// mirror (whose own keyring must be a file), checked against its SHA256 pinned in
+    /// `kernels.lock` and cached by that hash, like a kernel.
+    Package(KeyringPackage),
+}
+
+impl From<&str> for Keyring {
+    fn from(path: &str) -> Self {
+        Keyring::File(path.to_string())
+    }
+}
+
+/// `keyring = { mirror = "debian", suite = "trixie", package = "…", file = "usr/share/…" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyringPackage {
+    pub mirror: String,
+    pub suite: String,
+    pub package: String,
+    /// Path of the keyring inside the package (as in `dpkg -c`, without `./`).
+    pub file: String,
 }
 
 fn default_components() -> Vec<String> {
@@ -68,6 +98,29 @@ impl Catalog {
 
     pub fn parse(text: &str) -> std::result::Result<Self, String> {
         let c: Catalog = toml::from_str(text).map_err(|e| one_line(&e.to_string()))?;
+        for (name, m) in &c.mirror {
+            let Keyring::Package(k) = &m.keyring else {
+                continue;
+            };
+            match c.mirror.get(&k.mirror).map(|from| &from.keyring) {
+                None => {
+                    return Err(format!(
+                        "mirror {name:?}: keyring package from unknown mirror {:?}",
+                        k.mirror
+                    ))
+                }
+                Some(Keyring::Package(_)) => {
+                    return Err(format!(
+                        "mirror {name:?}: keyring package from mirror {:?}, whose own keyring is a package too (only one step is supported)",
+                        k.mirror
+                    ))
+                }
+                Some(Keyring::File(_)) => {}
+            }
+            if k.file.is_empty() || k.file.starts_with('/') || k.file.contains("..") {
+                return Err(format!("mirror {name:?}: bad keyring file {:?}", k.file));
+            }
+        }
         for (series, src) in &c.kernel {
             if !c.mirror.contains_key(&src.mirror) {
                 return Err(format!(
@@ -81,10 +134,15 @@ impl Catalog {
 
     /// The mirror of a source, with `CAPRING_VM_MIRROR_<NAME>` overriding its URI.
     pub fn mirror_for(&self, src: &Source) -> Mirror {
-        let mut m = self.mirror[&src.mirror].clone();
+        self.mirror_named(&src.mirror)
+    }
+
+    /// A mirror by name (which must exist), with `CAPRING_VM_MIRROR_<NAME>` overriding its URI.
+    pub fn mirror_named(&self, name: &str) -> Mirror {
+        let mut m = self.mirror[name].clone();
         let var = format!(
             "CAPRING_VM_MIRROR_{}",
-            src.mirror.to_uppercase().replace('-', "_")
+            name.to_uppercase().replace('-', "_")
         );
         if let Ok(uri) = std::env::var(var) {
             if !uri.is_empty() {
@@ -110,8 +168,13 @@ impl Catalog {
     }
 
     pub fn describe(&self, src: &Source) -> String {
-        let m = self.mirror_for(src);
-        format!("{} {} ({})", src.mirror, src.suite, m.uri)
+        self.describe_suite(&src.mirror, &src.suite)
+    }
+
+    /// `debian trixie (http://deb.debian.org/debian)`.
+    pub fn describe_suite(&self, mirror: &str, suite: &str) -> String {
+        let m = self.mirror_named(mirror);
+        format!("{mirror} {suite} ({})", m.uri)
     }
 }
 
@@ -159,14 +222,32 @@ pub struct LockEntry {
     pub sha256: String,
 }
 
+impl LockEntry {
+    /// The lock entry of one package of a `Packages` index.
+    pub fn from_package(mirror: &str, suite: &str, p: &crate::apt::PackageInfo) -> Self {
+        LockEntry {
+            mirror: mirror.to_string(),
+            suite: suite.to_string(),
+            package: p.package.clone(),
+            version: p.version.clone(),
+            filename: p.filename.clone(),
+            size: p.size,
+            sha256: p.sha256.to_lowercase(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Lock {
     #[serde(default)]
     pub kernel: BTreeMap<String, LockEntry>,
+    /// Keyring packages, by the name of the mirror whose keyring they hold.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub keyring: BTreeMap<String, LockEntry>,
 }
 
-pub const LOCK_HEADER: &str = "# Generated by `cargo xtask kernels update` from vm/kernels.toml. Do not edit by hand.\n# Each entry pins the exact Debian package (name, version, pool filename, SHA256) of one kernel series.\n\n";
+pub const LOCK_HEADER: &str = "# Generated by `cargo xtask kernels update` from vm/kernels.toml. Do not edit by hand.\n# Each entry pins the exact package (name, version, pool filename, SHA256) of one kernel\n# series, or of the keyring of a mirror whose keyring comes from a package ([keyring.NAME]).\n\n";
 
 impl Lock {
     /// A missing lock file is an empty lock.
@@ -180,15 +261,16 @@ impl Lock {
 
     pub fn parse(text: &str) -> std::result::Result<Self, String> {
         let l: Lock = toml::from_str(text).map_err(|e| one_line(&e.to_string()))?;
-        for (series, e) in &l.kernel {
+        let entries = l.kernel.iter().map(|(s, e)| ("kernel", s, e));
+        for (what, name, e) in entries.chain(l.keyring.iter().map(|(m, e)| ("keyring", m, e))) {
             if e.sha256.len() != 64 || !e.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(format!(
-                    "kernel {series:?}: sha256 {:?} is not 64 hex digits",
+                    "{what} {name:?}: sha256 {:?} is not 64 hex digits",
                     e.sha256
                 ));
             }
             if e.filename.is_empty() || e.filename.starts_with('/') || e.filename.contains("..") {
-                return Err(format!("kernel {series:?}: bad filename {:?}", e.filename));
+                return Err(format!("{what} {name:?}: bad filename {:?}", e.filename));
             }
         }
         Ok(l)

@@ -1,7 +1,7 @@
-//! Taking a kernel .deb apart in Rust: `ar` → `data.tar{,.xz,.zst}` → tar,
-//! keeping only the kernel image (`boot/vmlinuz-*`, or
-//! `usr/lib/modules/*/vmlinuz` in newer Debian) and its config, stopping as
-//! soon as both are found.
+//! Taking a .deb apart in Rust: `ar` → `data.tar{,.xz,.zst}` → tar. From a kernel
+//! package only the image (`boot/vmlinuz-*`, or `usr/lib/modules/*/vmlinuz` in newer
+//! Debian) and its config are kept, stopping as soon as both are found; from a keyring
+//! package, one named file.
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -70,19 +70,44 @@ fn scan_tar<R: Read>(r: R, deb: &Path) -> Result<Extracted> {
 
 /// Extracts the kernel image (and its config) from a Debian/Ubuntu kernel .deb.
 pub fn extract_kernel(deb: &Path) -> Result<Extracted> {
-    let f = File::open(deb).ctx(deb)?;
-    let mut ar = ar::Archive::new(BufReader::new(f));
+    with_data_tar(deb, |r| scan_tar(r, deb))
+}
+
+/// Extracts one regular file (`path` as in `dpkg -c`, without `./`) from a .deb.
+pub fn extract_file(deb: &Path, path: &str) -> Result<Vec<u8>> {
+    with_data_tar(deb, |r| {
+        let io = |e: std::io::Error| Error::io(deb, e);
+        let mut ar = tar::Archive::new(r);
+        for entry in ar.entries().map_err(io)? {
+            let mut entry = entry.map_err(io)?;
+            let name = entry.path().map_err(io)?.to_string_lossy().into_owned();
+            if name.trim_start_matches("./") == path && entry.header().entry_type().is_file() {
+                let mut v = Vec::new();
+                entry.read_to_end(&mut v).map_err(io)?;
+                return Ok(v);
+            }
+        }
+        Err(Error::MissingInDeb {
+            deb: deb.to_path_buf(),
+            what: path.to_string(),
+        })
+    })
+}
+
+/// Opens the `data.tar{,.xz,.zst}` member of a .deb (Debian uses xz, Ubuntu zstd since 21.10) and hands
+/// the decompressed stream to `f`.
+fn with_data_tar<T>(deb: &Path, f: impl FnOnce(Box<dyn Read + '_>) -> Result<T>) -> Result<T> {
+    let file = File::open(deb).ctx(deb)?;
+    let mut ar = ar::Archive::new(BufReader::new(file));
     while let Some(entry) = ar.next_entry() {
         let entry = entry.ctx(deb)?;
         let name = String::from_utf8_lossy(entry.header().identifier()).into_owned();
-        let name = name.trim_end_matches('/');
-        match name {
-            "data.tar.xz" => return scan_tar(liblzma::read::XzDecoder::new(entry), deb),
+        match name.trim_end_matches('/') {
+            "data.tar.xz" => return f(Box::new(liblzma::read::XzDecoder::new(entry))),
             "data.tar.zst" => {
-                let dec = zstd::stream::read::Decoder::new(entry).ctx(deb)?;
-                return scan_tar(dec, deb);
+                return f(Box::new(zstd::stream::read::Decoder::new(entry).ctx(deb)?))
             }
-            "data.tar" => return scan_tar(entry, deb),
+            "data.tar" => return f(Box::new(entry)),
             n if n.starts_with("data.tar") => {
                 return Err(Error::parse(
                     deb,

@@ -31,6 +31,8 @@ pub mod guest;
 #[cfg(feature = "host")]
 pub mod initramfs;
 #[cfg(feature = "host")]
+pub mod keyring;
+#[cfg(feature = "host")]
 pub mod outcome;
 #[cfg(feature = "host")]
 pub mod qemu;

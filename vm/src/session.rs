@@ -6,9 +6,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::accel::{self, Accel, AccelChoice};
-use crate::apt::AptRoot;
+use crate::apt::newest_matching;
 use crate::cache::{local_image, Ensured, KernelCache};
-use crate::catalog::{glob_match, Catalog, Lock, LockEntry};
+use crate::catalog::{Catalog, Lock, LockEntry};
 use crate::error::{Error, IoCtx, Result};
 use crate::initramfs::Initramfs;
 use crate::qemu::{self, RunReport, VmConfig};
@@ -108,19 +108,19 @@ pub fn parse_kernel_arg(arg: &str, catalog: &Catalog) -> Result<Vec<KernelSpec>>
     Ok(out)
 }
 
-/// Resolves a series to the newest matching package of its suite (network).
+/// Resolves a series to the newest matching package of its suite (network). `lock` pins
+/// the keyring package of a mirror that needs one.
 pub fn resolve(
     series: &str,
     catalog: &Catalog,
-    cache_root: &Path,
-    verbose: bool,
+    lock: &Lock,
+    cache: &KernelCache,
 ) -> Result<LockEntry> {
     let src = catalog
         .kernel
         .get(series)
         .ok_or_else(|| Error::UnknownSeries(series.to_string(), catalog.series().join(", ")))?;
-    let mut apt = AptRoot::new(cache_root, &src.mirror, catalog.mirror_for(src), &src.suite);
-    apt.verbose = verbose;
+    let apt = cache.apt_root(catalog, lock, &src.mirror, &src.suite, series)?;
     apt.update().map_err(|e| Error::SourceUnreachable {
         series: series.into(),
         source_desc: format!("{} [{}]", catalog.describe(src), src.package),
@@ -128,26 +128,8 @@ pub fn resolve(
     })?;
     let pkgs = apt.packages()?;
     for pattern in std::iter::once(&src.package).chain(src.fallback.iter()) {
-        let best = pkgs
-            .iter()
-            .filter(|p| {
-                glob_match(pattern, &p.package) && !p.sha256.is_empty() && !p.filename.is_empty()
-            })
-            .filter(|p| p.size >= src.min_size)
-            .max_by(|a, b| {
-                crate::debver::compare(&a.version, &b.version)
-                    .then_with(|| crate::debver::compare(&a.package, &b.package))
-            });
-        if let Some(p) = best {
-            return Ok(LockEntry {
-                mirror: src.mirror.clone(),
-                suite: src.suite.clone(),
-                package: p.package.clone(),
-                version: p.version.clone(),
-                filename: p.filename.clone(),
-                size: p.size,
-                sha256: p.sha256.to_lowercase(),
-            });
+        if let Some(p) = newest_matching(&pkgs, pattern, src.min_size) {
+            return Ok(LockEntry::from_package(&src.mirror, &src.suite, p));
         }
     }
     let patterns = std::iter::once(src.package.clone())
@@ -190,7 +172,7 @@ pub fn prepare_kernel(
             let entry = match lock.kernel.get(series) {
                 Some(e) => e.clone(),
                 None => {
-                    let e = resolve(series, catalog, &cache.root, cache.verbose)?;
+                    let e = resolve(series, catalog, lock, cache)?;
                     eprintln!(
                         "kernel {series}: not in vm/kernels.lock; using {} {} (run `cargo xtask kernels update` to pin it)",
                         e.package, e.version
@@ -198,7 +180,7 @@ pub fn prepare_kernel(
                     e
                 }
             };
-            let ensured = cache.ensure(series, &entry, catalog)?;
+            let ensured = cache.ensure(series, &entry, catalog, lock)?;
             Ok(PreparedKernel {
                 label: series.clone(),
                 ensured,

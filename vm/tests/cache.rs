@@ -105,7 +105,9 @@ fn corrupt_kernel_is_deleted_and_refetched_not_booted() {
         mirror,
         kernel: BTreeMap::new(),
     };
-    let err = c.ensure("6.1", &entry(), &catalog).unwrap_err();
+    let err = c
+        .ensure("6.1", &entry(), &catalog, &Default::default())
+        .unwrap_err();
     assert!(!dir.exists(), "the corrupt image was deleted");
     match &err {
         Error::SourceUnreachable { series, .. } => assert_eq!(series, "6.1"),

@@ -4,7 +4,7 @@ use std::cmp::Ordering;
 use std::path::Path;
 
 use capring_vm::apt::parse_packages;
-use capring_vm::catalog::{glob_match, sorted_series, Catalog, Lock};
+use capring_vm::catalog::{glob_match, sorted_series, Catalog, Keyring, Lock};
 use capring_vm::debver::compare;
 use capring_vm::session::{parse_kernel_arg, KernelSpec};
 
@@ -55,28 +55,48 @@ fn missing_lock_file_is_empty() {
     assert!(l.kernel.is_empty());
 }
 
+/// Every series `--kernel all` runs (read from vm/kernels.toml, never listed here) is
+/// locked to a package of that series, every keyring package is locked, and `--kernel`
+/// accepts exactly those names.
 #[test]
 fn repository_catalog_and_lock_are_valid() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let c = Catalog::load(&root.join("kernels.toml")).unwrap();
-    assert_eq!(c.all_series(), ["5.10", "6.1", "6.12", "7.2"]);
-    assert!(c.series().contains(&"5.15".to_string()));
     let l = Lock::load(&root.join("kernels.lock")).unwrap();
-    for s in c.all_series() {
+    let all = c.all_series();
+    assert!(
+        !all.is_empty(),
+        "vm/kernels.toml names no series for --kernel all"
+    );
+    for s in &all {
         let e = l
             .kernel
-            .get(&s)
+            .get(s)
             .unwrap_or_else(|| panic!("series {s} not locked"));
         assert!(e.package.contains(&format!("-{s}.")), "{s}: {}", e.package);
-        assert!(c.mirror.contains_key(&e.mirror));
+        assert_eq!(e.mirror, c.kernel[s].mirror, "{s}");
+        assert_eq!(e.suite, c.kernel[s].suite, "{s}");
+    }
+    for (name, m) in &c.mirror {
+        if let Keyring::Package(k) = &m.keyring {
+            let e = l
+                .keyring
+                .get(name)
+                .unwrap_or_else(|| panic!("keyring of mirror {name} not locked"));
+            assert_eq!(
+                (&e.package, &e.mirror, &e.suite),
+                (&k.package, &k.mirror, &k.suite)
+            );
+        }
     }
     let specs = parse_kernel_arg("all", &c).unwrap();
-    assert_eq!(specs.len(), 4);
+    let expected: Vec<KernelSpec> = all.iter().cloned().map(KernelSpec::Series).collect();
+    assert_eq!(specs, expected);
     assert_eq!(
-        parse_kernel_arg("6.1", &c).unwrap(),
-        [KernelSpec::Series("6.1".into())]
+        parse_kernel_arg(&all[0], &c).unwrap(),
+        [KernelSpec::Series(all[0].clone())]
     );
-    let err = parse_kernel_arg("4.19", &c).unwrap_err().to_string();
+    let err = parse_kernel_arg("0.1", &c).unwrap_err().to_string();
     assert!(
         err.contains("unknown kernel series") && err.contains("--kernel PATH/TO/bzImage"),
         "{err}"
@@ -121,8 +141,12 @@ fn debian_versions() {
     assert_eq!(compare("5.10.223-1", "5.10.223-1+deb11u1"), Ordering::Less);
     assert_eq!(compare("1.0a", "1.0+"), Ordering::Less);
     assert_eq!(
-        sorted_series(["7.2", "6.12", "5.10", "6.1"].map(String::from).into_iter()),
-        ["5.10", "6.1", "6.12", "7.2"]
+        sorted_series(
+            ["7.2", "6.12", "5.15", "5.10", "6.1", "5.4"]
+                .map(String::from)
+                .into_iter()
+        ),
+        ["5.4", "5.10", "5.15", "6.1", "6.12", "7.2"]
     );
 }
 

@@ -1,8 +1,11 @@
 //! `cargo xtask`: project automation.
 //!
-//! * `cargo xtask vm-test --kernel 5.10|6.1|6.12|7.2|all|PATH/TO/bzImage` boots each
-//!   kernel in QEMU and runs the suite inside it (commands from vm/guest.toml).
+//! * `cargo xtask vm-test --kernel SERIES|all|PATH/TO/bzImage` boots each kernel in QEMU and
+//!   runs the suite inside it (commands from vm/guest.toml); the series are those of
+//!   vm/kernels.toml.
 //! * `cargo xtask kernels update` re-pins vm/kernels.lock from vm/kernels.toml.
+//! * `cargo xtask ci-matrix` rewrites the kernel matrix of ci/github-actions.yml from
+//!   vm/kernels.toml.
 //! * `cargo xtask bench vm` compares full runs with bare boots; `bench harness` and
 //!   `bench ring-share` measure the harness and the reference tracer on the host.
 //! * `cargo xtask fuzz --seconds N` runs the grammar fuzz target for a bounded time.
@@ -11,6 +14,7 @@
 
 mod bench_host;
 mod fuzz;
+mod ci_matrix;
 mod prereq;
 mod record_runs;
 mod snapshots;
@@ -47,6 +51,15 @@ enum Cmd {
     /// Fuzz the --capabilities grammar against its model for a bounded time; a failing
     /// input is saved under fuzz/regressions/.
     Fuzz(fuzz::FuzzArgs),
+    /// Rewrite the kernel matrix of ci/github-actions.yml from vm/kernels.toml.
+    CiMatrix {
+        /// Print the generated workflow instead of writing it.
+        #[arg(long)]
+        print: bool,
+        /// Exit 1 if the workflow is not current, without writing it.
+        #[arg(long, conflicts_with = "print")]
+        check: bool,
+    },
     /// Benchmarks (speed goals live here, never in tests).
     Bench {
         #[command(subcommand)]
@@ -56,7 +69,8 @@ enum Cmd {
 
 #[derive(clap::Args, Clone)]
 pub struct VmTestArgs {
-    /// Kernel series (5.10, 6.1, 6.12, 7.2; see vm/kernels.toml), `all`, or PATH/TO/bzImage.
+    /// A kernel series of vm/kernels.toml (comma-separated for several), `all`, or
+    /// PATH/TO/bzImage. `cargo xtask kernels list` shows the series.
     #[arg(long)]
     pub kernel: String,
     /// Only run scenarios matching this glob (passed to the guest command).
@@ -93,6 +107,13 @@ pub struct VmTestArgs {
     /// Echo protocol lines and apt output; print the network-request counter.
     #[arg(long, short)]
     pub verbose: bool,
+    /// Write the snapshots a kernel does not have yet (snapshots/*@vm-KERNEL.*.snap), e.g.
+    /// for a new kernel; changed ones still need review (`cargo insta review`).
+    #[arg(long)]
+    pub record_snapshots: bool,
+    /// Fail when a kernel has no snapshot for a scenario (CI: every kernel has them).
+    #[arg(long, conflicts_with = "record_snapshots")]
+    pub require_snapshots: bool,
 }
 
 #[derive(Subcommand)]
@@ -186,6 +207,7 @@ fn main() -> ExitCode {
         Cmd::Kernels {
             cmd: KernelsCmd::List,
         } => vmtest::kernels_list(),
+        Cmd::CiMatrix { print, check } => ci_matrix::run(print, check),
         Cmd::Bench {
             what: BenchCmd::Vm(a),
         } => vmtest::bench_vm(&a),

@@ -12,7 +12,8 @@
 //! 5. Fuzzes the `--capabilities` grammar against its model for `--fuzz-seconds`
 //!    (`cargo xtask fuzz`; a failing input is saved under `fuzz/regressions/`).
 //! 6. Runs the conformance suite inside QEMU on every kernel of vm/kernels.toml
-//!    (`cargo xtask vm-test --kernel all`) unless `--no-vm`.
+//!    (`cargo xtask vm-test --kernel all`, with `--require-snapshots` under CI) unless
+//!    `--no-vm`.
 
 use std::path::Path;
 use std::process::Command;
@@ -122,7 +123,15 @@ pub fn execute(args: &TestArgs) -> Result<()> {
     if !args.no_vm {
         let mut vm = Command::new(&cargo);
         vm.args(["xtask", "vm-test", "--kernel", "all"]);
-        run("cargo xtask vm-test --kernel all", &mut vm)?;
+        // CI has a snapshot for every kernel and scenario: a missing one fails there.
+        if std::env::var_os("CI").is_some() {
+            vm.arg("--require-snapshots");
+        }
+        let shown: Vec<String> = vm
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        run(&format!("cargo {}", shown.join(" ")), &mut vm)?;
     }
     Ok(())
 }

@@ -9,14 +9,15 @@ use anyhow::{anyhow, bail, Context, Result};
 use capring_vm::accel::{Accel, AccelChoice};
 use capring_vm::apt;
 use capring_vm::cache::CacheState;
-use capring_vm::catalog::{Catalog, Lock};
+use capring_vm::catalog::{Catalog, Keyring, Lock};
 use capring_vm::guest::GuestConfig;
+use capring_vm::keyring::{self, KeyringState};
 use capring_vm::outcome::Outcome;
 use capring_vm::qemu::RunReport;
 use capring_vm::session::{self, KernelSpec, Paths, PreparedKernel, RunOptions, MUSL_TARGET};
 use capring_vm::settings::{Drill, GuestCommand, GuestSettings};
 
-use crate::{prereq, workspace, VmTestArgs};
+use crate::{prereq, snapshots, workspace, VmTestArgs};
 
 /// Everything needed before the first boot.
 struct Prepared {
@@ -263,16 +264,18 @@ fn results_summary(r: &RunReport) -> String {
 }
 
 fn print_table(rows: &[(String, Result<RunReport, String>)]) {
+    // Local images are labelled after their file name, which may be long.
+    let w = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0).max(14);
     println!();
     println!(
-        "{:<14} {:<28} {:<5} {:<13} {:>8} {:>8}  results",
+        "{:<w$} {:<28} {:<5} {:<13} {:>8} {:>8}  results",
         "kernel", "release", "accel", "outcome", "boot", "run"
     );
     for (label, r) in rows {
         match r {
             Ok(r) => {
                 println!(
-                    "{:<14} {:<28} {:<5} {:<13} {:>8} {:>8}  {}",
+                    "{:<w$} {:<28} {:<5} {:<13} {:>8} {:>8}  {}",
                     label,
                     r.release.clone().unwrap_or_else(|| "-".into()),
                     r.accel.to_string(),
@@ -282,10 +285,10 @@ fn print_table(rows: &[(String, Result<RunReport, String>)]) {
                     results_summary(r)
                 );
                 if r.outcome != Outcome::Pass {
-                    println!("{:<14} reason: {}", "", r.reason);
+                    println!("{:<w$} reason: {}", "", r.reason);
                 }
             }
-            Err(e) => println!("{label:<14} {:<28} {:<5} {:<13} {e}", "-", "-", "ERROR"),
+            Err(e) => println!("{label:<w$} {:<28} {:<5} {:<13} {e}", "-", "-", "ERROR"),
         }
     }
 }
@@ -444,38 +447,97 @@ pub fn vm_test(a: &VmTestArgs) -> Result<u8> {
     let all_pass = rows
         .iter()
         .all(|(_, r)| matches!(r, Ok(r) if r.outcome == Outcome::Pass));
-    let mut snapshots_ok = true;
-    if a.run.is_none() && a.drill.is_none() {
-        for (label, r) in &rows {
-            if !matches!(r, Ok(r) if r.outcome == Outcome::Pass) {
-                continue;
+    let snapshots_ok = if a.run.is_none() && a.drill.is_none() {
+        check_snapshots(a, &p, &rows)?
+    } else {
+        true
+    };
+    Ok(if all_pass && snapshots_ok { 0 } else { 1 })
+}
+
+/// Compares each passing kernel's summaries with snapshots/, one line per kernel. False when
+/// some differ, or are missing while `--require-snapshots` is set.
+fn check_snapshots(
+    a: &VmTestArgs,
+    p: &Prepared,
+    rows: &[(String, Result<RunReport, String>)],
+) -> Result<bool> {
+    let policy = snapshots::Policy::from_env(a.record_snapshots);
+    let dir = p.paths.workspace.join("snapshots");
+    let mut ok = true;
+    for ((label, r), k) in rows.iter().zip(&p.kernels) {
+        if !matches!(r, Ok(r) if r.outcome == Outcome::Pass) {
+            continue;
+        }
+        let results = p.paths.out_root.join(label).join("results");
+        let Some(c) = snapshots::compare(label, &results, &dir, policy)? else {
+            if a.guest_config.is_none() {
+                ok = false;
+                println!("[{label}] snapshots: the guest returned no summaries/ to compare");
+            } else {
+                println!("[{label}] snapshots: none returned (custom guest configuration)");
             }
-            let results = p.paths.out_root.join(label).join("results");
-            match crate::snapshots::compare(label, &results)? {
-                None if a.guest_config.is_none() => {
-                    snapshots_ok = false;
-                    println!("[{label}] snapshots: the guest returned no summaries/ to compare");
-                }
-                None => println!("[{label}] snapshots: none returned (custom guest configuration)"),
-                Some(differ) if differ.is_empty() => println!("[{label}] snapshots: match"),
-                Some(differ) => {
-                    snapshots_ok = false;
-                    println!(
-                        "[{label}] snapshots differ: {} (review with `cargo insta review`, or accept with INSTA_UPDATE=always)",
-                        differ.join(", ")
-                    );
-                }
+            continue;
+        };
+        let key = c.main_key();
+        let record = format!(
+            "cargo xtask vm-test --kernel {} --record-snapshots",
+            kernel_arg(k)
+        );
+        if !c.written.is_empty() {
+            println!(
+                "[{label}] snapshots: wrote {} (snapshots/*@vm-{label}.*.snap, feature key {key}): review and commit them",
+                c.written.len(),
+            );
+        }
+        if !c.missing.is_empty() {
+            let what = if c.matched.is_empty() && c.differ.is_empty() && c.written.is_empty() {
+                format!("no snapshots exist for this kernel (feature key {key})")
+            } else {
+                format!("no snapshot yet for {}", c.missing.join(", "))
+            };
+            if a.require_snapshots {
+                ok = false;
+                println!("[{label}] error: {what}, and --require-snapshots is set; record them with `{record}`, review and commit them");
+            } else {
+                println!("[{label}] {what}; record them with `{record}`");
             }
         }
+        if !c.differ.is_empty() {
+            ok = false;
+            println!(
+                "[{label}] snapshots differ: {} (review with `cargo insta review`, or accept with INSTA_UPDATE=always)",
+                c.differ.join(", ")
+            );
+        } else if c.missing.is_empty() && c.written.is_empty() {
+            println!("[{label}] snapshots: {} match", c.matched.len());
+        }
     }
-    Ok(if all_pass && snapshots_ok { 0 } else { 1 })
+    Ok(ok)
+}
+
+/// What to pass as `--kernel` to run this kernel again.
+fn kernel_arg(k: &PreparedKernel) -> String {
+    match &k.entry {
+        Some(_) => k.label.clone(),
+        None => k.ensured.image.vmlinuz.display().to_string(),
+    }
+}
+
+fn changed_note(changed: bool) -> &'static str {
+    if changed {
+        " (updated)"
+    } else {
+        " (unchanged)"
+    }
 }
 
 pub fn kernels_update(only: &[String], strict: bool, verbose: bool) -> Result<u8> {
     let paths = Paths::new(&workspace());
     let catalog = Catalog::load(&paths.catalog)?;
     let mut lock = Lock::load(&paths.lock)?;
-    let cache = paths.cache();
+    let mut cache = paths.cache();
+    cache.verbose = verbose;
     for s in only {
         if !catalog.kernel.contains_key(s) {
             bail!(
@@ -490,21 +552,36 @@ pub fn kernels_update(only: &[String], strict: bool, verbose: bool) -> Result<u8
         only.to_vec()
     };
     let mut failed = 0;
+    // Keyring packages first: the suites of the mirrors they sign are verified with them.
+    let mut keyring_mirrors: Vec<(&str, &str)> = Vec::new();
+    for s in &series {
+        let m = catalog.kernel[s].mirror.as_str();
+        let from_package = matches!(catalog.mirror[m].keyring, Keyring::Package(_));
+        if from_package && !keyring_mirrors.iter().any(|(k, _)| *k == m) {
+            keyring_mirrors.push((m, s));
+        }
+    }
+    for (m, first_series) in keyring_mirrors {
+        eprint!("keyring of mirror {m}: resolving… ");
+        match keyring::resolve(&cache, &catalog, m, first_series) {
+            Ok(e) => {
+                let changed = lock.keyring.get(m) != Some(&e);
+                eprintln!("{} {}{}", e.package, e.version, changed_note(changed));
+                lock.keyring.insert(m.to_string(), e);
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!();
+                eprintln!("warning: {e}");
+            }
+        }
+    }
     for s in &series {
         eprint!("kernel {s}: resolving… ");
-        match session::resolve(s, &catalog, &cache.root, verbose) {
+        match session::resolve(s, &catalog, &lock, &cache) {
             Ok(e) => {
                 let changed = lock.kernel.get(s) != Some(&e);
-                eprintln!(
-                    "{} {}{}",
-                    e.package,
-                    e.version,
-                    if changed {
-                        " (updated)"
-                    } else {
-                        " (unchanged)"
-                    }
-                );
+                eprintln!("{} {}{}", e.package, e.version, changed_note(changed));
                 lock.kernel.insert(s.clone(), e);
             }
             Err(e) => {
@@ -516,9 +593,10 @@ pub fn kernels_update(only: &[String], strict: bool, verbose: bool) -> Result<u8
     }
     lock.save(&paths.lock)?;
     println!(
-        "wrote {} ({} entries); network requests: {}",
+        "wrote {} ({} kernels, {} keyrings); network requests: {}",
         paths.lock.display(),
         lock.kernel.len(),
+        lock.keyring.len(),
         apt::network_requests()
     );
     Ok(if strict && failed > 0 { 1 } else { 0 })
@@ -548,6 +626,30 @@ pub fn kernels_list() -> Result<u8> {
             None => println!(
                 "{s:<6} (not locked; source {})",
                 catalog.describe(&catalog.kernel[&s])
+            ),
+        }
+    }
+    for (m, mirror) in &catalog.mirror {
+        let Keyring::Package(k) = &mirror.keyring else {
+            continue;
+        };
+        match lock.keyring.get(m) {
+            Some(e) => {
+                let state = match keyring::check(&cache, e, &k.file) {
+                    KeyringState::Valid(_) => "cached".to_string(),
+                    KeyringState::Missing => "not cached".into(),
+                    KeyringState::Corrupt(w) => format!("CORRUPT: {w}"),
+                };
+                println!(
+                    "keyring of mirror {m}: {} {} [{}] {state}",
+                    e.package,
+                    e.version,
+                    &e.sha256[..12]
+                );
+            }
+            None => println!(
+                "keyring of mirror {m}: (not locked; package {} from {} {})",
+                k.package, k.mirror, k.suite
             ),
         }
     }
@@ -581,6 +683,8 @@ pub fn bench_vm(b: &BenchArgs) -> Result<u8> {
         boot_timeout: None,
         no_build: b.no_build,
         verbose: false,
+        record_snapshots: false,
+        require_snapshots: false,
     };
     let p = prepare(&a)?;
     let accel = choose_accel(&p, a.accel, false)?;
