@@ -13,8 +13,8 @@
 //! * `cargo xtask record-runs` re-records the runs under fixtures/runs/ (needs root).
 
 mod bench_host;
-mod fuzz;
 mod ci_matrix;
+mod fuzz;
 mod prereq;
 mod record_runs;
 mod snapshots;

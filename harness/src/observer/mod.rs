@@ -226,9 +226,19 @@ impl Shared {
         });
     }
 
+    /// Every thread of the tree, stamped when the reading starts: a sample takes a while
+    /// (one file per thread), and a capset made meanwhile must not look older than the state
+    /// the sample saw before it.
     fn sample(&self, cause: SampleCause) {
+        let t_ns = self.now();
         let threads = self.tree().into_iter().flat_map(read_process).collect();
-        self.record(Event::Sample { cause }, threads);
+        self.entries.lock().unwrap().push(Entry {
+            t_ns,
+            pid: self.root,
+            tid: self.root,
+            event: Event::Sample { cause },
+            threads,
+        });
     }
 
     /// SIGTERM to the root (the harness ends the run); SIGKILL follows 2 s later.

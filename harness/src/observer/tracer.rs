@@ -114,8 +114,22 @@ impl Tracer {
     }
 
     fn push(&mut self, pid: i32, tid: i32, event: Event, threads: Vec<ThreadCaps>) -> usize {
+        self.push_at(self.shared.now(), pid, tid, event, threads)
+    }
+
+    /// An entry stamped at `t_ns`: the moment of the stop, taken before the (slow) reads of
+    /// `/proc`, so that a state is never stamped later than a change another thread made
+    /// meanwhile.
+    fn push_at(
+        &mut self,
+        t_ns: u64,
+        pid: i32,
+        tid: i32,
+        event: Event,
+        threads: Vec<ThreadCaps>,
+    ) -> usize {
         self.entries.push(Entry {
-            t_ns: self.shared.now(),
+            t_ns,
             pid,
             tid,
             event,
@@ -174,7 +188,8 @@ impl Tracer {
         } else {
             Event::ThreadStart { from_tid }
         };
-        let idx = self.push(pid, tid, event, read_process(pid));
+        let t = self.shared.now();
+        let idx = self.push_at(t, pid, tid, event, read_process(pid));
         if from.is_none() {
             self.start_entry.insert(tid, idx);
         }
@@ -238,8 +253,10 @@ impl Tracer {
         if p.call.attaches() && result >= 0 {
             self.shared.request_companion();
         }
+        let t = self.shared.now();
         let threads = read_process(pid);
-        self.push(
+        self.push_at(
+            t,
             pid,
             tid,
             Event::Call {
@@ -279,7 +296,8 @@ impl Tracer {
             argv,
             former_tid: (former != tid).then_some(former),
         };
-        self.push(tid, tid, event, read_process(tid));
+        let t = self.shared.now();
+        self.push_at(t, tid, tid, event, read_process(tid));
     }
 
     fn on_fork_event(&mut self, tid: i32, event: i32) {
@@ -307,8 +325,9 @@ impl Tracer {
     fn on_exit_stop(&mut self, tid: i32) {
         let pid = self.tasks.get(&tid).map(|t| t.pid).unwrap_or(tid);
         let status = ptrace::getevent(Pid::from_raw(tid)).ok().map(exit_status);
+        let t = self.shared.now();
         let threads = read_process(pid);
-        self.push(pid, tid, Event::Exiting { status }, threads);
+        self.push_at(t, pid, tid, Event::Exiting { status }, threads);
     }
 
     fn on_event(&mut self, tid: i32, event: i32) {
