@@ -160,40 +160,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
-                || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-            {
-                let _ = e.print();
-                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-                    ExitCode::from(2)
-                } else {
-                    ExitCode::SUCCESS
-                };
-            }
-            let text = e.to_string();
-            let lines: Vec<&str> = text
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .collect();
-            let mut first = lines
-                .first()
-                .copied()
-                .unwrap_or("bad arguments")
-                .to_string();
-            if first.ends_with(':') {
-                if let Some(next) = lines.get(1) {
-                    first = format!("{first} {next}");
-                }
-            }
-            eprintln!("{first} (see `cargo xtask --help`)");
-            return ExitCode::from(2);
-        }
-    };
+    let cli: Cli = capring_cli::parse_or_exit("cargo xtask");
     let r = match cli.cmd {
         Cmd::VmTest(a) => vmtest::vm_test(&a),
         Cmd::Kernels {
