@@ -27,20 +27,11 @@ use crate::timeline::{FaultKind, Stream};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "expect", rename_all = "kebab-case")]
 pub enum Expectation {
-    Usage {
-        message: String,
-    },
-    Help,
-    Runs {
-        bypass: bool,
-        rings: Rings,
-        warnings: Vec<String>,
-    },
-    CannotRun {
-        missing: CapSet,
-        events: Vec<String>,
-        message: String,
-    },
+    /// The scenario's values are bad input: the tracer must refuse them.
+    Usage { message: String },
+    /// What the oracle says the tracer does (help, run with rings, refuse to run).
+    Outcome(Outcome),
+    /// What the rules engine must do.
     Rules {
         allcaps: bool,
         rejected_flag: bool,
@@ -182,11 +173,11 @@ impl Plan {
     /// The run is expected to drop into rings (not bypassed).
     pub fn dropping(&self) -> Option<&Rings> {
         match &self.expectation {
-            Expectation::Runs {
+            Expectation::Outcome(Outcome::Runs {
                 bypass: false,
                 rings,
                 ..
-            } => Some(rings),
+            }) => Some(rings),
             _ => None,
         }
     }
@@ -220,7 +211,8 @@ pub fn plan(profile: &Profile, scenario: &Scenario, base: &EnvFacts) -> Result<P
     let facts = scenario_facts(base, bounding_drop, s.paranoid);
     let expectation = expectation(profile, &s, &chosen.events, &facts);
     let (command, env_set, env_remove) = command(profile, &s, &chosen.events)?;
-    let runs = matches!(expectation, Expectation::Runs { .. }) && s.target == Target::Tracer;
+    let runs = matches!(expectation, Expectation::Outcome(Outcome::Runs { .. }))
+        && s.target == Target::Tracer;
     let workload = if runs {
         workload(profile, &chosen.events)?
     } else {
@@ -357,32 +349,21 @@ pub fn expectation(
         Err(e) => Expectation::Usage {
             message: e.to_string(),
         },
-        Ok(Outcome::Help) => Expectation::Help,
         Ok(Outcome::Runs {
-            bypass,
+            bypass: false,
             mut rings,
             warnings,
-        }) => {
-            if profile.ring_model == RingModel::TraceeHead && !bypass {
-                // Tracee since v0.14: added capabilities live in the Base ring, which is
-                // effective all the time; a Requested ring is Base plus its capability.
-                rings.unprivileged = opts.add.intersection(facts.usable());
-            }
-            Expectation::Runs {
-                bypass,
+        }) if profile.ring_model == RingModel::TraceeHead => {
+            // Tracee since v0.14: added capabilities live in the Base ring, which is
+            // effective all the time; a Requested ring is Base plus its capability.
+            rings.unprivileged = opts.add.intersection(facts.usable());
+            Expectation::Outcome(Outcome::Runs {
+                bypass: false,
                 rings,
                 warnings,
-            }
+            })
         }
-        Ok(Outcome::CannotRun {
-            missing,
-            events,
-            message,
-        }) => Expectation::CannotRun {
-            missing,
-            events,
-            message,
-        },
+        Ok(outcome) => Expectation::Outcome(outcome),
     }
 }
 

@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::plan::Expectation;
 use crate::run::RunRecord;
 use crate::timeline::{compact, Call, Entry, Event, ThreadCaps};
+use capring_spec::oracle::Outcome;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Step {
@@ -124,7 +125,9 @@ pub fn summarize(r: &RunRecord) -> Summary {
         })
         .map_or(first_event, |e| e.t_ns.saturating_add(1).min(first_event));
     let transient: BTreeSet<CapSet> = match &plan.expectation {
-        Expectation::Runs { rings, .. } => rings.requested_sets().into_iter().collect(),
+        Expectation::Outcome(Outcome::Runs { rings, .. }) => {
+            rings.requested_sets().into_iter().collect()
+        }
         _ => BTreeSet::new(),
     };
     let mut configuration: Vec<(Step, usize)> = Vec::new();

@@ -492,7 +492,6 @@ const OP_CAPSET: u32 = 3;
 const OP_BUSY: u32 = 4;
 const OP_BOUNDING_READ: u32 = 5;
 
-const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 const SLOT_COUNT: usize = 4096;
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_ROUNDS: usize = 64;
@@ -596,37 +595,8 @@ fn apply_job(job: &Job) -> Result<(), (u32, u32, i32)> {
             return Err((OP_AMBIENT, 0, errno()));
         }
         if job.flags & F_CAPSET != 0 {
-            #[repr(C)]
-            struct Header {
-                version: u32,
-                pid: i32,
-            }
-            #[repr(C)]
-            #[derive(Clone, Copy)]
-            struct Data {
-                effective: u32,
-                permitted: u32,
-                inheritable: u32,
-            }
-            let header = Header {
-                version: LINUX_CAPABILITY_VERSION_3,
-                pid: 0,
-            };
-            let data = [
-                Data {
-                    effective: job.eff as u32,
-                    permitted: job.prm as u32,
-                    inheritable: job.inh as u32,
-                },
-                Data {
-                    effective: (job.eff >> 32) as u32,
-                    permitted: (job.prm >> 32) as u32,
-                    inheritable: (job.inh >> 32) as u32,
-                },
-            ];
-            if libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) != 0 {
-                return Err((OP_CAPSET, 0, errno()));
-            }
+            capring_spec::sys::capset_thread(job.eff, job.prm, job.inh)
+                .map_err(|e| (OP_CAPSET, 0, e))?;
         }
     }
     Ok(())

@@ -208,6 +208,44 @@ mod probe_impl {
         ids
     }
 
+    /// capset(2) of the calling thread only (a raw system call, version 3 header): E, P and
+    /// I as given. Returns the errno on failure. Async-signal-safe (no allocation, no lock),
+    /// so the reference's ring manager may call it from its broadcast signal handler.
+    pub fn capset_thread(effective: u64, permitted: u64, inheritable: u64) -> Result<(), i32> {
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+        let header = Header {
+            version: LINUX_CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let word = |set: u64, i: u32| (set >> (32 * i)) as u32;
+        let data = [0, 1].map(|i| Data {
+            effective: word(effective, i),
+            permitted: word(permitted, i),
+            inheritable: word(inheritable, i),
+        });
+        // SAFETY: capset(2) reads a valid v3 header and two data words that live across the
+        // call; the raw syscall affects only the calling thread.
+        let r = unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) };
+        if r == 0 {
+            Ok(())
+        } else {
+            // SAFETY: reading errno right after the failed call.
+            Err(unsafe { *libc::__errno_location() })
+        }
+    }
+
     /// `EPERM` for 1: the errno's symbolic name (from nix, which takes it from libc).
     pub fn errno_name(errno: i32) -> Option<String> {
         match nix::errno::Errno::from_raw(errno) {
@@ -273,8 +311,8 @@ mod probe_impl {
 
 #[cfg(feature = "probe")]
 pub use probe_impl::{
-    cap_last_cap, errno_name, loaded_programs, own_thread, read_process, read_thread, syscall_name,
-    task_ids, tgid_of, NAMES as SYSCALLS,
+    cap_last_cap, capset_thread, errno_name, loaded_programs, own_thread, read_process,
+    read_thread, syscall_name, task_ids, tgid_of, NAMES as SYSCALLS,
 };
 
 #[cfg(test)]

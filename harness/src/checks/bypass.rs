@@ -3,6 +3,7 @@
 use super::view::{tokens, View};
 use super::{fail, fail_at, judge, na, pass, Check};
 use crate::plan::Expectation;
+use capring_spec::oracle::Outcome;
 
 /// A bypassed run: no drop call, E = P on every thread all along, and events.
 fn bypassed(v: &View, label: &str) -> Check {
@@ -51,8 +52,8 @@ fn bypassed(v: &View, label: &str) -> Check {
 
 fn is_bypass(v: &View) -> Result<(), Check> {
     match v.plan().expectation {
-        Expectation::Runs { bypass: true, .. } => Ok(()),
-        Expectation::Runs { .. } => Err(na("not a bypass run")),
+        Expectation::Outcome(Outcome::Runs { bypass: true, .. }) => Ok(()),
+        Expectation::Outcome(Outcome::Runs { .. }) => Err(na("not a bypass run")),
         _ => Err(na("the tracer is not expected to run in this scenario")),
     }
 }

@@ -5,10 +5,14 @@ use super::view::{names_cap, tokens, View};
 use super::{fail_at, judge, na, Check};
 use crate::plan::Expectation;
 use crate::timeline::{Call, PrctlOp};
+use capring_spec::oracle::Outcome;
 
 /// The run is a non-bypass run whose drop failed: the first injected failure.
 fn failed_drop<'a>(v: &View<'a>) -> Result<&'a crate::timeline::Entry, Check> {
-    if matches!(v.plan().expectation, Expectation::Runs { bypass: true, .. }) {
+    if matches!(
+        v.plan().expectation,
+        Expectation::Outcome(Outcome::Runs { bypass: true, .. })
+    ) {
         return Err(na("bypass run: a failed drop is allowed"));
     }
     v.faults_hit().map(|hit| hit[0].0)
@@ -68,7 +72,7 @@ pub fn no_program_left(v: &View) -> Check {
 }
 
 pub fn bypass_runs(v: &View) -> Check {
-    let Expectation::Runs { bypass: true, .. } = v.plan().expectation else {
+    let Expectation::Outcome(Outcome::Runs { bypass: true, .. }) = v.plan().expectation else {
         return na("not a bypass run");
     };
     if v.plan().faults.is_empty() {

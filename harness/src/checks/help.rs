@@ -6,9 +6,10 @@ use super::view::{names_cap, tokens, View};
 use super::{judge, na, Check};
 use crate::plan::Expectation;
 use crate::timeline::Stream;
+use capring_spec::oracle::Outcome;
 
 pub fn lists_kernel_caps(v: &View) -> Check {
-    if !matches!(v.plan().expectation, Expectation::Help) {
+    if !matches!(v.plan().expectation, Expectation::Outcome(Outcome::Help)) {
         return na("not a help run");
     }
     let out: String =

@@ -3,6 +3,7 @@
 use super::view::{names_cap, tokens, View};
 use super::{judge, na, Check};
 use crate::plan::Expectation;
+use capring_spec::oracle::Outcome;
 
 /// Exit with the usage code, one line on stderr, no panic, nothing changed or loaded.
 fn usage_error(v: &View) -> (bool, String) {
@@ -73,9 +74,9 @@ fn cannot_run<'a>(
     v: &View<'a>,
 ) -> Result<(&'a capring_spec::caps::CapSet, &'a Vec<String>), Check> {
     match &v.plan().expectation {
-        Expectation::CannotRun {
+        Expectation::Outcome(Outcome::CannotRun {
             missing, events, ..
-        } => Ok((missing, events)),
+        }) => Ok((missing, events)),
         _ => Err(na("not a missing-capability scenario")),
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use capring_spec::caps::{Cap, CapSet};
-use capring_spec::oracle::Rings;
+use capring_spec::oracle::{Outcome, Rings};
 
 use super::{na, Check};
 use crate::plan::{Expectation, Plan};
@@ -352,8 +352,10 @@ impl<'a> View<'a> {
     /// The rings of a run expected to drop (not bypassed), or why the clause does not apply.
     pub fn dropping(&self) -> Result<&'a Rings, Check> {
         match &self.plan().expectation {
-            Expectation::Runs { bypass: true, .. } => Err(na("bypass run: nothing is dropped")),
-            Expectation::Runs { rings, .. } => Ok(rings),
+            Expectation::Outcome(Outcome::Runs { bypass: true, .. }) => {
+                Err(na("bypass run: nothing is dropped"))
+            }
+            Expectation::Outcome(Outcome::Runs { rings, .. }) => Ok(rings),
             _ => Err(na("the tracer is not expected to run in this scenario")),
         }
     }
