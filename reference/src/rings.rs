@@ -350,84 +350,18 @@ fn errno_text(errno: i32) -> String {
 // Per-thread state from /proc
 // ---------------------------------------------------------------------------------------------
 
-/// One thread's capability sets, as `/proc/self/task/TID/status` shows them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ThreadCaps {
-    pub tid: i32,
-    /// The `State:` letter (`R`, `S`, `Z`, …).
-    pub state: char,
-    pub inheritable: CapSet,
-    pub permitted: CapSet,
-    pub effective: CapSet,
-    pub bounding: CapSet,
-    pub ambient: CapSet,
-    /// The `SigBlk:` mask (bit n-1 = signal n).
-    pub blocked: u64,
-}
-
-impl ThreadCaps {
-    fn parse(tid: i32, text: &str) -> Option<ThreadCaps> {
-        let mut t = ThreadCaps {
-            tid,
-            state: '?',
-            inheritable: CapSet::EMPTY,
-            permitted: CapSet::EMPTY,
-            effective: CapSet::EMPTY,
-            bounding: CapSet::EMPTY,
-            ambient: CapSet::EMPTY,
-            blocked: 0,
-        };
-        let mut seen = 0;
-        for line in text.lines() {
-            let Some((key, value)) = line.split_once(':') else {
-                continue;
-            };
-            let value = value.trim();
-            match key {
-                "State" => t.state = value.chars().next().unwrap_or('?'),
-                "SigBlk" => t.blocked = u64::from_str_radix(value, 16).ok()?,
-                "CapInh" => (t.inheritable, seen) = (CapSet::from_hex(value)?, seen + 1),
-                "CapPrm" => (t.permitted, seen) = (CapSet::from_hex(value)?, seen + 1),
-                "CapEff" => (t.effective, seen) = (CapSet::from_hex(value)?, seen + 1),
-                "CapBnd" => (t.bounding, seen) = (CapSet::from_hex(value)?, seen + 1),
-                "CapAmb" => (t.ambient, seen) = (CapSet::from_hex(value)?, seen + 1),
-                _ => {}
-            }
-        }
-        (seen == 5).then_some(t)
-    }
-
-    /// A zombie or dead thread: its credentials no longer matter.
-    pub fn is_dead(&self) -> bool {
-        matches!(self.state, 'Z' | 'X' | 'x')
-    }
-}
+pub use capring_spec::sys::ThreadCaps;
 
 /// The calling thread's sets (from `/proc/thread-self/status`, no capget).
 pub fn own_thread_caps() -> io::Result<ThreadCaps> {
-    let text = std::fs::read_to_string("/proc/thread-self/status")?;
-    ThreadCaps::parse(gettid(), &text).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            "unparsable /proc/thread-self/status",
-        )
-    })
+    capring_spec::sys::own_thread()
 }
 
-/// One thread's sets; `Ok(None)` when the thread is gone.
+/// One thread of this process; `Ok(None)` when the thread is gone, an error when its status
+/// cannot be read or parsed (the manager fails closed on it).
 pub fn task_caps(tid: i32) -> io::Result<Option<ThreadCaps>> {
-    match std::fs::read_to_string(format!("/proc/self/task/{tid}/status")) {
-        Ok(text) => ThreadCaps::parse(tid, &text).map(Some).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("unparsable /proc/self/task/{tid}/status"),
-            )
-        }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) => {
-            Ok(None)
-        }
-        Err(e) => Err(e),
-    }
+    // SAFETY: getpid cannot fail.
+    capring_spec::sys::thread_status(unsafe { libc::getpid() }, tid)
 }
 
 /// The tids in `/proc/self/task`.
@@ -456,10 +390,7 @@ pub fn thread_caps() -> io::Result<Vec<ThreadCaps>> {
 }
 
 fn cap_last_cap() -> u8 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(capring_spec::caps::LAST_NAMED)
+    capring_spec::sys::cap_last_cap().unwrap_or(capring_spec::caps::LAST_NAMED)
 }
 
 fn gettid() -> i32 {
@@ -839,75 +770,27 @@ fn broadcast(job: &Job, ring: Ring, expect: &Expect) -> Result<usize, Failed> {
     // 3. publish and signal.
     let start = NEXT_SLOT.load(SeqCst);
     let gen = publish(job);
-    // SAFETY: getpid cannot fail.
-    let pid = unsafe { libc::getpid() };
     let mut signalled: HashSet<i32> = HashSet::from([me]);
-    let io = |op: &str, source: io::Error| {
-        fail(RingError::Io {
-            op: op.to_string(),
-            tid: me,
-            source,
-        })
+    let io = |op: &str, source: io::Error| RingError::Io {
+        op: op.to_string(),
+        tid: me,
+        source,
     };
-
     for _round in 0..MAX_ROUNDS {
         // 4. (re-)scan.
-        let tids = task_ids().map_err(|e| io("listing /proc/self/task", e))?;
+        let tids = task_ids().map_err(|e| fail(io("listing /proc/self/task", e)))?;
         let fresh: Vec<i32> = tids
             .into_iter()
             .filter(|t| !signalled.contains(t))
             .collect();
         if fresh.is_empty() {
-            // 5. verify.
-            let mut live = 0;
-            let mut unsignalled_mismatch = false;
-            for tid in task_ids().map_err(|e| io("listing /proc/self/task", e))? {
-                let Some(t) = task_caps(tid)
-                    .map_err(|e| io(&format!("reading /proc/self/task/{tid}/status"), e))?
-                else {
-                    continue;
-                };
-                if t.is_dead() {
-                    continue;
-                }
-                live += 1;
-                if let Some((set, found, expected)) = expect.first_mismatch(&t) {
-                    if signalled.contains(&tid) {
-                        return Err(fail(RingError::Mismatch {
-                            ring,
-                            tid,
-                            set,
-                            found,
-                            expected,
-                        }));
-                    }
-                    unsignalled_mismatch = true;
-                }
-            }
-            if !unsignalled_mismatch {
-                return Ok(live);
-            }
-            continue;
-        }
-        let mut pending = Vec::with_capacity(fresh.len());
-        for tid in fresh {
-            signalled.insert(tid);
-            // SAFETY: tgkill with integer arguments.
-            let r = unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, signo) };
-            if r == 0 {
-                pending.push(tid);
-            } else {
-                let err = errno();
-                if err != libc::ESRCH {
-                    return Err(fail(RingError::Syscall {
-                        op: format!("tgkill(signal {signo})"),
-                        errno: err,
-                        tid,
-                        ring,
-                    }));
-                }
+            // 5. verify; threads born meanwhile get another round.
+            match verify(ring, expect, &signalled, &io).map_err(fail)? {
+                Some(live) => return Ok(live),
+                None => continue,
             }
         }
+        let pending = signal(&fresh, &mut signalled, ring, signo).map_err(fail)?;
         wait_acks(start, gen, pending, ring, signo).map_err(fail)?;
     }
     Err(fail(RingError::Unstable {
@@ -915,6 +798,71 @@ fn broadcast(job: &Job, ring: Ring, expect: &Expect) -> Result<usize, Failed> {
         tid: me,
         rounds: MAX_ROUNDS,
     }))
+}
+
+/// Step 5: every live thread's sets against the ring. `Some(live threads)` when all agree,
+/// `None` when a thread not yet signalled differs (it was born meanwhile: another round).
+fn verify(
+    ring: Ring,
+    expect: &Expect,
+    signalled: &HashSet<i32>,
+    io: &dyn Fn(&str, io::Error) -> RingError,
+) -> Result<Option<usize>, RingError> {
+    let mut live = 0;
+    let mut unsignalled_mismatch = false;
+    for tid in task_ids().map_err(|e| io("listing /proc/self/task", e))? {
+        let Some(t) =
+            task_caps(tid).map_err(|e| io(&format!("reading /proc/self/task/{tid}/status"), e))?
+        else {
+            continue;
+        };
+        if t.is_dead() {
+            continue;
+        }
+        live += 1;
+        if let Some((set, found, expected)) = expect.first_mismatch(&t) {
+            if signalled.contains(&tid) {
+                return Err(RingError::Mismatch {
+                    ring,
+                    tid,
+                    set,
+                    found,
+                    expected,
+                });
+            }
+            unsignalled_mismatch = true;
+        }
+    }
+    Ok((!unsignalled_mismatch).then_some(live))
+}
+
+/// Step 3/4: signals the threads not signalled yet; returns those that must acknowledge (a
+/// thread that is gone already needs nothing).
+fn signal(
+    fresh: &[i32],
+    signalled: &mut HashSet<i32>,
+    ring: Ring,
+    signo: i32,
+) -> Result<Vec<i32>, RingError> {
+    // SAFETY: getpid cannot fail.
+    let pid = unsafe { libc::getpid() };
+    let mut pending = Vec::with_capacity(fresh.len());
+    for &tid in fresh {
+        signalled.insert(tid);
+        // SAFETY: tgkill with integer arguments.
+        let r = unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, signo) };
+        if r == 0 {
+            pending.push(tid);
+        } else if errno() != libc::ESRCH {
+            return Err(RingError::Syscall {
+                op: format!("tgkill(signal {signo})"),
+                errno: errno(),
+                tid,
+                ring,
+            });
+        }
+    }
+    Ok(pending)
 }
 
 fn wait_acks(
@@ -930,46 +878,7 @@ fn wait_acks(
         // Read the wake-up word before looking: an acknowledgement after this load makes the
         // futex wait below return at once.
         let seen = ACK_WORD.load(SeqCst);
-        let end = NEXT_SLOT.load(SeqCst);
-        for n in start..end {
-            let slot = &SLOTS[(n % SLOT_COUNT as u64) as usize];
-            if slot.seq.load(SeqCst) != n + 1 {
-                continue;
-            }
-            let tid = slot.tid.load(SeqCst);
-            let Some(pos) = pending.iter().position(|t| *t == tid) else {
-                continue;
-            };
-            let (sgen, op, arg, err) = (
-                slot.gen.load(SeqCst),
-                slot.op.load(SeqCst),
-                slot.arg.load(SeqCst),
-                slot.errno.load(SeqCst),
-            );
-            if slot.seq.load(SeqCst) != n + 1 {
-                continue;
-            }
-            if op == OP_BUSY {
-                return Err(RingError::Syscall {
-                    op: op_text(op, arg),
-                    errno: err,
-                    tid,
-                    ring,
-                });
-            }
-            if sgen != gen {
-                continue;
-            }
-            pending.swap_remove(pos);
-            if op != OP_OK {
-                return Err(RingError::Syscall {
-                    op: op_text(op, arg),
-                    errno: err,
-                    tid,
-                    ring,
-                });
-            }
-        }
+        collect_acks(start, gen, &mut pending, ring)?;
         if pending.is_empty() {
             break;
         }
@@ -982,21 +891,7 @@ fn wait_acks(
             }
         }
         if now.duration_since(began) >= ACK_TIMEOUT {
-            let tid = pending[0];
-            let hint = match task_caps(tid) {
-                Ok(Some(t)) if t.blocked & (1u64 << (signo - 1)) != 0 => {
-                    format!(" (the thread blocks signal {signo})")
-                }
-                Ok(Some(t)) => format!(" (thread state {})", t.state),
-                _ => String::new(),
-            };
-            return Err(RingError::NoAck {
-                tid,
-                ring,
-                signal: signo,
-                waited_ms: now.duration_since(began).as_millis() as u64,
-                hint,
-            });
+            return Err(no_ack(pending[0], ring, signo, now.duration_since(began)));
         }
         // Sleep until a handler bumps ACK_WORD (or 5 ms pass, for the liveness check).
         let timeout = libc::timespec {
@@ -1015,6 +910,66 @@ fn wait_acks(
         };
     }
     Ok(())
+}
+
+/// Removes from `pending` the threads whose acknowledgement of generation `gen` is in the
+/// slots; an acknowledgement that reports a failure is the error.
+fn collect_acks(start: u64, gen: u64, pending: &mut Vec<i32>, ring: Ring) -> Result<(), RingError> {
+    let end = NEXT_SLOT.load(SeqCst);
+    for n in start..end {
+        let slot = &SLOTS[(n % SLOT_COUNT as u64) as usize];
+        if slot.seq.load(SeqCst) != n + 1 {
+            continue;
+        }
+        let tid = slot.tid.load(SeqCst);
+        let Some(pos) = pending.iter().position(|t| *t == tid) else {
+            continue;
+        };
+        let (sgen, op, arg, err) = (
+            slot.gen.load(SeqCst),
+            slot.op.load(SeqCst),
+            slot.arg.load(SeqCst),
+            slot.errno.load(SeqCst),
+        );
+        if slot.seq.load(SeqCst) != n + 1 {
+            continue;
+        }
+        let failed = || RingError::Syscall {
+            op: op_text(op, arg),
+            errno: err,
+            tid,
+            ring,
+        };
+        if op == OP_BUSY {
+            return Err(failed());
+        }
+        if sgen != gen {
+            continue;
+        }
+        pending.swap_remove(pos);
+        if op != OP_OK {
+            return Err(failed());
+        }
+    }
+    Ok(())
+}
+
+/// The error for a thread that never acknowledged, with what its status says about why.
+fn no_ack(tid: i32, ring: Ring, signo: i32, waited: Duration) -> RingError {
+    let hint = match task_caps(tid) {
+        Ok(Some(t)) if t.blocked & (1u64 << (signo - 1)) != 0 => {
+            format!(" (the thread blocks signal {signo})")
+        }
+        Ok(Some(t)) => format!(" (thread state {})", t.state),
+        _ => String::new(),
+    };
+    RingError::NoAck {
+        tid,
+        ring,
+        signal: signo,
+        waited_ms: waited.as_millis() as u64,
+        hint,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1452,17 +1407,5 @@ mod tests {
             errno_text(libc::EPERM),
             "Operation not permitted (EPERM, errno 1)"
         );
-    }
-
-    #[test]
-    fn parses_status() {
-        let text = "Name:\tx\nState:\tS (sleeping)\nSigBlk:\t0000000000000010\nCapInh:\t0000000000000000\n\
-                    CapPrm:\t000001fffeffffff\nCapEff:\t0000000000000400\nCapBnd:\t000001fffeffffff\n\
-                    CapAmb:\t0000000000000000\n";
-        let t = ThreadCaps::parse(7, text).unwrap();
-        assert_eq!(t.state, 'S');
-        assert_eq!(t.blocked, 0x10);
-        assert_eq!(t.effective, CapSet::EMPTY.with(Cap::new(10).unwrap()));
-        assert_eq!(t.permitted.len(), 40);
     }
 }

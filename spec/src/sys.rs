@@ -137,8 +137,25 @@ mod probe_impl {
 
     /// One thread's sets; `None` when it is gone or its file is unreadable.
     pub fn read_thread(pid: i32, tid: i32) -> Option<ThreadCaps> {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
-        parse_status(pid, tid, &text)
+        thread_status(pid, tid).ok().flatten()
+    }
+
+    /// One thread's sets; `Ok(None)` when the thread is gone, an error when its file cannot
+    /// be read or parsed (for callers that must fail closed, like the reference's ring
+    /// manager verifying a transition).
+    pub fn thread_status(pid: i32, tid: i32) -> io::Result<Option<ThreadCaps>> {
+        let path = format!("/proc/{pid}/task/{tid}/status");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => parse_status(pid, tid, &text).map(Some).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("unparsable {path}"))
+            }),
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The tids of one process, sorted (empty when the process is gone).
@@ -312,7 +329,7 @@ mod probe_impl {
 #[cfg(feature = "probe")]
 pub use probe_impl::{
     cap_last_cap, capset_thread, errno_name, loaded_programs, own_thread, read_process,
-    read_thread, syscall_name, task_ids, tgid_of, NAMES as SYSCALLS,
+    read_thread, syscall_name, task_ids, tgid_of, thread_status, NAMES as SYSCALLS,
 };
 
 #[cfg(test)]
