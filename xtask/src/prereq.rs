@@ -123,6 +123,62 @@ fn has_versioned(prefix: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Where the third-party subjects and their Debian packages are listed.
+pub const SUBJECTS: &str = "fixtures/tracers/third-party/subjects.toml";
+
+/// The Debian packages of the third-party subjects (`harness/tests/subjects.rs` runs them as
+/// root and fails, naming the package, when one is missing).
+pub fn subject_packages() -> Result<Vec<String>> {
+    let path = crate::workspace().join(SUBJECTS);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    let doc: toml::Table = text
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut packages: Vec<String> = doc
+        .get("subject")
+        .and_then(|s| s.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.get("package")?.as_str().map(str::to_string))
+        .collect();
+    packages.sort();
+    packages.dedup();
+    if packages.is_empty() {
+        bail!("{}: no [[subject]] with a package", path.display());
+    }
+    Ok(packages)
+}
+
+fn dpkg_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .map(|o| o.status.success() && o.stdout == b"install ok installed")
+        .unwrap_or(false)
+}
+
+/// Installs the subjects' packages that are missing (noninteractively: wireshark-common asks
+/// whether non-superusers may capture, and the default, no, is what the tests expect).
+pub fn subjects() -> Result<()> {
+    let packages = subject_packages()?;
+    let missing: Vec<&str> = packages
+        .iter()
+        .map(String::as_str)
+        .filter(|p| !dpkg_installed(p))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    apt_install(
+        &missing,
+        &format!(
+            "the third-party subjects' packages are missing ({})",
+            missing.join(", ")
+        ),
+    )
+}
+
 /// `capsh` (libcap2-bin), used by the harness tests (`cargo xtask test`).
 #[allow(dead_code)] // until test_cmd.rs is wired into main.rs
 pub fn capsh() -> Result<()> {
@@ -133,4 +189,25 @@ pub fn capsh() -> Result<()> {
         return Ok(());
     }
     apt_install(&["libcap2-bin"], "capsh is not installed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_subject_package_is_read_from_the_manifest() {
+        let packages = subject_packages().unwrap();
+        for p in [
+            "iputils-ping",
+            "wireshark-common",
+            "dnsmasq-base",
+            "bpftrace",
+            "libbpf-tools",
+        ] {
+            assert!(packages.iter().any(|x| x == p), "{p} missing: {packages:?}");
+        }
+        // dnsmasq-base serves three subjects: listed once.
+        assert_eq!(packages.len(), 5, "{packages:?}");
+    }
 }

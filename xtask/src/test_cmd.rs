@@ -1,8 +1,11 @@
 //! `cargo xtask test`: the project's one test command (README, `.ci/run`).
 //!
 //! 1. Installs what the tests need when running as root on Debian (clang, llvm, libbpf-dev,
-//!    libcap2-bin for capsh, qemu-system-x86, the musl target), else prints the command.
-//! 2. Mounts tracefs if needed (classic tracepoints need it; the host does not mount it).
+//!    libcap2-bin for capsh, qemu-system-x86, the musl target, and the third-party subjects'
+//!    packages listed in fixtures/tracers/third-party/subjects.toml: iputils-ping,
+//!    wireshark-common, dnsmasq-base, bpftrace, libbpf-tools), else prints the command.
+//! 2. Mounts tracefs if needed (classic tracepoints need it, bpftrace and execsnoop too; the
+//!    host does not mount it).
 //! 3. Builds the whole workspace (the harness tests drive the built binaries), then the
 //!    fault binaries of the negative controls (`ref-tracer-mutant`, `ref-rules-mutant`), which
 //!    need the `faults` feature of capring-reference. They are built by name, never with
@@ -76,6 +79,7 @@ fn mount_tracefs() {
 pub fn execute(args: &TestArgs) -> Result<()> {
     prereq::bpf_toolchain()?;
     prereq::capsh()?;
+    prereq::subjects()?;
     prereq::musl_target()?;
     if !args.no_vm {
         prereq::qemu()?;
