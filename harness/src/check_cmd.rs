@@ -82,7 +82,7 @@ fn check_one(clause: &str, outcome: &Outcome) -> Check {
         at_ns: None,
     };
     match outcome {
-        Outcome::NoPlan(NoPlan::Unsupported(i)) => checks::unsupported(clause, *i),
+        Outcome::NoPlan(NoPlan::Unsupported(missing)) => checks::unsupported(clause, missing),
         Outcome::NoPlan(NoPlan::NotApplicable(why)) => na(format!("not applicable: {why}")),
         Outcome::NoPlan(NoPlan::BadInput(why)) => Check {
             verdict: Verdict::Fail,

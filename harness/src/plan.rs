@@ -132,8 +132,8 @@ pub struct Plan {
 pub enum NoPlan {
     /// The scenario cannot mean anything for this tracer or machine (reason given).
     NotApplicable(String),
-    /// The tracer's profile lacks an interface the scenario needs.
-    Unsupported(Interface),
+    /// The tracer's profile lacks interfaces the scenario needs (every one of them).
+    Unsupported(Vec<Interface>),
     /// The profile names a program that cannot be found: bad input (exit 2).
     BadInput(String),
 }
@@ -210,7 +210,9 @@ pub fn plan(profile: &Profile, scenario: &Scenario, base: &EnvFacts) -> Result<P
     let bounding_drop = bounding_drop(&s, base)?;
     let facts = scenario_facts(base, bounding_drop, s.paranoid);
     let expectation = expectation(profile, &s, &chosen.events, &facts);
-    let (command, env_set, env_remove) = command(profile, &s, &chosen.events)?;
+    let named =
+        scenario.select.is_empty() && scenario.events.as_ref().is_some_and(|e| !e.is_empty());
+    let (command, env_set, env_remove) = command(profile, &s, named, &chosen.events)?;
     let runs = matches!(expectation, Expectation::Outcome(Outcome::Runs { .. }))
         && s.target == Target::Tracer;
     let workload = if runs {
@@ -485,13 +487,12 @@ fn translate_env(profile: &Profile, key: &str, value: &str) -> Result<(String, S
     }
 }
 
-/// The arguments that select `events`.
-fn event_args(profile: &Profile, s: &Scenario, events: &[String]) -> Result<Vec<String>, NoPlan> {
-    let named = scenario_names_events(s);
+/// The arguments that select `events`. `named`: the scenario names its events itself (not
+/// by role), so a tracer that cannot choose cannot run it.
+fn event_args(profile: &Profile, named: bool, events: &[String]) -> Result<Vec<String>, Interface> {
     let Some(spec) = &profile.events else {
-        // The tracer cannot choose: only a scenario about naming events needs it.
         return if named {
-            Err(NoPlan::Unsupported(Interface::Events))
+            Err(Interface::Events)
         } else {
             Ok(Vec::new())
         };
@@ -509,26 +510,26 @@ fn event_args(profile: &Profile, s: &Scenario, events: &[String]) -> Result<Vec<
     }
     let mut args = Vec::new();
     for e in events {
-        match spec.per_event.get(e) {
-            Some(a) => args.extend(a.iter().cloned()),
-            None => return Err(NoPlan::Unsupported(Interface::Events)),
-        }
+        args.extend(
+            spec.per_event
+                .get(e)
+                .ok_or(Interface::Events)?
+                .iter()
+                .cloned(),
+        );
     }
     Ok(args)
 }
 
-/// The usage scenario that names an unknown event (and `help`, which names none).
-fn scenario_names_events(s: &Scenario) -> bool {
-    s.events
-        .as_ref()
-        .is_some_and(|e| !e.is_empty() && s.select.is_empty())
-        && s.name.starts_with("usage")
-}
-
 type Command = (Vec<String>, Vec<(String, String)>, Vec<String>);
 
-/// The program, its arguments and its environment changes.
-fn command(profile: &Profile, s: &Scenario, events: &[String]) -> Result<Command, NoPlan> {
+/// The environment changes of a run; every variable the profile cannot name goes to
+/// `missing`.
+fn environment(
+    profile: &Profile,
+    s: &Scenario,
+    missing: &mut Vec<Interface>,
+) -> (Vec<(String, String)>, Vec<String>) {
     let mut env_set: Vec<(String, String)> = profile
         .env
         .iter()
@@ -537,10 +538,13 @@ fn command(profile: &Profile, s: &Scenario, events: &[String]) -> Result<Command
     for (k, v) in &s.env {
         // The rules engine reads the seed's variables (Tracee's container entrypoint sets
         // them for both binaries); the tracer's own names apply to the tracer only.
-        env_set.push(match s.target {
-            Target::Tracer => translate_env(profile, k, v).map_err(NoPlan::Unsupported)?,
-            Target::Rules => (k.clone(), v.clone()),
-        });
+        match s.target {
+            Target::Tracer => match translate_env(profile, k, v) {
+                Ok(pair) => env_set.push(pair),
+                Err(i) => missing.push(i),
+            },
+            Target::Rules => env_set.push((k.clone(), v.clone())),
+        }
     }
     // Neither the seed's variables nor the tracer's own may leak in from capring's
     // environment: only what the scenario sets.
@@ -555,17 +559,53 @@ fn command(profile: &Profile, s: &Scenario, events: &[String]) -> Result<Command
         .collect();
     env_remove.sort();
     env_remove.dedup();
-    let (binary, args) = match s.target {
+    (env_set, env_remove)
+}
+
+/// The program, its arguments and its environment changes. Every interface the scenario
+/// needs and the profile lacks is collected, so that each clause about one of them is
+/// reported as not supported.
+fn command(
+    profile: &Profile,
+    s: &Scenario,
+    named: bool,
+    events: &[String],
+) -> Result<Command, NoPlan> {
+    let mut missing = Vec::new();
+    let (env_set, env_remove) = environment(profile, s, &mut missing);
+    let mut args = Vec::new();
+    let binary = match s.target {
         Target::Tracer => {
-            let mut args = profile.args.clone();
-            args.extend(event_args(profile, s, events)?);
-            for v in &s.cli {
-                args.extend(translate(profile, v).map_err(NoPlan::Unsupported)?);
+            args.extend(profile.args.iter().cloned());
+            match event_args(profile, named, events) {
+                Ok(a) => args.extend(a),
+                Err(i) => missing.push(i),
             }
-            (&profile.binary, args)
+            for v in &s.cli {
+                match translate(profile, v) {
+                    Ok(a) => args.extend(a),
+                    Err(i) => missing.push(i),
+                }
+            }
+            Some(&profile.binary)
         }
-        Target::Rules => rules_command(profile, s)?,
+        Target::Rules => match rules_command(profile, s) {
+            Ok((b, a)) => {
+                args = a;
+                Some(b)
+            }
+            Err(i) => {
+                missing.push(i);
+                None
+            }
+        },
     };
+    if !missing.is_empty() {
+        missing.sort_by_key(|i| *i as u8);
+        missing.dedup();
+        return Err(NoPlan::Unsupported(missing));
+    }
+    let binary = binary.expect("present when nothing is missing");
     let program = profile
         .resolve_program(binary)
         .map_err(|e| NoPlan::BadInput(format!("tracer binary: {e}")))?;
@@ -577,11 +617,11 @@ fn command(profile: &Profile, s: &Scenario, events: &[String]) -> Result<Command
 fn rules_command<'a>(
     profile: &'a Profile,
     s: &Scenario,
-) -> Result<(&'a String, Vec<String>), NoPlan> {
+) -> Result<(&'a String, Vec<String>), Interface> {
     let rules = profile
         .rules_engine
         .as_ref()
-        .ok_or(NoPlan::Unsupported(Interface::RulesEngine))?;
+        .ok_or(Interface::RulesEngine)?;
     let mut args = s.rules_args.clone();
     let input = std::env::var_os("CAPRING_FIXTURES")
         .map(PathBuf::from)
@@ -589,19 +629,19 @@ fn rules_command<'a>(
         .join("scenarios/rules-input.jsonl");
     args.push("--input".into());
     args.push(input.display().to_string());
+    let flag = rules
+        .capabilities_flag
+        .clone()
+        .or_else(|| {
+            profile
+                .capabilities
+                .raw
+                .as_ref()
+                .and_then(|r| r.first().cloned())
+        })
+        .unwrap_or_else(|| "--capabilities".into());
     for v in &s.cli {
-        let flag = rules
-            .capabilities_flag
-            .clone()
-            .or_else(|| {
-                profile
-                    .capabilities
-                    .raw
-                    .as_ref()
-                    .and_then(|r| r.first().cloned())
-            })
-            .unwrap_or_else(|| "--capabilities".into());
-        args.push(flag);
+        args.push(flag.clone());
         args.push(v.clone());
     }
     Ok((&rules.binary, args))

@@ -69,15 +69,16 @@ impl Role {
         }
     }
 
+    /// The kind of event, after "no" or "an": `event with a per-event Requested need`.
     pub fn describe(self) -> &'static str {
         match self {
-            Role::Any => "any event",
-            Role::Ebpf => "an event that loads eBPF programs",
-            Role::RequestedPerEvent => "an event with a per-event Requested need",
-            Role::RequestedStartup => "an event with a start-up Requested need",
-            Role::ExtraRequired => "an event with a Required capability of its own",
-            Role::Perf => "an event attached through perf_event_open",
-            Role::Cgroup2 => "an event that needs cgroup v2",
+            Role::Any => "event",
+            Role::Ebpf => "event that loads eBPF programs",
+            Role::RequestedPerEvent => "event with a per-event Requested need",
+            Role::RequestedStartup => "event with a start-up Requested need",
+            Role::ExtraRequired => "event with a Required capability of its own",
+            Role::Perf => "event attached through perf_event_open",
+            Role::Cgroup2 => "event that needs cgroup v2",
         }
     }
 }
@@ -194,7 +195,7 @@ impl Scenario {
                 .find(|r| !known.iter().any(|e| r.matches(catalog, e)))
             {
                 return Err(format!(
-                    "the tracer cannot select events, and none of its events is {}",
+                    "the tracer cannot select events, and none of its events is an {}",
                     role.describe()
                 ));
             }

@@ -303,7 +303,14 @@ impl Call {
     pub fn is_privileged(&self) -> bool {
         match self {
             Call::Bpf { cmd, .. } => cmd.is_privileged(),
-            Call::PerfEventOpen { .. } | Call::Socket { .. } | Call::ModuleLoad { .. } => true,
+            Call::PerfEventOpen { .. } | Call::ModuleLoad { .. } => true,
+            // The kernel checks CAP_NET_RAW for packet sockets of any type and for raw IP
+            // sockets; a raw netlink socket needs nothing.
+            Call::Socket { domain, kind, .. } => {
+                *domain == libc::AF_PACKET
+                    || (matches!(*domain, libc::AF_INET | libc::AF_INET6)
+                        && *kind & 0xf == libc::SOCK_RAW)
+            }
             _ => false,
         }
     }
@@ -1197,6 +1204,14 @@ mod tests {
             map_type: None
         }
         .attaches());
+        let raw = |domain, kind| Call::Socket {
+            domain,
+            kind,
+            protocol: 0,
+        };
+        assert!(raw(libc::AF_INET, libc::SOCK_RAW).is_privileged());
+        assert!(raw(libc::AF_PACKET, libc::SOCK_DGRAM).is_privileged());
+        assert!(!raw(libc::AF_NETLINK, libc::SOCK_RAW).is_privileged());
         assert!(FaultKind::CapbsetDropEperm.hits(&drop));
         assert!(!FaultKind::CapsetEperm.hits(&drop));
         assert_eq!(

@@ -105,7 +105,10 @@ pub fn message(v: &View) -> Check {
     };
     let words = tokens(&v.r.observation.stderr());
     let op = match first.call() {
-        Some((Call::Capset { .. }, ..)) => words.contains("capset"),
+        // libcap's name for it is cap_set_proc.
+        Some((Call::Capset { .. }, ..)) => {
+            words.contains("capset") || words.contains("cap_set_proc")
+        }
         Some((
             Call::Prctl {
                 op: PrctlOp::CapbsetDrop,

@@ -100,22 +100,31 @@ pub(crate) fn judge(ok: bool, expected: impl Into<String>, observed: impl Into<S
     }
 }
 
-/// The verdict for a clause whose scenario needs `missing`, which the profile lacks: the
-/// clauses about that interface are unsupported, the others have nothing to judge.
-pub fn unsupported(clause: &str, missing: Interface) -> Check {
-    let why = format!(
-        "not supported by this tracer (profile): {}",
-        missing.describe()
-    );
-    if interfaces(clause).contains(&missing) {
-        Check {
-            verdict: Verdict::Unsupported,
-            expected: format!("{clause} through the tracer's interface"),
-            observed: why,
-            at_ns: None,
-        }
-    } else {
-        na(format!("the scenario cannot be expressed: {why}"))
+/// The verdict for a clause whose scenario needs interfaces the profile lacks: a clause
+/// about one of them is unsupported, the others have nothing to judge.
+pub fn unsupported(clause: &str, missing: &[Interface]) -> Check {
+    let lacks = |list: &[Interface]| {
+        list.iter()
+            .map(|i| i.describe())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let about: Vec<Interface> = missing
+        .iter()
+        .copied()
+        .filter(|i| interfaces(clause).contains(i))
+        .collect();
+    if about.is_empty() {
+        return na(format!(
+            "the scenario cannot be expressed: not supported by this tracer (profile): {}",
+            lacks(missing)
+        ));
+    }
+    Check {
+        verdict: Verdict::Unsupported,
+        expected: format!("{clause} through the tracer's interface"),
+        observed: format!("not supported by this tracer (profile): {}", lacks(&about)),
+        at_ns: None,
     }
 }
 

@@ -91,8 +91,10 @@ pub fn required_exact(v: &View) -> Check {
         .filter(|(e, ..)| e.t_ns < ready)
         .map(|(e, ..)| e)
         .collect();
-    // Without any privileged operation to look at, the state the first drop went to.
-    if moments.is_empty() {
+    // Without any privileged operation to look at, the state the first drop went to, which
+    // must then be the Required ring itself (no Requested operation can explain it).
+    let fallback = moments.is_empty();
+    if fallback {
         moments.extend(v.first_drop().filter(|e| e.t_ns < ready));
     }
     if moments.is_empty() {
@@ -104,7 +106,8 @@ pub fn required_exact(v: &View) -> Check {
     moments.sort_by_key(|e| e.t_ns);
     for e in moments {
         let Some(own) = e.own() else { continue };
-        if own.effective != rings.required && !requested.contains(&own.effective) {
+        let requested_op = !fallback && requested.contains(&own.effective);
+        if own.effective != rings.required && !requested_op {
             return fail_at(
                 expected,
                 format!(

@@ -150,6 +150,9 @@ pub fn privileged_in_ring(v: &View) -> Check {
             );
         }
     }
+    if count == 0 && rings.required.is_empty() {
+        return na("no privileged operation was made, and none is needed: the selected events load no eBPF and have no Required capability");
+    }
     if count == 0 {
         return super::fail(
             "privileged operations only in the Required or a Requested ring",
