@@ -330,7 +330,7 @@ fn print_progress(p: Progress<'_>) {
 fn write_pictures(args: &CheckArgs, report: &Report, runs: &[ScenarioRun]) -> Result<()> {
     use crate::report_cmd::{records_of_runs, views_of_runs, write_html, write_perfetto_dir};
     if let Some(path) = &args.html {
-        write_html(path, report, &views_of_runs(runs))?;
+        write_html(path, report, || views_of_runs(runs), args.quiet)?;
     }
     if let Some(dir) = &args.perfetto {
         write_perfetto_dir(dir, report, &records_of_runs(runs))?;

@@ -99,10 +99,27 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Writes the HTML page of a report.
-pub fn write_html(path: &Path, report: &Report, views: &[ScenarioView]) -> Result<()> {
-    let page = html::page(&Meta::of_report(report), &report.results, views);
-    write_file(path, page.as_bytes())
+/// Writes the HTML page of a report; says on stderr how big it is and how long rendering
+/// (the lanes of `views` included) took, unless `quiet`.
+pub fn write_html(
+    path: &Path,
+    report: &Report,
+    views: impl FnOnce() -> Vec<ScenarioView>,
+    quiet: bool,
+) -> Result<()> {
+    let started = std::time::Instant::now();
+    let page = html::page(&Meta::of_report(report), &report.results, &views());
+    let rendered = started.elapsed();
+    write_file(path, page.as_bytes())?;
+    if !quiet {
+        eprintln!(
+            "capring: wrote {} ({} KiB, rendered in {:.1} ms)",
+            path.display(),
+            page.len() / 1024,
+            rendered.as_secs_f64() * 1e3
+        );
+    }
+    Ok(())
 }
 
 /// A run and the name the report gives it: its scenario, or its file's name when several
@@ -165,7 +182,7 @@ pub fn write_observation(
     if let Some(path) = html_path {
         let meta = Meta {
             title: format!("capring observe: {cmd}"),
-            tracer: cmd.clone(),
+            tracer: command.first().cloned().unwrap_or_default(),
             kernel: kernel.clone(),
             feature_key: feature_key.clone(),
             summary: Some(format!("{} (no plan: only the Privileged ring, E = the root's first P, and the Unprivileged ring, E = ∅, are known)", obs.exit)),
@@ -365,7 +382,12 @@ pub fn execute(a: &ReportArgs) -> Result<i32> {
     };
     print_report(&report, a.format, a.color, a.quiet)?;
     if let Some(path) = &a.html {
-        write_html(path, &report, &views_of_records(&report, &records))?;
+        write_html(
+            path,
+            &report,
+            || views_of_records(&report, &records),
+            a.quiet,
+        )?;
     }
     if let Some(dir) = &a.perfetto {
         let named: Vec<NamedRun<'_>> = records.iter().map(|(n, r)| (n.as_str(), r)).collect();

@@ -1,7 +1,8 @@
 //! `cargo xtask test`: the project's one test command (README, `.ci/run`).
 //!
 //! 1. Installs what the tests need when running as root on Debian (clang, llvm, libbpf-dev,
-//!    libcap2-bin for capsh, qemu-system-x86, the musl target), else prints the command.
+//!    libcap2-bin for capsh, chromium for the HTML report's browser test, qemu-system-x86,
+//!    the musl target), else prints the command.
 //! 2. Mounts tracefs if needed (classic tracepoints need it; the host does not mount it).
 //! 3. Builds the whole workspace (the harness tests drive the built binaries), then the
 //!    fault binaries of the negative controls (`ref-tracer-mutant`, `ref-rules-mutant`), which
@@ -75,6 +76,7 @@ fn mount_tracefs() {
 pub fn execute(args: &TestArgs) -> Result<()> {
     prereq::bpf_toolchain()?;
     prereq::capsh()?;
+    prereq::chromium()?;
     prereq::musl_target()?;
     if !args.no_vm {
         prereq::qemu()?;
