@@ -53,7 +53,8 @@ pub struct CheckArgs {
     /// Colour the human table: auto (only on a terminal), always, never.
     #[arg(long, value_enum, default_value = "auto", value_name = "WHEN")]
     pub color: crate::report_cmd::ColorWhen,
-    /// Print only the failures that count (no progress, no summary; nothing when all pass).
+    /// Quiet: the human table shows only the failures that count (nothing when all pass);
+    /// no progress or summary on stderr. Other formats are printed whole.
     #[arg(long, short)]
     pub quiet: bool,
     /// Write the HTML report (one self-contained page: verdicts, SPEC text, per-thread ring

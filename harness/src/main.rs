@@ -339,7 +339,11 @@ fn write_man_pages(dir: &std::path::Path) -> Result<i32> {
     // Built, the subcommands know their full usage (`capring check …`).
     cmd.build();
     let mut pages = vec![("capring".to_string(), cmd.clone())];
-    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+    // Not the hidden `man` itself, nor clap's `help`.
+    for sub in cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+    {
         let name = format!("capring-{}", sub.get_name());
         pages.push((name.clone(), sub.clone().display_name(name)));
     }

@@ -52,7 +52,8 @@ pub struct ReportArgs {
     /// Colour the human table: auto (only on a terminal), always, never.
     #[arg(long, value_enum, default_value = "auto", value_name = "WHEN")]
     pub color: ColorWhen,
-    /// Print only the failures that count (nothing when everything passed).
+    /// Quiet: the human table shows only the failures that count (nothing when all pass);
+    /// nothing else on stderr. Other formats are printed whole.
     #[arg(long, short)]
     pub quiet: bool,
     /// Write the HTML report (one self-contained page) to FILE.

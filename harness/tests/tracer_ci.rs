@@ -194,3 +194,23 @@ fn bad_input_exits_2() {
         );
     }
 }
+
+/// The action passes only flags the script takes, and calls the script next to it.
+#[test]
+fn the_action_calls_the_script_with_its_flags() {
+    let action = std::fs::read_to_string(root().join("ci/tracer-action/action.yml")).unwrap();
+    let script = std::fs::read_to_string(root().join("ci/tracer-check.sh")).unwrap();
+    assert!(action.contains("$GITHUB_ACTION_PATH/../tracer-check.sh"));
+    let run = &action[action.find("run: |").expect("a run step")..];
+    let flags: Vec<&str> = run
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .filter(|w| w.starts_with("--") && w.len() > 2)
+        .collect();
+    assert!(flags.len() >= 5, "{flags:?}");
+    for f in flags {
+        assert!(
+            script.contains(&format!("        {f})")),
+            "the script takes no {f}"
+        );
+    }
+}

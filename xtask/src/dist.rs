@@ -1,7 +1,8 @@
 //! `cargo xtask dist`: capring alone, ready for a tracer's CI, in `target/dist/`:
 //!
 //! * `capring`: a static musl binary (x86_64-unknown-linux-musl; no loader, no libc to
-//!   match), so a CI job can download or cache one file and run it on any x86-64 Linux;
+//!   match; stripped), so a CI job can download or cache one file and run it on any x86-64
+//!   Linux;
 //! * `completions/`: bash, zsh and fish completion scripts (`capring completions SHELL`);
 //! * `man/`: `capring.1` and one page per subcommand (`capring man DIR`).
 //!
@@ -93,6 +94,11 @@ pub fn execute() -> Result<u8> {
     let capring = dist.join("capring");
     std::fs::copy(paths.musl_bin("capring"), &capring)
         .with_context(|| format!("copying {}", paths.musl_bin("capring").display()))?;
+    // Symbols are a third of the file; a binary for CI downloads does without them.
+    match Command::new("strip").arg(&capring).status() {
+        Ok(st) if st.success() => {}
+        _ => eprintln!("dist: warning: `strip` failed or is missing; the binary keeps its symbols"),
+    }
     let bytes = std::fs::read(&capring)?;
     if has_interpreter(&bytes)? {
         bail!("{} is dynamically linked", capring.display());
