@@ -253,6 +253,9 @@ fn scenario(s: &ScenarioView, results: &[ClauseResult]) -> Markup {
             @if !s.command.is_empty() { p { "command: " code { (shell_words(&s.command)) } } }
             @if let Some(e) = &s.exit { p { "exit: " (e) } }
             @if let Some(n) = &s.note { p.note { (n) } }
+            @if let Some(l) = &s.lanes {
+                div.timeline-wrap { (timeline(&s.name, l, &failures)) }
+            }
             @if !failures.is_empty() {
                 table.failures {
                     tr { th { "clause" } th { "result" } th { "when" } th { "expected → observed" } }
@@ -260,14 +263,11 @@ fn scenario(s: &ScenarioView, results: &[ClauseResult]) -> Markup {
                         tr class=(label_class(f.label)) {
                             td { a href={"#clause-" (f.clause)} { (f.clause) } }
                             td { (f.label) }
-                            td { (if f.at_end { format!("{} (end of run: the check named no moment)", ms(f.t_ns)) } else { ms(f.t_ns) }) }
+                            td.when { (ms(f.t_ns)) @if f.at_end { br; small { "end of run: the check named no moment" } } }
                             td { (f.expected) " → " (f.observed) }
                         }
                     }
                 }
-            }
-            @if let Some(l) = &s.lanes {
-                div.timeline-wrap { (timeline(&s.name, l, &failures)) }
             }
         }
     }
@@ -540,7 +540,8 @@ a { color: #0b57d0; text-decoration: none; } a:hover { text-decoration: underlin
 .pass { background: #e4f4e2; } .fail { background: #f8c6c6; font-weight: bold; }
 .xfail { background: #fff0bf; } .xpass { background: #eed8f6; } td.na { color: #9a9a9a; }
 table.failures { border-collapse: collapse; margin: .4em 0; font-size: 13px; }
-table.failures td, table.failures th { border: 1px solid #e2e2e2; padding: 2px 6px; text-align: left; vertical-align: top; }
+table.failures td, table.failures th { border: 1px solid #e2e2e2; padding: 2px 6px; text-align: left; vertical-align: top; font-weight: normal; }
+table.failures th { font-weight: bold; } table.failures td.when { white-space: nowrap; } table.failures small { color: #666; }
 p.note { color: #8a5a00; }
 details.clause { margin: .3em 0; } details.clause p { margin: .2em 0 .2em 1.2em; }
 svg text { font: 11px ui-monospace, "DejaVu Sans Mono", Menlo, monospace; fill: #333; }
