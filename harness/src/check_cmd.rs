@@ -50,6 +50,20 @@ pub struct CheckArgs {
     /// N at or below the CPU count.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,
+    /// Colour the human table: auto (only on a terminal), always, never.
+    #[arg(long, value_enum, default_value = "auto", value_name = "WHEN")]
+    pub color: crate::report_cmd::ColorWhen,
+    /// Quiet: the human table shows only the failures that count (nothing when all pass);
+    /// no progress or summary on stderr. Other formats are printed whole.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Write the HTML report (one self-contained page: verdicts, SPEC text, per-thread ring
+    /// timelines) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Write one Perfetto (Chrome Trace Event JSON) file per scenario into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub perfetto: Option<PathBuf>,
 }
 
 pub fn load_scenarios(path: Option<&Path>) -> Result<Vec<Scenario>> {
@@ -313,6 +327,18 @@ fn print_progress(p: Progress<'_>) {
     }
 }
 
+/// `--html` and `--perfetto`.
+fn write_pictures(args: &CheckArgs, report: &Report, runs: &[ScenarioRun]) -> Result<()> {
+    use crate::report_cmd::{records_of_runs, views_of_runs, write_html, write_perfetto_dir};
+    if let Some(path) = &args.html {
+        write_html(path, report, || views_of_runs(runs), args.quiet)?;
+    }
+    if let Some(dir) = &args.perfetto {
+        write_perfetto_dir(dir, report, &records_of_runs(runs))?;
+    }
+    Ok(())
+}
+
 pub fn execute(args: &CheckArgs) -> Result<i32> {
     let profile = match Profile::load(&args.tracer) {
         Ok(p) => p,
@@ -328,27 +354,32 @@ pub fn execute(args: &CheckArgs) -> Result<i32> {
     crate::interrupt::install().context("installing the SIGINT/SIGTERM handlers")?;
     let started = std::time::Instant::now();
     let jobs = usize::from(args.jobs);
-    let (report, runs) = run_catalog(&profile, &selected, !args.no_observe, jobs, print_progress)?;
-    match args.format {
-        Format::Human => print!("{}", report.human()),
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Format::Junit => print!("{}", report.junit()),
-        Format::Tap => print!("{}", report.tap()),
-    }
+    let progress = |p: Progress<'_>| {
+        if !args.quiet {
+            print_progress(p)
+        }
+    };
+    let (report, runs) = run_catalog(&profile, &selected, !args.no_observe, jobs, progress)?;
+    crate::report_cmd::print_report(&report, args.format, args.color, args.quiet)?;
     if let Some(dir) = &args.out {
         let writing = std::time::Instant::now();
         write_outputs(dir, &report, &runs)?;
+        if !args.quiet {
+            eprintln!(
+                "capring: wrote {} in {:.2} s",
+                dir.display(),
+                writing.elapsed().as_secs_f64()
+            );
+        }
+    }
+    write_pictures(args, &report, &runs)?;
+    if !args.quiet {
         eprintln!(
-            "capring: wrote {} in {:.2} s",
-            dir.display(),
-            writing.elapsed().as_secs_f64()
+            "capring: {} ({:.1} s)",
+            report.summary(),
+            started.elapsed().as_secs_f64()
         );
     }
-    eprintln!(
-        "capring: {} ({:.1} s)",
-        report.summary(),
-        started.elapsed().as_secs_f64()
-    );
     if let Some(sig) = crate::interrupt::requested() {
         return Ok(crate::interrupt::exit_code(sig));
     }

@@ -8,16 +8,23 @@
 //! * [`plan`]: a scenario resolved for a profile and this machine, before launch (pure).
 //! * [`run`], [`checks`], [`report`], [`check_cmd`]: execute plans, judge clauses, report;
 //!   [`schedule`] runs them side by side (`--jobs`); [`interrupt`] handles Ctrl-C.
+//! * [`lanes`]: each thread's sets over time, cut by ring; drawn by [`html`] (the HTML
+//!   report) and [`perfetto`] (Chrome Trace Event JSON); [`report_cmd`] writes them and
+//!   reports on an earlier `--out` directory.
 
 pub mod check_cmd;
 pub mod checks;
+pub mod html;
 pub mod interrupt;
+pub mod lanes;
 pub mod launch;
 pub mod mutants;
 pub mod observer;
+pub mod perfetto;
 pub mod plan;
 pub mod profile;
 pub mod report;
+pub mod report_cmd;
 pub mod run;
 pub mod scenario;
 pub mod schedule;

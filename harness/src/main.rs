@@ -11,7 +11,7 @@ use capring_harness::observer::cap_last_cap;
 use capring_harness::timeline::FaultKind;
 use capring_harness::{run, LaunchSpec};
 use capring_spec::caps::{parse_name, Cap, CapSet};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -22,7 +22,9 @@ use clap::{Args, Parser, Subcommand};
     after_help = "Examples:
   capring check --tracer fixtures/tracers/ref-tracer.toml
   capring check --tracer my-tracer.toml --scenario 'bypass-*' --format junit --out results/
-  capring observe -- capsh --drop=cap_net_raw -- -c true
+  capring check --tracer my-tracer.toml --out results/ --html report.html --perfetto traces/
+  capring report results/ --quiet
+  capring observe --html timeline.html -- capsh --drop=cap_net_raw -- -c true
   capring mutants
   capring clauses | less
 
@@ -50,6 +52,22 @@ enum Command {
     Scenarios(ListArgs),
     /// List the clauses of spec/SPEC.md and the scenarios that cover them.
     Clauses(ListArgs),
+    /// Report on an earlier `check --out DIR` (or a directory of recorded runs): print the
+    /// table again, write the HTML page or Perfetto traces. Needs no root.
+    ///
+    /// Exit status: as `check` (0, 1 when a MUST clause failed), 2 on bad input.
+    Report(capring_harness::report_cmd::ReportArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (capring.1 and one per subcommand) into DIR.
+    #[command(hide = true)]
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -232,6 +250,12 @@ struct ObserveArgs {
     /// Only launch (same faults), without ptrace: no timeline beyond faults, samples and exit.
     #[arg(long)]
     no_trace: bool,
+    /// Also write the timeline as a self-contained HTML page (one lane per thread) to FILE.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+    /// Also write the timeline as Perfetto (Chrome Trace Event JSON) to FILE.
+    #[arg(long, value_name = "FILE")]
+    perfetto: Option<PathBuf>,
     /// The command and its arguments.
     #[arg(required = true, last = true, value_name = "CMD")]
     command: Vec<String>,
@@ -271,6 +295,14 @@ fn observe(a: ObserveArgs) -> Result<i32> {
             let _ = writeln!(err, "{tag}| {}", line.text);
         }
     }
+    if a.html.is_some() || a.perfetto.is_some() {
+        capring_harness::report_cmd::write_observation(
+            &obs,
+            &a.command,
+            a.html.as_deref(),
+            a.perfetto.as_deref(),
+        )?;
+    }
     if let Some(path) = &a.out {
         let json = serde_json::to_string_pretty(&obs.timeline)?;
         std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
@@ -304,6 +336,30 @@ fn observe(a: ObserveArgs) -> Result<i32> {
     Ok(obs.exit.shell_code())
 }
 
+/// `capring.1`, and `capring-<command>.1` for each visible subcommand.
+fn write_man_pages(dir: &std::path::Path) -> Result<i32> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut cmd = Cli::command();
+    // Built, the subcommands know their full usage (`capring check …`).
+    cmd.build();
+    let mut pages = vec![("capring".to_string(), cmd.clone())];
+    // Not the hidden `man` itself, nor clap's `help`.
+    for sub in cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+    {
+        let name = format!("capring-{}", sub.get_name());
+        pages.push((name.clone(), sub.clone().display_name(name)));
+    }
+    for (name, page) in pages {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(page).render(&mut out)?;
+        let path = dir.join(format!("{name}.1"));
+        std::fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(0)
+}
+
 fn main() -> ExitCode {
     let cli: Cli = capring_cli::parse_or_exit("capring");
     let result = match cli.command {
@@ -312,6 +368,17 @@ fn main() -> ExitCode {
         Command::Mutants(a) => run_mutants(a),
         Command::Scenarios(a) => list_scenarios(a),
         Command::Clauses(a) => list_clauses(a),
+        Command::Report(a) => capring_harness::report_cmd::execute(&a),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "capring",
+                &mut std::io::stdout(),
+            );
+            Ok(0)
+        }
+        Command::Man { dir } => write_man_pages(&dir),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

@@ -8,12 +8,12 @@
 use std::fmt::Write as _;
 
 use capring_spec::clauses::Level;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::checks::Verdict;
 
 /// The verdict of one clause in one scenario, after expected failures are applied.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClauseResult {
     pub scenario: String,
     pub clause: String,
@@ -50,7 +50,7 @@ impl ClauseResult {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub tracer: String,
     pub feature_key: String,
@@ -99,32 +99,39 @@ impl Report {
     }
 
     pub fn human(&self) -> String {
+        self.table(TableStyle::default())
+    }
+
+    /// The human table. `paint` colours the result column with ANSI sequences (the caller's
+    /// stream strips them where colour is off); `quiet` keeps only the rows of failures that
+    /// count, without the heading and the summary: nothing at all when everything passed.
+    pub fn table(&self, style: TableStyle) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "tracer {} on kernel {} ({})",
-            self.tracer, self.kernel, self.feature_key
-        );
-        let w_s = self
+        let rows: Vec<&ClauseResult> = self
             .results
             .iter()
-            .map(|r| r.scenario.len())
-            .max()
-            .unwrap_or(8)
-            .max(8);
-        let w_c = self
-            .results
-            .iter()
-            .map(|r| r.clause.len())
-            .max()
-            .unwrap_or(6)
-            .max(6);
-        let _ = writeln!(
-            out,
-            "{:<w_s$}  {:<w_c$}  {:<6}  {:<6}  expected → observed",
-            "scenario", "clause", "level", "result"
-        );
-        for r in &self.results {
+            .filter(|r| !style.quiet || r.counts_as_failure())
+            .collect();
+        if !style.quiet {
+            let _ = writeln!(
+                out,
+                "tracer {} on kernel {} ({})",
+                self.tracer, self.kernel, self.feature_key
+            );
+        }
+        let width = |f: fn(&ClauseResult) -> usize, min: usize| {
+            rows.iter().map(|r| f(r)).max().unwrap_or(min).max(min)
+        };
+        let w_s = width(|r| r.scenario.len(), 8);
+        let w_c = width(|r| r.clause.len(), 6);
+        if !style.quiet {
+            let _ = writeln!(
+                out,
+                "{:<w_s$}  {:<w_c$}  {:<6}  {:<6}  expected → observed",
+                "scenario", "clause", "level", "result"
+            );
+        }
+        for r in rows {
             let detail = if r.verdict == Verdict::NotApplicable {
                 r.observed.clone()
             } else if let Some(x) = &r.expected_failure {
@@ -132,16 +139,24 @@ impl Report {
             } else {
                 format!("{} → {}", r.expected, r.observed)
             };
+            let label = format!("{:<6}", r.label());
+            let label = if style.paint {
+                let st = label_style(r.label());
+                format!("{}{label}{}", st.render(), st.render_reset())
+            } else {
+                label
+            };
             let _ = writeln!(
                 out,
-                "{:<w_s$}  {:<w_c$}  {:<6}  {:<6}  {detail}",
+                "{:<w_s$}  {:<w_c$}  {:<6}  {label}  {detail}",
                 r.scenario,
                 r.clause,
                 r.level.to_string(),
-                r.label()
             );
         }
-        let _ = writeln!(out, "{}", self.summary());
+        if !style.quiet {
+            let _ = writeln!(out, "{}", self.summary());
+        }
         out
     }
 
@@ -222,6 +237,27 @@ impl Report {
     }
 }
 
+/// How [`Report::table`] prints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableStyle {
+    /// Colour the result column (ANSI).
+    pub paint: bool,
+    /// Only the failures that count.
+    pub quiet: bool,
+}
+
+fn label_style(label: &str) -> anstyle::Style {
+    use anstyle::{AnsiColor, Style};
+    let fg = |c: AnsiColor| Style::new().fg_color(Some(c.into()));
+    match label {
+        "PASS" => fg(AnsiColor::Green),
+        "FAIL" => fg(AnsiColor::Red).bold(),
+        "XFAIL" => fg(AnsiColor::Yellow),
+        "XPASS" => fg(AnsiColor::Magenta),
+        _ => Style::new().dimmed(),
+    }
+}
+
 /// Text fit for XML 1.0: ANSI escape sequences removed, other control characters (NUL, ESC,
 /// …; not tab, newline or carriage return) replaced by U+FFFD.
 pub fn xml_safe(text: &str) -> String {
@@ -291,6 +327,38 @@ mod tests {
         assert!(junit.contains("failures=\"2\""), "{junit}");
         assert!(junit.contains("E={cap_&lt;x&gt;}"), "{junit}");
         assert!(rep.human().contains("XFAIL"));
+    }
+
+    #[test]
+    fn table_colour_and_quiet() {
+        let rep = report();
+        let plain = rep.table(TableStyle::default());
+        let painted = rep.table(TableStyle {
+            paint: true,
+            quiet: false,
+        });
+        assert!(!plain.contains('\x1b'));
+        assert!(painted.contains("\x1b[1m\x1b[31mFAIL"), "{painted:?}");
+        assert_eq!(strip_ansi(&painted), plain);
+        let quiet = rep.table(TableStyle {
+            paint: false,
+            quiet: true,
+        });
+        // b (MUST) and c (SHOULD) fail and count; d is an expected failure.
+        let rows: Vec<&str> = quiet.lines().collect();
+        assert_eq!(rows.len(), 2, "{quiet}");
+        let first_words = |r: &str| r.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+        assert_eq!(first_words(rows[0]), "s b", "{quiet}");
+        assert_eq!(first_words(rows[1]), "s c", "{quiet}");
+        let mut passing = report();
+        passing.results.retain(|r| !r.counts_as_failure());
+        assert_eq!(
+            passing.table(TableStyle {
+                paint: true,
+                quiet: true
+            }),
+            ""
+        );
     }
 
     /// What a stranger's tracer prints ends up in the report; the XML must stay well formed

@@ -711,6 +711,26 @@ impl Timeline {
             .filter_map(|e| e.call().map(|(c, r, i)| (e, c, r, i)))
     }
 
+    /// Every recorded state of every thread of the tree, in time order. At the return of a
+    /// capset the other threads of that process are still being switched (the broadcast is
+    /// in flight), so only the acting thread counts there; samples, exit stops and other
+    /// events count for all. Launch conditions are the harness's child, not the tracer;
+    /// dead threads no longer hold credentials that matter. The checks and the thread lanes
+    /// of the reports both read the run through this one rule.
+    pub fn thread_states(&self) -> impl Iterator<Item = (u64, &ThreadCaps)> {
+        self.entries
+            .iter()
+            .filter(|e| !matches!(e.event, Event::Condition { .. }))
+            .flat_map(|e| {
+                let in_flight = matches!(e.call(), Some((Call::Capset { .. }, ..)));
+                e.threads
+                    .iter()
+                    .filter(move |t| !in_flight || t.tid == e.tid)
+                    .filter(|t| !t.is_dead())
+                    .map(move |t| (e.t_ns, t))
+            })
+    }
+
     /// The last known sets of a thread at or before `t_ns` (from any entry that listed it).
     pub fn thread_at(&self, tid: i32, t_ns: u64) -> Option<&ThreadCaps> {
         self.entries

@@ -58,6 +58,7 @@ fn the_stranger_is_judged_through_its_profile() {
     assert_eq!(
         unsupported,
         [
+            "drop.requested",
             "env.add-drop",
             "env.cli-wins",
             "help.lists-kernel-caps",

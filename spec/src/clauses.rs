@@ -6,13 +6,13 @@
 //! paragraph derives a MUST the seed does not state in so many words, and an `*Tracee:*`
 //! paragraph explains a deliberate difference.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub const SPEC_MD: &str = include_str!("../SPEC.md");
 /// The seed page the clauses quote (`spec/seed.md`).
 pub const SEED_MD: &str = include_str!("../seed.md");
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Level {
     #[serde(rename = "MUST")]
     Must,

@@ -11,12 +11,18 @@
 //! * `cargo xtask fuzz --seconds N` runs the grammar fuzz target for a bounded time.
 //! * `cargo xtask test` is the project's test command (README, `.ci/run`).
 //! * `cargo xtask record-runs` re-records the runs under fixtures/runs/ (needs root).
+//! * `cargo xtask dist` builds capring alone for a tracer's CI (static musl binary, shell
+//!   completions, man pages) into target/dist/.
+//! * `cargo xtask screenshots` renders the HTML reports of recorded runs in headless
+//!   Chromium and writes the screenshots under docs/.
 
 mod bench_host;
 mod ci_matrix;
+mod dist;
 mod fuzz;
 mod prereq;
 mod record_runs;
+mod screenshots;
 mod snapshots;
 mod test_cmd;
 mod vmtest;
@@ -48,6 +54,12 @@ enum Cmd {
     Test(test_cmd::TestArgs),
     /// Re-record the real runs the checks are unit-tested on (fixtures/runs/; needs root).
     RecordRuns,
+    /// Build capring alone for a tracer's CI: a static musl binary, shell completions and
+    /// man pages in target/dist/.
+    Dist,
+    /// Render the HTML reports of recorded runs in headless Chromium and write the
+    /// screenshots under docs/ (installs chromium when missing, as root on Debian).
+    Screenshots,
     /// Fuzz the --capabilities grammar against its model for a bounded time; a failing
     /// input is saved under fuzz/regressions/.
     Fuzz(fuzz::FuzzArgs),
@@ -188,6 +200,8 @@ fn main() -> ExitCode {
             what: BenchCmd::Interrupt(a),
         } => bench_host::interrupt(&a).map(|()| 0),
         Cmd::RecordRuns => record_runs::execute(),
+        Cmd::Dist => dist::execute(),
+        Cmd::Screenshots => screenshots::execute(),
         Cmd::Fuzz(a) => match fuzz::fuzz(&a) {
             Ok(()) => Ok(0),
             Err(e) => {

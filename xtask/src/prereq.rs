@@ -191,6 +191,17 @@ pub fn capsh() -> Result<()> {
     apt_install(&["libcap2-bin"], "capsh is not installed")
 }
 
+/// Headless Chromium (Debian's `chromium`), for the HTML report's browser test and the
+/// screenshots. Returns its path.
+pub fn chromium() -> Result<PathBuf> {
+    if let Some(p) = on_path("chromium") {
+        return Ok(p);
+    }
+    apt_install(&["chromium"], "chromium is not installed")?;
+    on_path("chromium")
+        .ok_or_else(|| anyhow::anyhow!("chromium still not found after installing it"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

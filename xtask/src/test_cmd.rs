@@ -1,9 +1,10 @@
 //! `cargo xtask test`: the project's one test command (README, `.ci/run`).
 //!
 //! 1. Installs what the tests need when running as root on Debian (clang, llvm, libbpf-dev,
-//!    libcap2-bin for capsh, qemu-system-x86, the musl target, and the third-party subjects'
-//!    packages listed in fixtures/tracers/third-party/subjects.toml: iputils-ping,
-//!    wireshark-common, dnsmasq-base, bpftrace, libbpf-tools), else prints the command.
+//!    libcap2-bin for capsh, chromium for the HTML report's browser test, qemu-system-x86,
+//!    the musl target, and the third-party subjects' packages listed in
+//!    fixtures/tracers/third-party/subjects.toml: iputils-ping, wireshark-common,
+//!    dnsmasq-base, bpftrace, libbpf-tools), else prints the command.
 //! 2. Mounts tracefs if needed (classic tracepoints need it, bpftrace and execsnoop too; the
 //!    host does not mount it).
 //! 3. Builds the whole workspace (the harness tests drive the built binaries), then the
@@ -80,6 +81,7 @@ pub fn execute(args: &TestArgs) -> Result<()> {
     prereq::bpf_toolchain()?;
     prereq::capsh()?;
     prereq::subjects()?;
+    prereq::chromium()?;
     prereq::musl_target()?;
     if !args.no_vm {
         prereq::qemu()?;

@@ -172,24 +172,14 @@ impl<'a> View<'a> {
         }
     }
 
-    /// Every recorded state of every thread of the tree, in time order. At the return of a
-    /// capset the other threads of that process are still being switched (the broadcast is
-    /// in flight), so only the acting thread counts there; samples, exit stops and other
-    /// events count for all. Launch conditions are the harness's child, not the tracer.
+    /// Every recorded state of every thread of the tree, in time order (see
+    /// [`crate::timeline::Timeline::thread_states`]).
     pub fn states(&self) -> Vec<State<'a>> {
-        self.entries()
-            .filter(|e| !matches!(e.event, Event::Condition { .. }))
-            .flat_map(|e| {
-                let in_flight = matches!(e.call(), Some((Call::Capset { .. }, ..)));
-                e.threads
-                    .iter()
-                    .filter(move |t| !in_flight || t.tid == e.tid)
-                    .filter(|t| !t.is_dead())
-                    .map(move |t| State {
-                        t: e.t_ns,
-                        thread: t,
-                    })
-            })
+        self.r
+            .observation
+            .timeline
+            .thread_states()
+            .map(|(t, thread)| State { t, thread })
             .collect()
     }
 
