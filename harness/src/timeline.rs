@@ -742,7 +742,8 @@ impl Timeline {
 
     /// A copy fit for snapshots: pids and tids become ordinals 1, 2, … in order of first
     /// appearance (one numbering shared by pids and tids, so a leader's pid and tid stay equal),
-    /// times become 0, thread lists are sorted by (pid, tid) ordinal. Everything else is kept.
+    /// times become 0, thread lists are sorted by (pid, tid) ordinal, a thread's scheduling
+    /// state is dropped. Everything else is kept.
     pub fn normalized(&self) -> Timeline {
         let mut ids = Ordinals::default();
         let mut out = Timeline {
@@ -765,6 +766,8 @@ impl Timeline {
             for t in &mut n.threads {
                 t.pid = ids.map(t.pid);
                 t.tid = ids.map(t.tid);
+                // Running or sleeping when read: scheduling, not behaviour.
+                t.state = '?';
             }
             n.threads.sort_by_key(|t| (t.pid, t.tid));
             out.entries.push(n);
