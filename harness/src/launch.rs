@@ -493,114 +493,136 @@ pub(crate) struct Spawned {
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), ObserveError> {
     let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return Err(ObserveError::Os {
             what: "pipe2",
             source: std::io::Error::last_os_error(),
         });
     }
+    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// The calling thread's errno (readable after fork: no allocation, no lock).
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
 /// Installs a seccomp filter in the calling (child) thread. Tries without no_new_privs first
 /// (allowed with CAP_SYS_ADMIN, so the observed program's exec semantics stay untouched) and
 /// falls back to setting it. Only raw syscalls: safe after fork.
-unsafe fn install_filter(prog: &BpfProgram) -> libc::c_long {
+fn install_filter(prog: &BpfProgram) -> libc::c_long {
     let fprog = libc::sock_fprog {
         len: prog.len() as libc::c_ushort,
         filter: prog.as_ptr() as *mut libc::sock_filter,
     };
-    let r = libc::syscall(
-        libc::SYS_seccomp,
-        libc::SECCOMP_SET_MODE_FILTER,
-        0,
-        &fprog as *const libc::sock_fprog,
-    );
-    if r == 0 {
-        return 0;
-    }
-    if *libc::__errno_location() != libc::EACCES {
+    let set = || {
+        // SAFETY: `fprog` points at `prog`, which outlives the call; the kernel copies it.
+        unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &fprog as *const libc::sock_fprog,
+            )
+        }
+    };
+    let r = set();
+    if r == 0 || errno() != libc::EACCES {
         return r;
     }
-    if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+    // SAFETY: PR_SET_NO_NEW_PRIVS takes integers only.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return -1;
     }
-    libc::syscall(
-        libc::SYS_seccomp,
-        libc::SECCOMP_SET_MODE_FILTER,
-        0,
-        &fprog as *const libc::sock_fprog,
-    )
+    set()
 }
 
-/// Child side after fork. Never returns.
-unsafe fn child(
+/// The child's descriptors: stdin (or -1 to inherit), stdout, stderr and the setup report.
+type ChildFds = [i32; 4];
+
+/// Child side after fork: sets up, then execs. Reports `(stage, errno)` on the report pipe
+/// and exits 127 if a stage fails. Never returns, never allocates (only raw syscalls run
+/// between fork and exec, as the child of a multithreaded parent requires).
+fn child(
     p: &Prepared,
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
-    fds: [i32; 4],
+    fds: ChildFds,
 ) -> ! {
-    let [stdin_fd, out_w, err_w, report_w] = fds;
-    let fail = |stage: u32| -> ! {
-        let errno = *libc::__errno_location() as u32;
-        let mut buf = [0u8; 8];
-        buf[..4].copy_from_slice(&stage.to_ne_bytes());
-        buf[4..].copy_from_slice(&errno.to_ne_bytes());
-        libc::write(report_w, buf.as_ptr().cast(), 8);
+    let stage = child_setup(p, fds).err().unwrap_or_else(|| {
+        // SAFETY: path, argv and envp are NUL-terminated strings and null-terminated
+        // arrays that live in the parent's memory image, copied into ours by fork.
+        unsafe { libc::execve(p.path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+        8
+    });
+    let errno = errno() as u32;
+    let mut buf = [0u8; 8];
+    buf[..4].copy_from_slice(&stage.to_ne_bytes());
+    buf[4..].copy_from_slice(&errno.to_ne_bytes());
+    // SAFETY: `buf` is 8 readable bytes; `fds[3]` is the report pipe's write end.
+    unsafe {
+        libc::write(fds[3], buf.as_ptr().cast(), 8);
         libc::_exit(127)
-    };
+    }
+}
+
+/// The child's setup stages; `Err(stage)` names the one that failed (see `STAGES`).
+fn child_setup(p: &Prepared, fds: ChildFds) -> Result<(), u32> {
+    let [stdin_fd, out_w, err_w, _] = fds;
+    let check = |ok: bool, stage: u32| if ok { Ok(()) } else { Err(stage) };
+    // SAFETY (whole function): every call below is a raw syscall or libc wrapper taking
+    // integers or pointers to locals that outlive it; none allocates or takes a lock.
     // 0: stdio (dup2 clears O_CLOEXEC on the new descriptor).
-    if (stdin_fd >= 0 && libc::dup2(stdin_fd, 0) < 0)
-        || libc::dup2(out_w, 1) < 0
-        || libc::dup2(err_w, 2) < 0
-    {
-        fail(0);
-    }
+    check(stdin_fd < 0 || unsafe { libc::dup2(stdin_fd, 0) } >= 0, 0)?;
+    check(
+        unsafe { libc::dup2(out_w, 1) } >= 0 && unsafe { libc::dup2(err_w, 2) } >= 0,
+        0,
+    )?;
     // 1: default dispositions (Rust ignores SIGPIPE) and an empty signal mask.
-    let mut set: libc::sigset_t = std::mem::zeroed();
-    libc::sigemptyset(&mut set);
-    if libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) != 0 {
-        fail(1);
-    }
-    for sig in 1..32 {
-        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-            libc::signal(sig, libc::SIG_DFL);
-        }
+    // SAFETY: an all-zero sigset_t is a valid value; sigemptyset then initialises it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a local sigset_t.
+    unsafe { libc::sigemptyset(&mut set) };
+    // SAFETY: `set` is initialised; the old mask is not wanted (null).
+    check(
+        unsafe { libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) } == 0,
+        1,
+    )?;
+    for sig in (1..32).filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP) {
+        // SAFETY: SIG_DFL is always a valid disposition.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
     }
     // 2: own process group when not traced (the tracer knows every descendant otherwise).
-    if !p.observe && libc::setpgid(0, 0) != 0 {
-        fail(2);
-    }
+    // SAFETY: integers only.
+    check(p.observe || unsafe { libc::setpgid(0, 0) } == 0, 2)?;
     // 3: die with the launching thread.
-    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-        fail(3);
-    }
+    // SAFETY: integers only.
+    check(
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } == 0,
+        3,
+    )?;
     // 4: bounding drops.
     for cap in &p.bounding {
-        if libc::prctl(libc::PR_CAPBSET_DROP, *cap as libc::c_ulong, 0, 0, 0) != 0 {
-            fail(4);
-        }
+        // SAFETY: integers only.
+        let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, *cap as libc::c_ulong, 0, 0, 0) };
+        check(r == 0, 4)?;
     }
     // 5, 6: seccomp filters (ERRNO takes precedence over TRACE whatever the order).
-    if let Some(f) = &p.fault {
-        if install_filter(f) != 0 {
-            fail(5);
-        }
-    }
-    if let Some(t) = &p.trace {
-        if install_filter(t) != 0 {
-            fail(6);
-        }
-    }
+    check(p.fault.as_ref().is_none_or(|f| install_filter(f) == 0), 5)?;
+    check(p.trace.as_ref().is_none_or(|t| install_filter(t) == 0), 6)?;
     // 7: hand ourselves to the tracer and wait until it has set its options.
-    if p.observe
-        && (libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0 || libc::raise(libc::SIGSTOP) != 0)
-    {
-        fail(7);
+    if p.observe {
+        // SAFETY: integers only.
+        check(
+            unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) } == 0,
+            7,
+        )?;
+        // SAFETY: integers only.
+        check(unsafe { libc::raise(libc::SIGSTOP) } == 0, 7)?;
     }
-    // 8
-    libc::execve(p.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
-    fail(8)
+    Ok(())
 }
 
 /// Forks the child. With `observe`, the child is left stopped (SIGSTOP, traced) before exec.
@@ -632,6 +654,7 @@ pub(crate) fn spawn(p: &Prepared) -> Result<Spawned, ObserveError> {
         err_w.as_raw_fd(),
         rep_w.as_raw_fd(),
     ];
+    // SAFETY: the child runs only `child`, which makes raw syscalls and execs or exits.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(ObserveError::Os {
@@ -640,7 +663,7 @@ pub(crate) fn spawn(p: &Prepared) -> Result<Spawned, ObserveError> {
         });
     }
     if pid == 0 {
-        unsafe { child(p, &argv, &envp, fds) }
+        child(p, &argv, &envp, fds)
     }
     drop((out_w, err_w, rep_w, stdin));
     Ok(Spawned {

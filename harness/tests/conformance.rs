@@ -21,8 +21,7 @@ fn root() -> PathBuf {
 }
 
 fn require_root() -> Result<(), Failed> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !capring_spec::sys::is_root() {
         return Err("this test needs root (CI runs as root)".into());
     }
     Ok(())

@@ -31,12 +31,7 @@ struct Case {
 
 impl Case {
     fn new(name: &str, mode: &str) -> Case {
-        // SAFETY: geteuid has no preconditions.
-        assert_eq!(
-            unsafe { libc::geteuid() },
-            0,
-            "needs root (CI runs as root)"
-        );
+        assert!(capring_spec::sys::is_root(), "needs root (CI runs as root)");
         let dir =
             std::env::temp_dir().join(format!("capring-interrupt-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);

@@ -15,7 +15,7 @@ use capring_harness::{run, Entry, LaunchSpec, Observation, ObserveError, ThreadC
 use capring_spec::caps::{parse_name, Cap, CapSet};
 
 fn need_root() {
-    if unsafe { libc::geteuid() } != 0 {
+    if !capring_spec::sys::is_root() {
         panic!("needs root (CI runs as root)");
     }
 }
@@ -454,6 +454,7 @@ fn helper_process_for_the_threads_test() {
     ready_rx.recv().unwrap();
     let dropper = std::thread::Builder::new()
         .name("cr-drop".into())
+        // SAFETY: capget/capset read and write the two local structs, laid out as the kernel's.
         .spawn(|| unsafe {
             let mut hdr = Header {
                 version: 0x2008_0522,
@@ -723,12 +724,7 @@ fn cli_observe_prints_and_propagates_the_exit_code() {
 /// summaries that vm-test compares with snapshots/.
 #[test]
 fn check_out_dir_holds_reports_timelines_and_summaries() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "needs root (CI runs as root)"
-    );
+    assert!(capring_spec::sys::is_root(), "needs root (CI runs as root)");
     let dir = std::env::temp_dir().join(format!("capring-out-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let profile = concat!(

@@ -205,8 +205,7 @@ fn recorded_runs_export_valid_traces() {
 }
 
 fn need_root() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !capring_spec::sys::is_root() {
         panic!("needs root (CI runs as root): capsh changes capabilities");
     }
 }

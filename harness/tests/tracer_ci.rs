@@ -29,8 +29,7 @@ fn bin_dir() -> PathBuf {
 }
 
 fn need(binaries: &[&str]) {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !capring_spec::sys::is_root() {
         panic!("needs root (CI runs as root): the example tracer loads eBPF programs");
     }
     for b in binaries {

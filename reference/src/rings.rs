@@ -480,7 +480,7 @@ fn errno() -> i32 {
 
 /// Applies a job to the calling thread. Async-signal-safe: raw system calls only.
 fn apply_job(job: &Job) -> Result<(), (u32, u32, i32)> {
-    // SAFETY (whole function): raw system calls with plain integer arguments or pointers to
+    // SAFETY: raw system calls with plain integer arguments or pointers to
     // live stack memory.
     unsafe {
         if job.flags & F_BOUNDING != 0 {

@@ -21,8 +21,7 @@ const WORKLOAD: &str = env!("CARGO_BIN_EXE_ref-workload");
 
 /// Root check, tracefs mount and aya's feature probe; the first call of every test.
 fn setup() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !capring_spec::sys::is_root() {
         panic!("this test needs root (CI runs as root)");
     }
     let tracing = std::path::Path::new("/sys/kernel/tracing");

@@ -16,10 +16,8 @@ const RULES: &str = env!("CARGO_BIN_EXE_ref-rules");
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_ref-workload");
 
 fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
+    assert!(
+        capring_spec::sys::is_root(),
         "this test needs root (CI runs as root)"
     );
 }

@@ -124,6 +124,12 @@ mod probe_impl {
 
     use super::{parse_status, ThreadCaps};
 
+    /// Whether the effective user is root: the tests and commands that change machine
+    /// state ask this first, so they can say "needs root" instead of failing obscurely.
+    pub fn is_root() -> bool {
+        nix::unistd::Uid::effective().is_root()
+    }
+
     /// `/proc/sys/kernel/cap_last_cap`: the highest capability the running kernel knows.
     pub fn cap_last_cap() -> io::Result<u8> {
         let text = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")?;
@@ -328,7 +334,7 @@ mod probe_impl {
 
 #[cfg(feature = "probe")]
 pub use probe_impl::{
-    cap_last_cap, capset_thread, errno_name, loaded_programs, own_thread, read_process,
+    cap_last_cap, capset_thread, errno_name, is_root, loaded_programs, own_thread, read_process,
     read_thread, syscall_name, task_ids, tgid_of, thread_status, NAMES as SYSCALLS,
 };
 

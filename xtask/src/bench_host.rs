@@ -233,8 +233,7 @@ fn per_scenario(v: &[(String, Timing)]) -> serde_json::Value {
 }
 
 pub fn harness(args: &HarnessArgs) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !capring_spec::sys::is_root() {
         bail!("bench harness runs the conformance catalog and needs root");
     }
     let bin = build_release()?;
@@ -310,8 +309,7 @@ pub struct RingShareArgs {
 }
 
 pub fn ring_share(args: &RingShareArgs) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !capring_spec::sys::is_root() {
         bail!("bench ring-share loads eBPF programs and needs root");
     }
     let bin = build_release()?;
@@ -466,8 +464,7 @@ fn start_misbehaving(bin: &Path, mode: &str, dir: &Path) -> Result<std::process:
 /// `cargo xtask bench interrupt`: SIGINT to `capring check` → its exit, while the tracer
 /// hangs, ignores SIGTERM or floods stdout (goal: under 1 s).
 pub fn interrupt(args: &InterruptArgs) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !capring_spec::sys::is_root() {
         bail!("bench interrupt changes perf_event_paranoid through capring and needs root");
     }
     let bin = build_release()?;

@@ -71,8 +71,7 @@ fn gzip_into(src: &Path, dst: &Path) -> Result<()> {
 }
 
 pub fn execute() -> Result<u8> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !capring_spec::sys::is_root() {
         bail!("recording runs needs root (the tracers load eBPF programs)");
     }
     let ws = workspace();
