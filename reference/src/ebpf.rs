@@ -517,38 +517,42 @@ fn select_events(requested: &[String]) -> Result<Vec<&'static str>, EbpfError> {
     Ok(wanted.into_iter().map(|i| EVENT_NAMES[i]).collect())
 }
 
+/// The error for a program the kernel refused to load, with the verifier's log if any.
+fn load_error(spec: &ProgramSpec, e: ProgramError) -> EbpfError {
+    let verifier_log = match &e {
+        ProgramError::LoadError { verifier_log, .. } => verifier_log.to_string(),
+        _ => String::new(),
+    };
+    let (errno, cause) = describe(&e);
+    EbpfError::Load {
+        event: spec.event,
+        program: spec.program,
+        section: spec.section,
+        errno,
+        cause,
+        verifier_log,
+    }
+}
+
+/// The error for a loaded program the kernel refused to attach to `target`.
+fn attach_error(spec: &ProgramSpec, target: String, e: ProgramError) -> EbpfError {
+    let (errno, cause) = describe(&e);
+    EbpfError::Attach {
+        event: spec.event,
+        program: spec.program,
+        section: spec.section,
+        target,
+        errno,
+        cause,
+    }
+}
+
 /// Loads one program into the kernel, attaches it and returns its kernel id.
 fn load_and_attach_one(
     ebpf: &mut Ebpf,
     spec: &ProgramSpec,
     cgroup_root: Option<&Path>,
 ) -> Result<u32, EbpfError> {
-    let load_error = |e: ProgramError| {
-        let verifier_log = match &e {
-            ProgramError::LoadError { verifier_log, .. } => verifier_log.to_string(),
-            _ => String::new(),
-        };
-        let (errno, cause) = describe(&e);
-        EbpfError::Load {
-            event: spec.event,
-            program: spec.program,
-            section: spec.section,
-            errno,
-            cause,
-            verifier_log,
-        }
-    };
-    let attach_error = |target: String, e: ProgramError| {
-        let (errno, cause) = describe(&e);
-        EbpfError::Attach {
-            event: spec.event,
-            program: spec.program,
-            section: spec.section,
-            target,
-            errno,
-            cause,
-        }
-    };
     let program = ebpf
         .program_mut(spec.program)
         .ok_or(EbpfError::ObjectMismatch {
@@ -559,21 +563,21 @@ fn load_and_attach_one(
         what: "program of the expected type",
         name: spec.program,
     };
-
+    let loaded = |e| load_error(spec, e);
     match spec.hook {
         Hook::RawTracepoint(tracepoint) => {
             let program: &mut RawTracePoint = program.try_into().map_err(mismatch)?;
-            program.load().map_err(load_error)?;
+            program.load().map_err(loaded)?;
             program
                 .attach(tracepoint)
-                .map_err(|e| attach_error(tracepoint.to_string(), e))?;
+                .map_err(|e| attach_error(spec, tracepoint.to_string(), e))?;
         }
         Hook::Tracepoint { category, name } => {
             let program: &mut TracePoint = program.try_into().map_err(mismatch)?;
-            program.load().map_err(load_error)?;
+            program.load().map_err(loaded)?;
             program
                 .attach(category, name)
-                .map_err(|e| attach_error(format!("{category}/{name}"), e))?;
+                .map_err(|e| attach_error(spec, format!("{category}/{name}"), e))?;
         }
         Hook::CgroupSkb(direction) => {
             // `load_and_attach` checked that a cgroup directory was given.
@@ -584,13 +588,17 @@ fn load_and_attach_one(
                 source,
             })?;
             let program: &mut CgroupSkb = program.try_into().map_err(mismatch)?;
-            program.load().map_err(load_error)?;
+            program.load().map_err(loaded)?;
             program
                 .attach(&cgroup, direction, CgroupAttachMode::Single)
-                .map_err(|e| attach_error(path.display().to_string(), e))?;
+                .map_err(|e| attach_error(spec, path.display().to_string(), e))?;
         }
     }
+    program_id(ebpf, spec)
+}
 
+/// The kernel id of a loaded program (what the harness matches against bpftool's view).
+fn program_id(ebpf: &Ebpf, spec: &ProgramSpec) -> Result<u32, EbpfError> {
     let program = ebpf
         .program(spec.program)
         .ok_or(EbpfError::ObjectMismatch {

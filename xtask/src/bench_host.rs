@@ -312,90 +312,46 @@ pub fn ring_share(args: &RingShareArgs) -> Result<()> {
     if !capring_spec::sys::is_root() {
         bail!("bench ring-share loads eBPF programs and needs root");
     }
-    let bin = build_release()?;
     let log = workspace().join("target/bench/ring-log.jsonl");
     std::fs::create_dir_all(log.parent().expect("has a parent"))?;
     let _ = std::fs::remove_file(&log);
-    let mut workload = Command::new(bin.join("ref-workload"))
-        .args([
-            "--duration",
-            &format!("{}", args.seconds + 5.0),
-            "--rate",
-            &args.rate.to_string(),
-            "--kinds",
-            "exec,open",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting ref-workload")?;
-    let t0 = monotonic_ns();
-    let tracer = Command::new(bin.join("ref-tracer"))
-        .args([
-            "--events",
-            &args.events,
-            "--duration",
-            &args.seconds.to_string(),
-            "--output",
-            "/dev/null",
-            "--ring-log",
-        ])
-        .arg(&log)
-        .stderr(Stdio::piped())
-        .output()
-        .context("running ref-tracer")?;
-    let t1 = monotonic_ns();
-    let _ = workload.kill();
-    let _ = workload.wait();
-    if !tracer.status.success() {
-        bail!(
-            "ref-tracer failed: {}",
-            String::from_utf8_lossy(&tracer.stderr)
-        );
-    }
-    let text = std::fs::read_to_string(&log)?;
-    let mut points: Vec<(u64, bool, String)> = Vec::new();
-    for line in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(line)?;
-        let t = v["t_ns"].as_u64().context("t_ns")?;
-        let non_empty = v["effective"].as_array().is_some_and(|a| !a.is_empty());
-        points.push((t, non_empty, v["ring"].as_str().unwrap_or("").to_string()));
-    }
+    let (t0, t1, stderr) = run_with_ring_log(args, &log)?;
+    let points = ring_points(&std::fs::read_to_string(&log)?)?;
     let first = points.first().context("empty ring log")?;
     // From spawn to the first drop the process is in the Privileged ring (E = P).
-    let mut non_empty = first.0.saturating_sub(t0);
+    let mut non_empty = first.t.saturating_sub(t0);
     let mut config = 0;
     for w in points.windows(2) {
-        if w[0].1 {
-            non_empty += w[1].0 - w[0].0;
-            if w[0].2 == "required" {
-                config += w[1].0 - w[0].0;
+        if w[0].non_empty {
+            non_empty += w[1].t - w[0].t;
+            if w[0].ring == "required" {
+                config += w[1].t - w[0].t;
             }
         }
     }
-    if let Some(last) = points.last().filter(|p| p.1) {
-        non_empty += t1.saturating_sub(last.0);
+    if let Some(last) = points.last().filter(|p| p.non_empty) {
+        non_empty += t1.saturating_sub(last.t);
     }
     let total = t1 - t0;
     let requested = points
         .iter()
-        .filter(|p| p.2.starts_with("requested"))
+        .filter(|p| p.ring.starts_with("requested"))
         .count();
     let share = non_empty as f64 / total as f64 * 100.0;
-    let stderr = String::from_utf8_lossy(&tracer.stderr);
     let summary_line = stderr
         .lines()
         .rev()
         .find(|l| l.contains("events;"))
         .unwrap_or("")
         .to_string();
+    let privileged_ms = first.t.saturating_sub(t0) as f64 / 1e6;
     println!(
         "run {:.3} s, {} transitions, {requested} Requested raises",
         total as f64 / 1e9,
         points.len()
     );
     println!(
-        "before the first drop {:.3} ms, Required ring {:.3} ms",
-        first.0.saturating_sub(t0) as f64 / 1e6,
+        "before the first drop {privileged_ms:.3} ms, Required ring {:.3} ms",
         config as f64 / 1e6
     );
     println!("share of time with a non-empty effective set: {share:.3} %   (goal <= 1 %)");
@@ -404,12 +360,61 @@ pub fn ring_share(args: &RingShareArgs) -> Result<()> {
         "ring-share",
         &json!({
             "seconds": total as f64 / 1e9, "transitions": points.len(), "requested_raises": requested,
-            "privileged_start_ms": first.0.saturating_sub(t0) as f64 / 1e6, "required_ms": config as f64 / 1e6,
+            "privileged_start_ms": privileged_ms, "required_ms": config as f64 / 1e6,
             "non_empty_share_percent": share, "events": args.events, "tracer_summary": summary_line,
         }),
     )?;
     eprintln!("bench: wrote {}", path.display());
     Ok(())
+}
+
+/// Runs ref-tracer with `--ring-log` under an exec storm; returns the monotonic start and
+/// end of the tracer's run and its stderr.
+fn run_with_ring_log(args: &RingShareArgs, log: &Path) -> Result<(u64, u64, String)> {
+    let bin = build_release()?;
+    let mut workload = Command::new(bin.join("ref-workload"))
+        .args(["--duration", &format!("{}", args.seconds + 5.0)])
+        .args(["--rate", &args.rate.to_string(), "--kinds", "exec,open"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting ref-workload")?;
+    let t0 = monotonic_ns();
+    let tracer = Command::new(bin.join("ref-tracer"))
+        .args(["--events", &args.events])
+        .args(["--duration", &args.seconds.to_string()])
+        .args(["--output", "/dev/null", "--ring-log"])
+        .arg(log)
+        .stderr(Stdio::piped())
+        .output()
+        .context("running ref-tracer")?;
+    let t1 = monotonic_ns();
+    let _ = workload.kill();
+    let _ = workload.wait();
+    let stderr = String::from_utf8_lossy(&tracer.stderr).into_owned();
+    if !tracer.status.success() {
+        bail!("ref-tracer failed: {stderr}");
+    }
+    Ok((t0, t1, stderr))
+}
+
+/// One line of the reference's ring log: when, whether E was non-empty, which ring.
+struct RingPoint {
+    t: u64,
+    non_empty: bool,
+    ring: String,
+}
+
+fn ring_points(text: &str) -> Result<Vec<RingPoint>> {
+    text.lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line)?;
+            Ok(RingPoint {
+                t: v["t_ns"].as_u64().context("t_ns")?,
+                non_empty: v["effective"].as_array().is_some_and(|a| !a.is_empty()),
+                ring: v["ring"].as_str().unwrap_or("").to_string(),
+            })
+        })
+        .collect()
 }
 
 #[derive(clap::Args)]
