@@ -8,11 +8,13 @@
 //! * [`plan`]: a scenario resolved for a profile and this machine, before launch (pure).
 //! * [`run`], [`checks`], [`report`], [`check_cmd`]: execute plans, judge clauses, report;
 //!   [`schedule`] runs them side by side (`--jobs`); [`interrupt`] handles Ctrl-C.
+//! * [`minimize`]: the minimal capability sets each event needs, measured on this kernel.
 
 pub mod check_cmd;
 pub mod checks;
 pub mod interrupt;
 pub mod launch;
+pub mod minimize;
 pub mod mutants;
 pub mod observer;
 pub mod plan;

@@ -26,6 +26,12 @@ pub struct AttachType {
     /// packet capture): their needs are only the event's own.
     #[serde(default = "yes")]
     pub ebpf: bool,
+    /// Loads a tracing program type (kprobe, tracepoint, raw tracepoint, perf event, …),
+    /// which the kernel allows only with cap_perfmon (or cap_sys_admin) besides cap_bpf.
+    /// False for the others: measured, a cgroup_skb program loads and attaches with cap_bpf
+    /// and cap_net_admin alone (`snapshots/minimal-sets/`).
+    #[serde(default = "yes")]
+    pub perfmon: bool,
 }
 
 fn yes() -> bool {
@@ -38,6 +44,11 @@ fn yes() -> bool {
 pub struct RequiredNeed {
     pub capability: Cap,
     pub reason: String,
+    /// Capabilities the kernel accepts instead (cap_net_admin for BPF network programs:
+    /// cap_sys_admin too). When the ring already holds one for another reason, this need
+    /// adds nothing.
+    #[serde(default)]
+    pub alternatives: Vec<Cap>,
 }
 
 /// When a Requested operation happens.
