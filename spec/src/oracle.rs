@@ -3,10 +3,14 @@
 //!
 //! * Privileged: E = P. In force only under bypass (then for the whole run).
 //! * Required: E = eBPF base ∪ event needs ∪ memlock need ∪ `add` − `drop`, while configuring.
-//!   The eBPF base is {cap_bpf, cap_perfmon} where the kernel knows them and both are usable,
-//!   else {cap_sys_admin}; classic (perf) tracepoints add cap_sys_admin where
-//!   `perf_event_paranoid` > 2; cap_sys_resource joins only when the memlock hard limit must
-//!   be raised.
+//!   The eBPF base is {cap_bpf, cap_perfmon} where the kernel knows them and both are usable
+//!   (cap_bpf alone when no selected program is a tracing one), else {cap_sys_admin};
+//!   classic (perf) tracepoints add cap_sys_admin where `perf_event_paranoid` > 2 and the
+//!   kernel enforces it; cap_sys_resource joins only when the memlock hard limit must be
+//!   raised. A need that a capability already in the ring covers (cap_sys_admin covers
+//!   cap_bpf and cap_perfmon, and cap_net_admin on kernels with BPF tokens) is left out.
+//!   Every rule is checked against the kernel's measured minimal sets
+//!   (`harness/tests/measured.rs`).
 //! * Requested: exactly one capability around one operation; `drop` disables it.
 //! * Unprivileged: E = ∅, P = the capabilities later Requested operations need.
 
@@ -277,12 +281,12 @@ pub fn evaluate(
     for name in events {
         let event = catalog.event(name).expect("checked above");
         let attach = catalog.attach_type(event);
-        if attach.uses_perf && facts.paranoid() > 2 {
+        if attach.uses_perf && facts.perf_needs_sys_admin() {
             push(
                 Cap::SYS_ADMIN,
                 format!("perf:{name}"),
                 format!(
-                    "{} attaches through perf_event_open and perf_event_paranoid is {} (> 2 allows perf events only to cap_sys_admin)",
+                    "{} attaches through perf_event_open and perf_event_paranoid is {} (> 2 allows perf events only to cap_sys_admin on kernels that enforce it)",
                     event.attach,
                     facts.perf_event_paranoid.map_or("unreadable".to_string(), |p| p.to_string())
                 ),
@@ -299,7 +303,7 @@ pub fn evaluate(
                 need.capability,
                 format!("event:{name}"),
                 need.reason.clone(),
-                need.alternatives.iter().copied().collect(),
+                need.alternatives_on(facts).into_iter().collect(),
             );
         }
         for need in &event.requested {
@@ -526,6 +530,24 @@ mod tests {
         assert_eq!(rings(run(&[], events, &f)).required, set(required));
     }
 
+    // An upstream kernel (no CONFIG_SECURITY_PERF_EVENTS_RESTRICT) treats 3 like 2
+    // (measured on this host's 6.18 at perf_event_paranoid 3).
+    #[test]
+    fn paranoid_3_only_where_the_kernel_enforces_it() {
+        let mut f = EnvFacts::example();
+        f.perf_event_paranoid = Some(3);
+        f.perf_restricted = Some(false);
+        assert_eq!(
+            rings(run(&[], &["sched_process_exec"], &f)).required,
+            set(&["cap_bpf", "cap_perfmon"])
+        );
+        f.perf_restricted = Some(true);
+        assert_eq!(
+            rings(run(&[], &["sched_process_exec"], &f)).required,
+            set(&["cap_sys_admin"])
+        );
+    }
+
     #[test]
     fn sys_admin_fallback_without_cap_bpf() {
         let mut f = EnvFacts::example();
@@ -550,6 +572,18 @@ mod tests {
     fn cap_sys_admin_covers_the_needs_it_is_an_alternative_for() {
         let mut f = EnvFacts::example();
         f.bounding.remove(Cap::BPF);
+        // 5.10, 6.1: the attach needs cap_net_admin whatever else the ring holds.
+        for token in [None, Some(false)] {
+            f.bpf_token = token;
+            let r = rings(run(&[], &["net_packet"], &f));
+            assert_eq!(
+                r.required,
+                set(&["cap_sys_admin", "cap_net_admin"]),
+                "{token:?}"
+            );
+        }
+        // Kernels with BPF tokens: cap_sys_admin is enough.
+        f.bpf_token = Some(true);
         let r = rings(run(&[], &["net_packet"], &f));
         assert_eq!(r.required, set(&["cap_sys_admin"]));
         assert!(r
