@@ -12,7 +12,8 @@
 //! 5. Fuzzes the `--capabilities` grammar against its model for `--fuzz-seconds`
 //!    (`cargo xtask fuzz`; a failing input is saved under `fuzz/regressions/`).
 //! 6. Runs the conformance suite inside QEMU on every kernel of vm/kernels.toml
-//!    (`cargo xtask vm-test --kernel all`) unless `--no-vm`.
+//!    (`cargo xtask vm-test --kernel all`), then measures the minimal capability sets on
+//!    each (`--minimize`, compared with snapshots/minimal-sets/), unless `--no-vm`.
 
 use std::path::Path;
 use std::process::Command;
@@ -123,6 +124,11 @@ pub fn execute(args: &TestArgs) -> Result<()> {
         let mut vm = Command::new(&cargo);
         vm.args(["xtask", "vm-test", "--kernel", "all"]);
         run("cargo xtask vm-test --kernel all", &mut vm)?;
+        // The measured minimal sets per kernel (about 40 s a kernel under TCG).
+        let mut minimize = Command::new(&cargo);
+        minimize.args(["xtask", "vm-test", "--kernel", "all", "--minimize"]);
+        minimize.env("INSTA_UPDATE", "no");
+        run("cargo xtask vm-test --kernel all --minimize", &mut minimize)?;
     }
     Ok(())
 }

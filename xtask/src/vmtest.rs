@@ -159,7 +159,11 @@ fn commands(a: &VmTestArgs, guest: &GuestConfig, vcpus: u32) -> Vec<GuestCommand
             argv: cmdline.split_whitespace().map(str::to_string).collect(),
             timeout_secs: a.run_timeout,
         }],
-        None => guest.commands(a.scenario.as_deref(), vcpus),
+        None => guest.commands_with(
+            a.minimize.then_some("minimize"),
+            a.scenario.as_deref(),
+            vcpus,
+        ),
     }
 }
 
@@ -451,6 +455,10 @@ pub fn vm_test(a: &VmTestArgs) -> Result<u8> {
                 continue;
             }
             let results = p.paths.out_root.join(label).join("results");
+            if a.minimize {
+                snapshots_ok &= crate::snapshots::minimal_sets(label, &results)?;
+                continue;
+            }
             match crate::snapshots::compare(label, &results)? {
                 None if a.guest_config.is_none() => {
                     snapshots_ok = false;
@@ -581,6 +589,7 @@ pub fn bench_vm(b: &BenchArgs) -> Result<u8> {
         boot_timeout: None,
         no_build: b.no_build,
         verbose: false,
+        minimize: false,
     };
     let p = prepare(&a)?;
     let accel = choose_accel(&p, a.accel, false)?;

@@ -102,6 +102,24 @@ fn required_truth(v: &View, rings: &Rings) -> RequiredTruth {
     }
 }
 
+/// The Required ring of this run, for the checks that must recognise it: the adjusted
+/// measured minimal set the tracer configured with (its first privileged call before
+/// readiness outside a Requested ring), else the preferred one; without a measured table,
+/// the oracle's ring.
+pub(super) fn required_ring(v: &View, rings: &Rings) -> CapSet {
+    let truth = required_truth(v, rings);
+    if !truth.measured {
+        return rings.required;
+    }
+    let requested = rings.requested_sets();
+    let ready = v.ready_at().unwrap_or(u64::MAX);
+    v.privileged()
+        .filter(|(e, ..)| e.t_ns < ready)
+        .filter_map(|(e, ..)| e.own().map(|t| t.effective))
+        .find(|e| !requested.contains(e) && truth.sets.contains(e))
+        .unwrap_or(truth.preferred)
+}
+
 /// The entries of configuration that show the Required ring: each privileged operation
 /// before readiness, or without any, the state the first drop went to. `Err`: the clause's
 /// failure when configuration did not complete.
@@ -237,7 +255,7 @@ pub fn required_config_only(v: &View) -> Check {
         Ok(r) => r,
         Err(c) => return c,
     };
-    let required = rings.required;
+    let required = required_ring(v, rings);
     if required.is_empty() {
         return na("the Required ring is empty here: there is nothing to enter or leave");
     }
@@ -493,24 +511,32 @@ pub fn no_excess(v: &View) -> Check {
         .sets
         .iter()
         .fold(rings.unprivileged, |a, b| a.union(*b));
+    let ring = required_ring(v, rings);
     let expected = format!(
-        "every capability effective after the first drop in {} ({}), or a Requested ring",
+        "after the first drop, while configuring every effective capability in {} ({}); then E={}, a Requested ring or the Required ring {}",
         v.set(allowed),
-        truth.source
+        truth.source,
+        v.set(rings.unprivileged),
+        v.set(ring)
     );
     let Some(first) = v.first_drop() else {
         return fail(expected, format!("no capability drop ({})", v.exit_text()));
     };
+    let ready = v.ready_at().unwrap_or(u64::MAX);
     for s in v.states_after(first.t_ns) {
         let e = s.thread.effective;
-        let extra = e.difference(allowed);
-        if !requested.contains(&e) && !extra.is_empty() {
-            return fail_at(
-                expected,
-                format!("{} ({extra} in no minimal set)", v.state_text(&s)),
-                s.t,
-            );
+        if requested.contains(&e) || e == rings.unprivileged || e == ring {
+            continue;
         }
+        let extra = e.difference(allowed);
+        let why = if s.t >= ready {
+            "after configuration, none of the rings".to_string()
+        } else if !extra.is_empty() {
+            format!("{extra} in no minimal set")
+        } else {
+            continue;
+        };
+        return fail_at(expected, format!("{} ({why})", v.state_text(&s)), s.t);
     }
     pass(expected, "no capability outside them")
 }
