@@ -255,6 +255,18 @@ fn entry_text(e: &EventSetResult, last: u8) -> String {
         (None, None) => "-".into(),
     };
     line(&mut out, "observed ring", observed);
+    if let (Some(o), Some(p)) = (e.observed, e.preferred()) {
+        if o != p {
+            line(
+                &mut out,
+                "should be",
+                format!(
+                    "{} (the preferred minimal set: the Required ring to use on this kernel)",
+                    compact(p, last)
+                ),
+            );
+        }
+    }
     let oracle = |p: &Prediction| match (&p.required, &p.note) {
         (Some(s), _) => compact(*s, last),
         (None, Some(n)) => format!("cannot run: {n}"),
