@@ -115,9 +115,18 @@ fn prepare(a: &VmTestArgs) -> Result<Prepared> {
         .unwrap_or_else(|| paths.guest.clone());
     let bins = guest_binaries(&paths, &guest, &config_path)?;
     let fixtures = paths.workspace.join("fixtures");
-    let base = session::base_initramfs(&agent, &bins, Some(&fixtures))?;
+    let mut base = session::base_initramfs(&agent, &bins, Some(&fixtures))?;
+    // The measured tables `capring check` judges the Required ring against, where it looks
+    // for them: /snapshots/minimal-sets next to /fixtures (a second cpio archive).
+    let tables = paths.workspace.join("snapshots/minimal-sets");
+    if tables.is_dir() {
+        let mut fs = capring_vm::initramfs::Initramfs::new();
+        fs.dir("snapshots")?;
+        fs.tree(&tables, "snapshots/minimal-sets")?;
+        base.extend(fs.to_bytes());
+    }
     eprintln!(
-        "initramfs: agent + {} binaries + fixtures/ = {:.1} MiB",
+        "initramfs: agent + {} binaries + fixtures/ + snapshots/minimal-sets/ = {:.1} MiB",
         bins.len(),
         base.len() as f64 / (1 << 20) as f64
     );

@@ -126,6 +126,8 @@ struct Runner<'a> {
     timeout: Option<Duration>,
     memo: BTreeMap<CapSet, Trial>,
     runs: usize,
+    /// Every run, in order (the JSON output's `runs`).
+    log: Vec<Trial>,
 }
 
 impl<'a> Runner<'a> {
@@ -142,6 +144,7 @@ impl<'a> Runner<'a> {
             baseline_failures: BTreeSet::new(),
             memo: BTreeMap::new(),
             runs: 0,
+            log: Vec::new(),
         }
     }
 
@@ -175,6 +178,7 @@ impl<'a> Runner<'a> {
         let set = keep.unwrap_or(self.ctx.base.usable());
         let t = trial::judge(&rec, set, purpose, &criteria);
         self.runs += 1;
+        self.log.push(t.clone());
         eprintln!(
             "capring: [{}] run {}: {:?} {} → {}: {} ({:.1} s)",
             self.label(),
@@ -308,8 +312,8 @@ fn observe_ring(
     })
 }
 
-/// Steps 3 of the module docs: the search, falling back to every usable capability when the
-/// candidates are not enough. (enumeration, universe, note, search runs, inferred)
+/// Step 3 of the module docs: the search, falling back to every usable capability when the
+/// candidates are not enough. (enumeration, universe, note, answers inferred)
 fn search_sets(
     runner: &mut Runner,
     candidates: CapSet,
@@ -397,99 +401,115 @@ fn measure_requested(
     Ok(out)
 }
 
-/// Measures one event set (steps 1-5 of the module docs).
-fn measure(ctx: &Ctx, events: &[String]) -> Result<EventSetResult, Stop> {
-    let started = Instant::now();
-    let oracle = predict(ctx.profile, events, &ctx.facts);
-    let fallback = without_cap_bpf(&ctx.facts).map(|f| predict(ctx.profile, events, &f));
-    let mut runner = Runner::new(ctx, events);
+/// Step 1: the baseline with every usable capability; `Err(why)` when the tracer does not
+/// work even then. Also sets the baseline's permission failures and the run timeout.
+fn baseline(runner: &mut Runner) -> Result<Result<RunRecord, String>, Stop> {
+    let ctx = runner.ctx;
     let usable = ctx.base.usable();
-    let cost = |runs, inferred, started: Instant| Cost {
-        runs,
-        inferred,
-        max_runs: ctx.args.max_runs as usize,
-        wall_s: Some(started.elapsed().as_secs_f64()),
-    };
-    // 1. baseline
     let bypass = ctx.mode != Mode::Plain;
-    let (baseline, baseline_rec) = runner.launch(Some(usable), bypass, Purpose::Baseline)?;
+    let (baseline, rec) = runner.launch(Some(usable), bypass, Purpose::Baseline)?;
     if !baseline.works {
-        let why = format!(
+        return Ok(Err(format!(
             "the tracer does not work even with every usable capability {}: {}",
             crate::timeline::compact(usable, ctx.facts.cap_last_cap),
             baseline.why
-        );
-        return Ok(unmeasured(
-            events,
-            why,
-            oracle,
-            cost(runner.runs, 0, started),
-        ));
+        )));
     }
     runner.baseline_failures = baseline.permission_failures.clone();
-    runner.memo.insert(usable, baseline.clone());
     if runner.timeout.is_none() {
         let wall = Duration::from_millis(baseline.wall_ms);
         runner.timeout = Some((wall * 4).max(Duration::from_secs(10)));
     }
-    // 2. observed
-    let (observed, observed_note) = observe_ring(&mut runner, &baseline_rec)?;
-    // 3. search
-    let candidates = EBPF_CANDIDATES
-        .iter()
-        .copied()
-        .collect::<CapSet>()
-        .union(declared(ctx.profile, events));
+    runner.memo.insert(usable, baseline);
+    Ok(Ok(rec))
+}
+
+/// The universe and the seeds of the search (step 3).
+fn search_inputs(
+    ctx: &Ctx,
+    events: &[String],
+    predictions: &[&Prediction],
+) -> (CapSet, Vec<CapSet>) {
+    let usable = ctx.base.usable();
     let candidates = match ctx.args.universe {
-        Universe::Candidates => candidates.intersection(usable),
+        Universe::Candidates => EBPF_CANDIDATES
+            .iter()
+            .copied()
+            .collect::<CapSet>()
+            .union(declared(ctx.profile, events))
+            .intersection(usable),
         Universe::All => usable,
     };
-    let seeds: Vec<CapSet> = by_preference(
-        [&Some(oracle.clone()), &fallback]
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p.required)
-            .collect(),
-    );
+    let seeds = by_preference(predictions.iter().filter_map(|p| p.required).collect());
+    (candidates, seeds)
+}
+
+/// Step 5: the minimal sets next to the observed ring (missing, too permissive).
+fn side_by_side(
+    mut r: EventSetResult,
+    found: Vec<CapSet>,
+    observed: Option<CapSet>,
+) -> EventSetResult {
+    let minimal_sets = by_preference(found);
+    let union = minimal_sets.iter().fold(CapSet::EMPTY, |a, b| a.union(*b));
+    r.needed_by_all = match minimal_sets.split_first() {
+        Some((first, rest)) => rest.iter().fold(*first, |a, b| a.intersection(*b)),
+        None => CapSet::EMPTY,
+    };
+    r.missing = observed.map_or(CapSet::EMPTY, |o| r.needed_by_all.difference(o));
+    r.too_permissive = observed.map_or(CapSet::EMPTY, |o| o.difference(union));
+    r.observed_sufficient = observed.map(|o| minimal_sets.iter().any(|m| m.is_subset(o)));
+    r.observed = observed;
+    r.minimal_sets = minimal_sets;
+    r
+}
+
+/// Measures one event set (steps 1-5 of the module docs); every run comes back too.
+fn measure(ctx: &Ctx, events: &[String]) -> Result<(EventSetResult, Vec<Trial>), Stop> {
+    let started = Instant::now();
+    let oracle = predict(ctx.profile, events, &ctx.facts);
+    let fallback = without_cap_bpf(&ctx.facts).map(|f| predict(ctx.profile, events, &f));
+    let mut runner = Runner::new(ctx, events);
+    let mut cost = Cost {
+        runs: 0,
+        inferred: 0,
+        max_runs: ctx.args.max_runs as usize,
+        wall_s: None,
+    };
+    let mut r = unmeasured(events, String::new(), oracle.clone(), cost.clone());
+    r.failed = None;
+    r.oracle_without_cap_bpf = fallback.clone();
+    let baseline_rec = match baseline(&mut runner)? {
+        Ok(rec) => rec,
+        Err(why) => {
+            r.failed = Some(why);
+            r.cost.runs = runner.runs;
+            r.cost.wall_s = Some(started.elapsed().as_secs_f64());
+            return Ok((r, runner.log));
+        }
+    };
+    let (observed, observed_note) = observe_ring(&mut runner, &baseline_rec)?;
+    let predictions: Vec<&Prediction> = std::iter::once(&oracle).chain(&fallback).collect();
+    let (candidates, seeds) = search_inputs(ctx, events, &predictions);
     let (e, universe, universe_note, inferred) =
         search_sets(&mut runner, candidates, &seeds, ctx.args.max_runs as usize);
     if e.stopped == Some(Stop::Interrupted) {
         return Err(Stop::Interrupted);
     }
-    let minimal_sets = by_preference(e.minimal_sets.clone());
-    let preferred = minimal_sets.first().copied();
-    // 4. Requested needs
-    let requested = measure_requested(&mut runner, preferred)?;
-    // 5. side by side
-    let union = minimal_sets.iter().fold(CapSet::EMPTY, |a, b| a.union(*b));
-    let needed_by_all = match minimal_sets.split_first() {
-        Some((first, rest)) => rest.iter().fold(*first, |a, b| a.intersection(*b)),
-        None => CapSet::EMPTY,
-    };
-    let went_without = preferred
+    let preferred = by_preference(e.minimal_sets.clone()).first().copied();
+    r.requested = measure_requested(&mut runner, preferred)?;
+    r.went_without = preferred
         .and_then(|p| runner.memo.get(&p))
         .map(|t| t.went_without.clone())
         .unwrap_or_default();
-    Ok(EventSetResult {
-        events: events.to_vec(),
-        failed: None,
-        universe,
-        universe_note,
-        exhaustive: e.exhaustive,
-        stopped: e.stopped.map(|s| s.to_string()),
-        needed_by_all,
-        missing: observed.map_or(CapSet::EMPTY, |o| needed_by_all.difference(o)),
-        too_permissive: observed.map_or(CapSet::EMPTY, |o| o.difference(union)),
-        observed_sufficient: observed.map(|o| minimal_sets.iter().any(|m| m.is_subset(o))),
-        minimal_sets,
-        observed,
-        observed_note,
-        oracle,
-        oracle_without_cap_bpf: fallback,
-        requested,
-        went_without,
-        cost: cost(runner.runs, inferred, started),
-    })
+    (r.universe, r.universe_note, r.exhaustive) = (universe, universe_note, e.exhaustive);
+    r.stopped = e.stopped.map(|s| s.to_string());
+    r.observed_note = observed_note;
+    cost.runs = runner.runs;
+    cost.inferred = inferred;
+    cost.wall_s = Some(started.elapsed().as_secs_f64());
+    r.cost = cost;
+    Ok((side_by_side(r, e.minimal_sets, observed), runner.log))
 }
 
 /// The event sets to measure: `--events` (`a+b` joins events into one set), else each
@@ -536,6 +556,8 @@ fn event_sets(profile: &Profile, list: Option<&str>) -> Result<Vec<Vec<String>>,
 #[derive(Debug, serde::Serialize)]
 pub struct Report {
     pub table: Table,
+    /// Every run of each event set (`a+b` for a set), in order.
+    pub runs: BTreeMap<String, Vec<Trial>>,
     pub interrupted: bool,
 }
 
@@ -585,10 +607,14 @@ pub fn execute(args: &MinimizeArgs) -> Result<i32> {
         args,
     };
     let mut entries = Vec::new();
+    let mut runs = BTreeMap::new();
     let mut interrupted = false;
     for events in &sets {
         match measure(&ctx, events) {
-            Ok(e) => entries.push(e),
+            Ok((e, log)) => {
+                runs.insert(events.join("+"), log);
+                entries.push(e);
+            }
             Err(Stop::Interrupted) => {
                 interrupted = true;
                 break;
@@ -622,6 +648,7 @@ pub fn execute(args: &MinimizeArgs) -> Result<i32> {
             "{}",
             serde_json::to_string_pretty(&Report {
                 table: table.clone(),
+                runs,
                 interrupted
             })?
         ),
