@@ -642,18 +642,24 @@ pub fn execute(args: &MinimizeArgs) -> Result<i32> {
         lines: args.lines as usize,
         entries,
     };
+    output(
+        args,
+        Report {
+            table,
+            runs,
+            interrupted,
+        },
+    )
+}
+
+/// Prints the report, writes the table (not when interrupted), and says how it ended.
+fn output(args: &MinimizeArgs, report: Report) -> Result<i32> {
     match args.format {
-        Format::Human => print!("{}", table.human()),
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&Report {
-                table: table.clone(),
-                runs,
-                interrupted
-            })?
-        ),
+        Format::Human => print!("{}", report.table.human()),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
     }
-    if let (Some(dir), false) = (&args.out, interrupted) {
+    let table = report.table;
+    if let (Some(dir), false) = (&args.out, report.interrupted) {
         let path = write_table(dir, &table)?;
         eprintln!("capring: wrote {}", path.display());
     }

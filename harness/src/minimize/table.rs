@@ -217,9 +217,13 @@ impl Table {
     }
 }
 
+/// One `  key            value` line of the human table.
+fn line(out: &mut String, k: &str, v: String) {
+    out.push_str(&format!("  {k:<16}{v}\n"));
+}
+
 fn entry_text(e: &EventSetResult, last: u8) -> String {
     let mut out = format!("{}\n", e.events.join("+"));
-    let line = |out: &mut String, k: &str, v: String| out.push_str(&format!("  {k:<16}{v}\n"));
     if let Some(f) = &e.failed {
         line(&mut out, "not measured", f.clone());
         return out;
@@ -267,6 +271,12 @@ fn entry_text(e: &EventSetResult, last: u8) -> String {
             );
         }
     }
+    compared_text(&mut out, e, last);
+    out
+}
+
+/// The oracle, missing and too permissive, Requested needs and cost.
+fn compared_text(out: &mut String, e: &EventSetResult, last: u8) {
     let oracle = |p: &Prediction| match (&p.required, &p.note) {
         (Some(s), _) => compact(*s, last),
         (None, Some(n)) => format!("cannot run: {n}"),
@@ -279,23 +289,19 @@ fn entry_text(e: &EventSetResult, last: u8) -> String {
     if let Some(agrees) = e.oracle_agrees() {
         predicted.push_str(if agrees { " (agrees)" } else { " (DISAGREES)" });
     }
-    line(&mut out, "oracle", predicted);
-    line(&mut out, "missing", none_if_empty(e.missing, last));
-    line(
-        &mut out,
-        "too permissive",
-        none_if_empty(e.too_permissive, last),
-    );
+    line(out, "oracle", predicted);
+    line(out, "missing", none_if_empty(e.missing, last));
+    line(out, "too permissive", none_if_empty(e.too_permissive, last));
     if e.observed_sufficient == Some(false) {
         line(
-            &mut out,
+            out,
             "insufficient",
             "the observed ring holds no minimal set".into(),
         );
     }
     for r in &e.requested {
         line(
-            &mut out,
+            out,
             "requested",
             format!(
                 "{} ({}) with {}: {:?}: {}",
@@ -305,7 +311,7 @@ fn entry_text(e: &EventSetResult, last: u8) -> String {
     }
     if !e.went_without.is_empty() {
         line(
-            &mut out,
+            out,
             "went without",
             e.went_without
                 .iter()
@@ -319,14 +325,13 @@ fn entry_text(e: &EventSetResult, last: u8) -> String {
         .wall_s
         .map_or(String::new(), |w| format!(", {w:.1} s"));
     line(
-        &mut out,
+        out,
         "cost",
         format!(
             "{} runs ({} search answers inferred, budget {}){wall}",
             e.cost.runs, e.cost.inferred, e.cost.max_runs
         ),
     );
-    out
 }
 
 // ---------------------------------------------------------------------------------------
