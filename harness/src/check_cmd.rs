@@ -146,11 +146,15 @@ pub fn judge(
         .collect()
 }
 
-/// Plans and runs one scenario.
+/// Plans and runs one scenario, with the measured minimal sets that apply to it (see
+/// `minimize::table::for_plan`).
 pub fn run_scenario(profile: &Profile, s: &Scenario, base: &EnvFacts, observe: bool) -> Outcome {
     match plan::plan(profile, s, base) {
         Err(no) => Outcome::NoPlan(no),
-        Ok(p) => Outcome::Ran(Box::new(run::execute(&p, observe))),
+        Ok(mut p) => {
+            p.measured = crate::minimize::table::for_plan(profile, &p);
+            Outcome::Ran(Box::new(run::execute(&p, observe)))
+        }
     }
 }
 

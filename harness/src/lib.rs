@@ -11,6 +11,7 @@
 //! * [`lanes`]: each thread's sets over time, cut by ring; drawn by [`html`] (the HTML
 //!   report) and [`perfetto`] (Chrome Trace Event JSON); [`report_cmd`] writes them and
 //!   reports on an earlier `--out` directory.
+//! * [`minimize`]: the minimal capability sets each event needs, measured on this kernel.
 
 pub mod check_cmd;
 pub mod checks;
@@ -18,6 +19,7 @@ pub mod html;
 pub mod interrupt;
 pub mod lanes;
 pub mod launch;
+pub mod minimize;
 pub mod mutants;
 pub mod observer;
 pub mod perfetto;

@@ -26,6 +26,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
   capring report results/ --quiet
   capring observe --html timeline.html -- capsh --drop=cap_net_raw -- -c true
   capring mutants
+  capring minimize --tracer fixtures/tracers/ref-tracer.toml --out snapshots/minimal-sets
   capring clauses | less
 
 Profiles: harness/PROFILE.md. Clauses: spec/SPEC.md. Most commands need root."
@@ -48,6 +49,12 @@ enum Command {
     ///
     /// Exit status: 0 when every mutant was caught, 1 otherwise, 2 on bad input.
     Mutants(MutantsArgs),
+    /// Measure the minimal capability sets each event of a tracer needs on this kernel, and
+    /// compare them with the Required ring the tracer uses and the oracle's prediction.
+    ///
+    /// Exit status: 0 when every event set was measured, 1 when one could not be, 2 on bad
+    /// input.
+    Minimize(capring_harness::minimize::MinimizeArgs),
     /// List the scenarios and the clauses each one checks.
     Scenarios(ListArgs),
     /// List the clauses of spec/SPEC.md and the scenarios that cover them.
@@ -366,6 +373,7 @@ fn main() -> ExitCode {
         Command::Observe(a) => observe(a),
         Command::Check(a) => capring_harness::check_cmd::execute(&a),
         Command::Mutants(a) => run_mutants(a),
+        Command::Minimize(a) => capring_harness::minimize::execute(&a),
         Command::Scenarios(a) => list_scenarios(a),
         Command::Clauses(a) => list_clauses(a),
         Command::Report(a) => capring_harness::report_cmd::execute(&a),

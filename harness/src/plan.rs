@@ -125,6 +125,10 @@ pub struct Plan {
     pub capability_code: i32,
     /// How this tracer spells bypass (its flag and variable), for messages that name it.
     pub bypass_spellings: Vec<String>,
+    /// The measured minimal sets the Required ring is judged against (attached by
+    /// `check_cmd::run_scenario` from `snapshots/minimal-sets/`; plan() looks nothing up).
+    #[serde(default)]
+    pub measured: crate::minimize::table::Measurement,
 }
 
 /// Why a scenario has no plan here.
@@ -255,6 +259,7 @@ pub fn plan(profile: &Profile, scenario: &Scenario, base: &EnvFacts) -> Result<P
         dropped,
         shadowed_add,
         shadowed_drop,
+        measured: Default::default(),
     })
 }
 

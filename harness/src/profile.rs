@@ -60,6 +60,14 @@ pub struct Profile {
     pub exit_codes: ExitCodes,
     #[serde(default)]
     pub rules_engine: Option<RulesEngine>,
+    /// How the output shows that a Requested operation of the catalog worked, by operation
+    /// name (what `capring minimize` measures each Requested need with).
+    #[serde(default)]
+    pub requested: BTreeMap<String, RequestedProbe>,
+    /// The tracer whose measured tables (`snapshots/minimal-sets/`) judge this one
+    /// (default: `name`); a variant of a measured tracer names it.
+    #[serde(default)]
+    pub measured_as: Option<String>,
     #[serde(default, rename = "expected_failure")]
     pub expected_failures: Vec<ExpectedFailure>,
     /// Verdicts recorded from the program's own behaviour (third-party subjects).
@@ -322,6 +330,16 @@ impl Default for ExitCodes {
     }
 }
 
+/// How the tracer's output shows that one Requested operation worked.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestedProbe {
+    /// Regex an event line matches when the operation worked (e.g. its digest is there).
+    pub success: String,
+    #[serde(skip)]
+    pub success_regex: Option<regex::Regex>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RulesEngine {
@@ -445,6 +463,7 @@ impl Profile {
         }
         self.check_events()?;
         self.check_templates()?;
+        self.check_requested()?;
         let clauses = capring_spec::clauses::all();
         for x in &self.expected_failures {
             if !clauses.iter().any(|c| c.id == x.clause) {
@@ -495,6 +514,28 @@ impl Profile {
                 "events.select = {:?} must contain {{list}}",
                 events.select
             ));
+        }
+        Ok(())
+    }
+
+    /// Each `[requested.OP]` names an operation of the catalog and has a valid pattern.
+    fn check_requested(&mut self) -> Result<(), String> {
+        let known: Vec<String> = self
+            .catalog()
+            .events
+            .iter()
+            .flat_map(|e| e.requested.iter().map(|r| r.operation.clone()))
+            .collect();
+        for (op, probe) in &mut self.requested {
+            if !known.contains(op) {
+                return Err(format!(
+                    "requested.{op}: the catalog has no Requested operation '{op}' (known: {})",
+                    known.join(", ")
+                ));
+            }
+            let re = regex::Regex::new(&probe.success)
+                .map_err(|e| format!("requested.{op}.success: {e}"))?;
+            probe.success_regex = Some(re);
         }
         Ok(())
     }

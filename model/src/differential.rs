@@ -258,30 +258,54 @@ fn bypass_rings(r: &Rings, f: &EnvFacts) -> Result<(), String> {
     Ok(())
 }
 
-/// The Required ring SPEC.md's `ring.required.exact` spells out: the eBPF base, cap_sys_admin
-/// for perf-attached events when paranoid > 2, cap_sys_resource when the memlock hard limit
-/// must be raised, each selected event's configuration needs, plus `add`, minus `drop`.
+/// The Required ring SPEC.md's `ring.required.exact` spells out when no measured table holds:
+/// the eBPF base (cap_bpf, with cap_perfmon when a selected program is a tracing one; else
+/// cap_sys_admin), cap_sys_admin for perf-attached events when paranoid > 2 on a kernel that
+/// enforces it, cap_sys_resource when the memlock hard limit must be raised, each selected
+/// event's configuration needs unless cap_sys_admin, already in the ring, covers them, plus
+/// `add`, minus `drop`. cap_sys_admin covers cap_bpf and cap_perfmon.
 fn spec_required(o: &CapOptions, events: &[String], f: &EnvFacts) -> CapSet {
     let usable = f.permitted.intersection(f.bounding);
-    let mut ring = CapSet::EMPTY;
+    let selected: Vec<_> = events
+        .iter()
+        .map(|name| catalog().event(name).expect("valid events"))
+        .collect();
+    let ebpf: Vec<_> = selected
+        .iter()
+        .map(|e| catalog().attach_type(e))
+        .filter(|a| a.ebpf)
+        .collect();
+    let tracing = ebpf.iter().any(|a| a.perfmon);
+    // facts: an unreadable perf_event_paranoid counts as the most restrictive, an unknown
+    // enforcement as enforced.
+    let perf_admin = selected.iter().any(|e| catalog().attach_type(e).uses_perf)
+        && f.perf_event_paranoid.unwrap_or(4) > 2
+        && f.perf_restricted != Some(false);
     let modern = Cap::BPF.number() <= f.cap_last_cap
         && usable.contains(Cap::BPF)
-        && usable.contains(Cap::PERFMON);
-    if modern {
-        ring = ring.with(Cap::BPF).with(Cap::PERFMON);
-    } else {
+        && (!tracing || usable.contains(Cap::PERFMON));
+    let mut ring = CapSet::EMPTY;
+    if perf_admin || (!ebpf.is_empty() && !modern) {
         ring = ring.with(Cap::SYS_ADMIN);
+    } else if !ebpf.is_empty() {
+        ring = ring.with(Cap::BPF);
+        if tracing {
+            ring = ring.with(Cap::PERFMON);
+        }
     }
-    if f.memlock_action() == MemlockAction::RaiseHard {
+    if !ebpf.is_empty() && f.memlock_action() == MemlockAction::RaiseHard {
         ring = ring.with(Cap::SYS_RESOURCE);
     }
-    for name in events {
-        let event = catalog().event(name).expect("valid events");
-        // facts: an unreadable perf_event_paranoid counts as the most restrictive.
-        if catalog().attach_type(event).uses_perf && f.perf_event_paranoid.unwrap_or(4) > 2 {
-            ring = ring.with(Cap::SYS_ADMIN);
+    for event in &selected {
+        for need in &event.required {
+            let covered = need
+                .alternatives_on(f)
+                .iter()
+                .any(|a| *a == Cap::SYS_ADMIN && ring.contains(Cap::SYS_ADMIN));
+            if !covered {
+                ring = ring.with(need.capability);
+            }
         }
-        ring = ring.union(event.required.iter().map(|n| n.capability).collect());
     }
     ring.union(o.add).difference(o.drop)
 }

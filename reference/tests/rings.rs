@@ -628,6 +628,39 @@ fn bypass_makes_no_capability_syscall() {
     assert!(out.contains("CHILD-OK bypass ring=unprivileged"), "{out}");
 }
 
+/// Under bypass a Requested operation runs whatever P holds: the kernel, not the tracer,
+/// decides whether it works (what `capring minimize` measures). Without bypass the same call
+/// is refused before the operation runs.
+#[test]
+fn bypass_runs_a_requested_operation_outside_the_permitted_set() {
+    needs_root();
+    if let Some(mode) = child_mode().filter(|m| m.starts_with("no-syslog")) {
+        for set in [caps::CapSet::Effective, caps::CapSet::Permitted] {
+            caps::drop(None, set, caps::Capability::CAP_SYSLOG).unwrap();
+        }
+        let bypass = mode == "no-syslog-bypass";
+        let mgr = RingManager::new(plan(bypass, false), None).unwrap();
+        let ran = std::cell::Cell::new(false);
+        let r = mgr.with_requested(Cap::SYSLOG, "enrich", || {
+            ran.set(true);
+            Ok::<_, String>(())
+        });
+        println!("CHILD-OK ran={} ok={}", ran.get(), r.is_ok());
+        return;
+    }
+    for (mode, expected) in [
+        ("no-syslog-bypass", "ran=true ok=true"),
+        ("no-syslog-rings", "ran=false ok=false"),
+    ] {
+        let (status, out) = run_child(
+            "bypass_runs_a_requested_operation_outside_the_permitted_set",
+            mode,
+        );
+        assert!(status.success(), "{mode}: child failed ({status}):\n{out}");
+        assert_eq!(marker(&out, "CHILD-OK "), Some(expected), "{mode}:\n{out}");
+    }
+}
+
 #[test]
 fn capset_failure_is_reported() {
     needs_root();

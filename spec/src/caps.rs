@@ -66,6 +66,7 @@ pub struct Cap(u8);
 impl Cap {
     pub const CHOWN: Cap = Cap(0);
     pub const DAC_OVERRIDE: Cap = Cap(1);
+    pub const DAC_READ_SEARCH: Cap = Cap(2);
     pub const KILL: Cap = Cap(5);
     pub const SETPCAP: Cap = Cap(8);
     pub const NET_RAW: Cap = Cap(13);

@@ -26,6 +26,12 @@ pub struct AttachType {
     /// packet capture): their needs are only the event's own.
     #[serde(default = "yes")]
     pub ebpf: bool,
+    /// Loads a tracing program type (kprobe, tracepoint, raw tracepoint, perf event, …),
+    /// which the kernel allows only with cap_perfmon (or cap_sys_admin) besides cap_bpf.
+    /// False for the others: measured, a cgroup_skb program loads and attaches with cap_bpf
+    /// and cap_net_admin alone (`snapshots/minimal-sets/`).
+    #[serde(default = "yes")]
+    pub perfmon: bool,
 }
 
 fn yes() -> bool {
@@ -38,6 +44,41 @@ fn yes() -> bool {
 pub struct RequiredNeed {
     pub capability: Cap,
     pub reason: String,
+    /// Capabilities the kernel accepts instead (cap_net_admin for BPF network programs:
+    /// cap_sys_admin too, on kernels with BPF tokens). When the ring already holds one for
+    /// another reason, this need adds nothing.
+    #[serde(default)]
+    pub alternatives: Vec<Cap>,
+    /// The kernel feature the alternatives depend on (none: every kernel).
+    #[serde(default)]
+    pub alternatives_need: Option<KernelFeature>,
+}
+
+/// A probed kernel property a catalog rule can depend on (see `facts::EnvFacts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KernelFeature {
+    /// BPF tokens (6.9+): BPF network checks accept cap_sys_admin for cap_net_admin.
+    BpfToken,
+}
+
+impl KernelFeature {
+    /// Whether the kernel described by `facts` has it (unknown counts as no).
+    pub fn present(self, facts: &crate::facts::EnvFacts) -> bool {
+        match self {
+            KernelFeature::BpfToken => facts.bpf_token == Some(true),
+        }
+    }
+}
+
+impl RequiredNeed {
+    /// The alternatives that hold on the kernel described by `facts`.
+    pub fn alternatives_on(&self, facts: &crate::facts::EnvFacts) -> Vec<Cap> {
+        match self.alternatives_need {
+            Some(f) if !f.present(facts) => Vec::new(),
+            _ => self.alternatives.clone(),
+        }
+    }
 }
 
 /// When a Requested operation happens.

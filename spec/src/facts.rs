@@ -53,6 +53,18 @@ pub struct EnvFacts {
     pub memlock_hard: u64,
     /// Mount point of the cgroup v2 hierarchy, if any.
     pub cgroup2: Option<String>,
+    /// The kernel enforces perf_event_paranoid > 2 (Debian's and Ubuntu's patch,
+    /// `CONFIG_SECURITY_PERF_EVENTS_RESTRICT`): perf events then need cap_sys_admin.
+    /// Upstream kernels treat 3 like 2. Read from the kernel's configuration
+    /// (`/proc/config.gz`, `/boot/config-RELEASE`); `None` = unknown, taken as enforced.
+    #[serde(default)]
+    pub perf_restricted: Option<bool>,
+    /// The kernel has BPF tokens (6.9+: `bpf_token_capable` in its BTF). Its BPF network
+    /// checks then accept cap_sys_admin for cap_net_admin (measured: a cgroup_skb program
+    /// attaches with {cap_sys_admin} alone on 6.12, 7.2 and 6.18, not on 5.10 and 6.1).
+    /// `None` = unknown (no BTF), taken as no.
+    #[serde(default)]
+    pub bpf_token: Option<bool>,
 }
 
 /// What must be done about `RLIMIT_MEMLOCK` before loading.
@@ -76,6 +88,12 @@ impl EnvFacts {
     /// Capabilities usable by the tracer: permitted and still in the bounding set.
     pub fn usable(&self) -> CapSet {
         self.permitted.intersection(self.bounding)
+    }
+
+    /// Perf events need cap_sys_admin: perf_event_paranoid > 2 on a kernel that enforces it
+    /// (or might).
+    pub fn perf_needs_sys_admin(&self) -> bool {
+        self.paranoid() > 2 && self.perf_restricted != Some(false)
     }
 
     pub fn kernel_has(&self, cap: Cap) -> bool {
@@ -146,6 +164,8 @@ impl EnvFacts {
             memlock_soft: 8 << 20,
             memlock_hard: 8 << 20,
             cgroup2: Some("/sys/fs/cgroup".into()),
+            perf_restricted: None,
+            bpf_token: None,
         }
     }
 }
@@ -187,20 +207,21 @@ mod probe_impl {
         "bpf_ringbuf_output",
     ];
 
+    /// Whether the kernel's BTF names `symbol` (BTF strings are NUL-terminated: whole
+    /// names only).
+    fn btf_names(btf: &[u8], symbol: &str) -> bool {
+        let needle = [b"\0", symbol.as_bytes(), b"\0"].concat();
+        memchr::memmem::find(btf, &needle).is_some()
+    }
+
     /// (memcg accounting of BPF memory, BPF ring buffer), from the kernel's symbol names.
-    fn probe_bpf_symbols() -> (bool, bool) {
+    fn probe_bpf_symbols(btf: Option<&[u8]>) -> (bool, bool) {
         // Kernel BTF names every global function; kallsyms names them too (addresses need
         // CAP_SYSLOG, names do not). No BPF program is loaded to find out. When the kernel
         // has BTF its answer is final: kallsyms (100k+ lines, seconds under emulation) is
         // read only on kernels built without BTF.
-        if let Ok(btf) = fs::read("/sys/kernel/btf/vmlinux") {
-            // BTF strings are NUL-terminated: match whole names only.
-            let has = |names: &[&str]| {
-                names.iter().any(|s| {
-                    let needle = [b"\0", s.as_bytes(), b"\0"].concat();
-                    memchr::memmem::find(&btf, &needle).is_some()
-                })
-            };
+        if let Some(btf) = btf {
+            let has = |names: &[&str]| names.iter().any(|s| btf_names(btf, s));
             return (has(&MEMCG_SYMBOLS), has(&RINGBUF_SYMBOLS));
         }
         let (mut memcg, mut ringbuf) = (false, false);
@@ -241,6 +262,27 @@ mod probe_impl {
         })
     }
 
+    /// Whether the kernel's configuration enables `CONFIG_SECURITY_PERF_EVENTS_RESTRICT`
+    /// (None when neither `/proc/config.gz` nor `/boot/config-RELEASE` is readable).
+    fn probe_perf_restricted(release: &str) -> Option<bool> {
+        use std::io::Read;
+        let config = fs::read("/proc/config.gz")
+            .ok()
+            .and_then(|gz| {
+                let mut text = String::new();
+                flate2::read::GzDecoder::new(&gz[..])
+                    .read_to_string(&mut text)
+                    .ok()
+                    .map(|_| text)
+            })
+            .or_else(|| fs::read_to_string(format!("/boot/config-{release}")).ok())?;
+        Some(
+            config
+                .lines()
+                .any(|l| l.trim() == "CONFIG_SECURITY_PERF_EVENTS_RESTRICT=y"),
+        )
+    }
+
     /// Reads the running system's facts. Only file reads: no capability is used or changed.
     pub fn probe() -> Result<EnvFacts, ProbeError> {
         let own = crate::sys::own_thread().map_err(|source| ProbeError::Read {
@@ -252,17 +294,20 @@ mod probe_impl {
             source,
         })?;
         let (memlock_soft, memlock_hard) = probe_memlock();
-        // Reading the kernel's BTF costs ~10 ms (~40 ms under TCG; sysfs hands it out 4 KiB
-        // at a time): only look when the answers can change the rings, i.e. when even the
-        // smaller memlock need may not fit.
+        // The kernel's BTF (5 MiB, ~10 ms, ~40 ms under TCG) answers BPF tokens always, and
+        // memcg accounting and the ring buffer when the memlock limit could matter.
+        let btf = fs::read("/sys/kernel/btf/vmlinux").ok();
         let (bpf_memcg, bpf_ringbuf) = if memlock_soft < MEMLOCK_RINGBUF {
-            let (memcg, ringbuf) = probe_bpf_symbols();
+            let (memcg, ringbuf) = probe_bpf_symbols(btf.as_deref());
             (Some(memcg), Some(ringbuf))
         } else {
             (None, None)
         };
+        let kernel_release = read("/proc/sys/kernel/osrelease")?.trim().to_string();
         Ok(EnvFacts {
-            kernel_release: read("/proc/sys/kernel/osrelease")?.trim().to_string(),
+            perf_restricted: probe_perf_restricted(&kernel_release),
+            bpf_token: btf.as_deref().map(|b| btf_names(b, "bpf_token_capable")),
+            kernel_release,
             cap_last_cap,
             permitted: own.permitted,
             bounding: own.bounding,

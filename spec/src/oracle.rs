@@ -3,10 +3,14 @@
 //!
 //! * Privileged: E = P. In force only under bypass (then for the whole run).
 //! * Required: E = eBPF base ∪ event needs ∪ memlock need ∪ `add` − `drop`, while configuring.
-//!   The eBPF base is {cap_bpf, cap_perfmon} where the kernel knows them and both are usable,
-//!   else {cap_sys_admin}; classic (perf) tracepoints, and perf buffers where the kernel has
-//!   no BPF ring buffer, add cap_sys_admin where `perf_event_paranoid` > 2; cap_sys_resource
-//!   joins only when the memlock hard limit must be raised.
+//!   The eBPF base is {cap_bpf, cap_perfmon} where the kernel knows them and both are usable
+//!   (cap_bpf alone when no selected program is a tracing one), else {cap_sys_admin};
+//!   classic (perf) tracepoints, and perf buffers where the kernel has no BPF ring buffer, add
+//!   cap_sys_admin where `perf_event_paranoid` > 2 and the kernel enforces it;
+//!   cap_sys_resource joins only when the memlock hard limit must be raised. A need that a capability already in the ring covers (cap_sys_admin covers
+//!   cap_bpf and cap_perfmon, and cap_net_admin on kernels with BPF tokens) is left out.
+//!   Every rule is checked against the kernel's measured minimal sets
+//!   (`harness/tests/measured.rs`).
 //! * Requested: exactly one capability around one operation; `drop` disables it.
 //! * Unprivileged: E = ∅, P = the capabilities later Requested operations need.
 
@@ -24,6 +28,15 @@ pub struct Need {
     /// `ebpf-base`, `memlock`, `event:<name>`, `perf:<name>` or `add`.
     pub source: String,
     pub reason: String,
+    /// Capabilities the kernel accepts instead (cap_sys_admin for cap_bpf, cap_perfmon and
+    /// cap_net_admin's BPF checks). A need is left out when a need without alternatives
+    /// already puts one of them in the ring.
+    #[serde(default, skip_serializing_if = "no_alternatives")]
+    pub alternatives: CapSet,
+}
+
+fn no_alternatives(s: &CapSet) -> bool {
+    s.is_empty()
 }
 
 /// One Requested operation.
@@ -140,29 +153,44 @@ pub fn check_events(catalog: &Catalog, events: &[String]) -> Result<(), UsageErr
     Ok(())
 }
 
-/// The eBPF base and the memlock need: what loading any eBPF program takes here.
-fn push_ebpf_base(facts: &EnvFacts, push: &mut impl FnMut(Cap, String, String)) {
+/// Adds a need: (capability, source, reason, alternatives).
+type Push<'a> = dyn FnMut(Cap, String, String, CapSet) + 'a;
+
+/// The eBPF base and the memlock need: what loading the selected eBPF programs takes here.
+/// `tracing`: one of them is a tracing program type (cap_perfmon besides cap_bpf).
+fn push_ebpf_base(facts: &EnvFacts, tracing: bool, push: &mut Push) {
     let usable = facts.usable();
-    let modern =
-        facts.kernel_has(Cap::BPF) && usable.contains(Cap::BPF) && usable.contains(Cap::PERFMON);
+    let modern = facts.kernel_has(Cap::BPF)
+        && usable.contains(Cap::BPF)
+        && (!tracing || usable.contains(Cap::PERFMON));
+    let admin = CapSet::EMPTY.with(Cap::SYS_ADMIN);
     if modern {
         push(
             Cap::BPF,
             "ebpf-base".into(),
             "create maps, load programs, read BTF".into(),
+            admin,
         );
-        push(
-            Cap::PERFMON,
-            "ebpf-base".into(),
-            "load and attach tracing programs".into(),
-        );
+        if tracing {
+            push(
+                Cap::PERFMON,
+                "ebpf-base".into(),
+                "load and attach tracing programs".into(),
+                admin,
+            );
+        }
     } else {
         let why = if facts.kernel_has(Cap::BPF) {
             "cap_bpf and cap_perfmon are not both usable: fall back to cap_sys_admin for eBPF"
         } else {
             "the kernel has no cap_bpf/cap_perfmon: cap_sys_admin covers eBPF"
         };
-        push(Cap::SYS_ADMIN, "ebpf-base".into(), why.into());
+        push(
+            Cap::SYS_ADMIN,
+            "ebpf-base".into(),
+            why.into(),
+            CapSet::EMPTY,
+        );
     }
     if facts.memlock_action() == MemlockAction::RaiseHard {
         push(
@@ -173,9 +201,10 @@ fn push_ebpf_base(facts: &EnvFacts, push: &mut impl FnMut(Cap, String, String)) 
                 facts.memlock_hard,
                 facts.memlock_needed()
             ),
+            CapSet::EMPTY,
         );
     }
-    if facts.bpf_ringbuf == Some(false) && facts.paranoid() > 2 {
+    if facts.bpf_ringbuf == Some(false) && facts.perf_needs_sys_admin() {
         push(
             Cap::SYS_ADMIN,
             "perf:event-output".into(),
@@ -183,8 +212,24 @@ fn push_ebpf_base(facts: &EnvFacts, push: &mut impl FnMut(Cap, String, String)) 
                 "without a BPF ring buffer events leave through per-CPU perf buffers (perf_event_open) and perf_event_paranoid is {} (> 2 allows perf events only to cap_sys_admin)",
                 facts.perf_event_paranoid.map_or("unreadable".to_string(), |p| p.to_string())
             ),
+            CapSet::EMPTY,
         );
     }
+}
+
+/// Leaves out the needs that a capability already in the ring covers: one of their
+/// alternatives is put there by a need without alternatives (`add` does not count: it is
+/// added on top of the needs, never instead of them).
+fn drop_covered(needs: Vec<Need>) -> Vec<Need> {
+    let firm: CapSet = needs
+        .iter()
+        .filter(|n| n.alternatives.is_empty() && n.source != "add")
+        .map(|n| n.capability)
+        .collect();
+    needs
+        .into_iter()
+        .filter(|n| n.alternatives.intersection(firm).is_empty())
+        .collect()
 }
 
 /// The selected events that need one of `missing`: through their own needs, their attach
@@ -221,20 +266,24 @@ pub fn evaluate(
     check_events(catalog, events)?;
     let usable = facts.usable();
     let mut needs: Vec<Need> = Vec::new();
-    let mut push = |capability: Cap, source: String, reason: String| {
+    let mut push = |capability: Cap, source: String, reason: String, alternatives: CapSet| {
         needs.push(Need {
             capability,
             source,
             reason,
+            alternatives,
         })
     };
 
-    let ebpf = events
+    let attach: Vec<_> = events
         .iter()
         .filter_map(|e| catalog.event(e))
-        .any(|e| catalog.attach_type(e).ebpf);
+        .map(|e| catalog.attach_type(e))
+        .filter(|a| a.ebpf)
+        .collect();
+    let ebpf = !attach.is_empty();
     if ebpf {
-        push_ebpf_base(facts, &mut push);
+        push_ebpf_base(facts, attach.iter().any(|a| a.perfmon), &mut push);
     }
 
     let mut environment_problems = Vec::new();
@@ -243,15 +292,16 @@ pub fn evaluate(
     for name in events {
         let event = catalog.event(name).expect("checked above");
         let attach = catalog.attach_type(event);
-        if attach.uses_perf && facts.paranoid() > 2 {
+        if attach.uses_perf && facts.perf_needs_sys_admin() {
             push(
                 Cap::SYS_ADMIN,
                 format!("perf:{name}"),
                 format!(
-                    "{} attaches through perf_event_open and perf_event_paranoid is {} (> 2 allows perf events only to cap_sys_admin)",
+                    "{} attaches through perf_event_open and perf_event_paranoid is {} (> 2 allows perf events only to cap_sys_admin on kernels that enforce it)",
                     event.attach,
                     facts.perf_event_paranoid.map_or("unreadable".to_string(), |p| p.to_string())
                 ),
+                CapSet::EMPTY,
             );
         }
         if attach.needs_cgroup2 && facts.cgroup2.is_none() {
@@ -264,6 +314,7 @@ pub fn evaluate(
                 need.capability,
                 format!("event:{name}"),
                 need.reason.clone(),
+                need.alternatives_on(facts).into_iter().collect(),
             );
         }
         for need in &event.requested {
@@ -297,8 +348,10 @@ pub fn evaluate(
             cap,
             "add".into(),
             "added by --capabilities add / CAPABILITIES_ADD".into(),
+            CapSet::EMPTY,
         );
     }
+    let needs = drop_covered(needs);
 
     if options.bypass {
         let p = facts.permitted;
@@ -466,7 +519,8 @@ mod tests {
     #[rstest]
     #[case(&["execve"], &["cap_bpf", "cap_perfmon"])]
     #[case(&["execve", "openat"], &["cap_bpf", "cap_perfmon"])]
-    #[case(&["net_packet"], &["cap_bpf", "cap_perfmon", "cap_net_admin"])]
+    // cgroup_skb is not a tracing program type: no cap_perfmon (measured).
+    #[case(&["net_packet"], &["cap_bpf", "cap_net_admin"])]
     #[case(&["sched_process_exec"], &["cap_bpf", "cap_perfmon"])]
     fn required_ring_modern_kernel(#[case] events: &[&str], #[case] required: &[&str]) {
         let r = rings(run(&[], events, &EnvFacts::example()));
@@ -475,15 +529,34 @@ mod tests {
     }
 
     #[rstest]
-    // paranoid 3 (Debian): perf-attached tracepoints need cap_sys_admin
-    #[case(Some(3), &["sched_process_exec"], &["cap_bpf", "cap_perfmon", "cap_sys_admin"])]
+    // paranoid 3 (Debian): perf-attached tracepoints need cap_sys_admin, which then covers
+    // the eBPF base too (measured on Debian 6.1: {cap_sys_admin} is the only minimal set).
+    #[case(Some(3), &["sched_process_exec"], &["cap_sys_admin"])]
     #[case(Some(3), &["execve"], &["cap_bpf", "cap_perfmon"])]
-    #[case(None, &["sched_process_exec"], &["cap_bpf", "cap_perfmon", "cap_sys_admin"])]
+    #[case(None, &["sched_process_exec"], &["cap_sys_admin"])]
     #[case(Some(1), &["sched_process_exec"], &["cap_bpf", "cap_perfmon"])]
     fn paranoid(#[case] p: Option<i32>, #[case] events: &[&str], #[case] required: &[&str]) {
         let mut f = EnvFacts::example();
         f.perf_event_paranoid = p;
         assert_eq!(rings(run(&[], events, &f)).required, set(required));
+    }
+
+    // An upstream kernel (no CONFIG_SECURITY_PERF_EVENTS_RESTRICT) treats 3 like 2
+    // (measured on this host's 6.18 at perf_event_paranoid 3).
+    #[test]
+    fn paranoid_3_only_where_the_kernel_enforces_it() {
+        let mut f = EnvFacts::example();
+        f.perf_event_paranoid = Some(3);
+        f.perf_restricted = Some(false);
+        assert_eq!(
+            rings(run(&[], &["sched_process_exec"], &f)).required,
+            set(&["cap_bpf", "cap_perfmon"])
+        );
+        f.perf_restricted = Some(true);
+        assert_eq!(
+            rings(run(&[], &["sched_process_exec"], &f)).required,
+            set(&["cap_sys_admin"])
+        );
     }
 
     #[test]
@@ -522,12 +595,10 @@ mod tests {
         assert!(!r.required.contains(Cap::SYS_RESOURCE), "{r:?}");
         // capbpf base, paranoid 2: cap_perfmon covers system-wide perf buffers.
         assert_eq!(r.required, set(&["cap_bpf", "cap_perfmon"]));
+        // paranoid 3: cap_sys_admin, which then covers the base as well.
         f.perf_event_paranoid = Some(3);
         let r = rings(run(&[], &["execve"], &f));
-        assert_eq!(
-            r.required,
-            set(&["cap_bpf", "cap_perfmon", "cap_sys_admin"])
-        );
+        assert_eq!(r.required, set(&["cap_sys_admin"]));
         assert!(r
             .required_needs
             .iter()
@@ -541,6 +612,47 @@ mod tests {
         assert_eq!(
             rings(run(&[], &["execve"], &old)).required,
             set(&["cap_sys_admin", "cap_sys_resource"])
+        );
+    }
+
+    // Measured (snapshots/minimal-sets/): cap_sys_admin alone covers a cgroup_skb program,
+    // cap_net_admin included; a tracing event next to it brings cap_perfmon back.
+    #[test]
+    fn cap_sys_admin_covers_the_needs_it_is_an_alternative_for() {
+        let mut f = EnvFacts::example();
+        f.bounding.remove(Cap::BPF);
+        // 5.10, 6.1: the attach needs cap_net_admin whatever else the ring holds.
+        for token in [None, Some(false)] {
+            f.bpf_token = token;
+            let r = rings(run(&[], &["net_packet"], &f));
+            assert_eq!(
+                r.required,
+                set(&["cap_sys_admin", "cap_net_admin"]),
+                "{token:?}"
+            );
+        }
+        // Kernels with BPF tokens: cap_sys_admin is enough.
+        f.bpf_token = Some(true);
+        let r = rings(run(&[], &["net_packet"], &f));
+        assert_eq!(r.required, set(&["cap_sys_admin"]));
+        assert!(r
+            .required_needs
+            .iter()
+            .all(|n| n.capability == Cap::SYS_ADMIN));
+        let both = rings(run(&[], &["net_packet", "execve"], &EnvFacts::example()));
+        assert_eq!(
+            both.required,
+            set(&["cap_bpf", "cap_perfmon", "cap_net_admin"])
+        );
+        // `add` puts a capability on top of the needs, never instead of them.
+        let added = rings(run(
+            &["add=cap_sys_admin"],
+            &["net_packet"],
+            &EnvFacts::example(),
+        ));
+        assert_eq!(
+            added.required,
+            set(&["cap_bpf", "cap_net_admin", "cap_sys_admin"])
         );
     }
 

@@ -19,6 +19,10 @@ pub struct CommandSpec {
     /// When `--scenario GLOB` is given, `[scenario_flag, GLOB]` is appended.
     #[serde(default)]
     pub scenario_flag: Option<String>,
+    /// Run only when `cargo xtask vm-test` is asked for this (`--minimize`: "minimize"),
+    /// and then instead of the commands without it.
+    #[serde(default)]
+    pub only_with: Option<String>,
 }
 
 fn default_timeout() -> u64 {
@@ -89,10 +93,22 @@ impl GuestConfig {
         Ok(g)
     }
 
-    /// The commands to run, with `{vcpus}` in an argument replaced by the guest's CPU count.
+    /// The commands to run (those without `only_with`), with `{vcpus}` in an argument
+    /// replaced by the guest's CPU count.
     pub fn commands(&self, scenario: Option<&str>, vcpus: u32) -> Vec<GuestCommand> {
+        self.commands_with(None, scenario, vcpus)
+    }
+
+    /// The commands whose `only_with` is `with` (None: those without one).
+    pub fn commands_with(
+        &self,
+        with: Option<&str>,
+        scenario: Option<&str>,
+        vcpus: u32,
+    ) -> Vec<GuestCommand> {
         self.commands
             .iter()
+            .filter(|c| c.only_with.as_deref() == with)
             .map(|c| {
                 let mut argv: Vec<String> = c
                     .argv

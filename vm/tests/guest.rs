@@ -50,3 +50,21 @@ fn repository_guest_config_passes_its_cpu_count_as_jobs() {
     let jobs = argv.iter().position(|a| a == "--jobs").expect("--jobs");
     assert_eq!(argv[jobs + 1], g.vcpus.to_string());
 }
+
+#[test]
+fn minimize_runs_only_when_asked_and_then_alone() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let g = GuestConfig::load(&root.join("guest.toml")).unwrap();
+    let names = |c: Vec<capring_vm::settings::GuestCommand>| -> Vec<String> {
+        c.into_iter().map(|c| c.name).collect()
+    };
+    let default = names(g.commands(None, g.vcpus));
+    assert!(default.contains(&"check".to_string()), "{default:?}");
+    assert!(!default.contains(&"minimize".to_string()), "{default:?}");
+    let minimize = g.commands_with(Some("minimize"), None, g.vcpus);
+    assert_eq!(names(minimize.clone()), ["minimize"]);
+    let argv = &minimize[0].argv;
+    assert_eq!(&argv[..2], ["/bin/capring", "minimize"]);
+    let out = argv.iter().position(|a| a == "--out").expect("--out");
+    assert!(argv[out + 1].starts_with("/results/"), "{argv:?}");
+}

@@ -116,6 +116,12 @@ pub struct VmTestArgs {
     /// Do not build the musl binaries (use what is in target/).
     #[arg(long)]
     pub no_build: bool,
+    /// Run the guest's `only_with = "minimize"` command instead of the check: measure the
+    /// minimal capability sets of every reference event (`capring minimize`) and compare
+    /// them with snapshots/minimal-sets/ref-tracer@vm-<kernel>.<feature key>.json
+    /// (written when missing, or with INSTA_UPDATE=always).
+    #[arg(long, conflicts_with_all = ["run", "scenario", "drill"])]
+    pub minimize: bool,
     /// Echo protocol lines and apt output; print the network-request counter.
     #[arg(long, short)]
     pub verbose: bool,

@@ -8,6 +8,11 @@
 //! report in one line, never a panic with a backtrace. A kernel (or local image) without
 //! snapshots is not a failure unless asked for (`--require-snapshots`, what CI uses);
 //! `--record-snapshots` writes them.
+//!
+//! With `--minimize`, the guest returns `minimal-sets/<tracer>@<feature key>.json` instead
+//! (`capring minimize`), kept as `snapshots/minimal-sets/<tracer>@vm-<kernel>.<feature
+//! key>.json`: plain JSON, because `capring check` reads these tables to judge the Required
+//! ring ([`minimal_sets`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -179,6 +184,82 @@ fn compare_one(snap: &Path, value: &Value, policy: Policy) -> Result<One> {
     // A pending file left over from an earlier run is stale now.
     let _ = std::fs::remove_file(&pending);
     Ok(one)
+}
+
+/// Compares the measured tables one kernel returned with the committed ones. A missing one
+/// is written with `--record-snapshots` or `INSTA_UPDATE=always`, and is a failure with
+/// `--require-snapshots` (CI); a different one is written next to it as `.json.new` for
+/// review (`INSTA_UPDATE=always` overwrites). True when every table matches (or was written).
+pub fn minimal_sets(kernel: &str, results: &Path, policy: Policy, require: bool) -> Result<bool> {
+    let dir = results.join("minimal-sets");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .with_context(|| format!("[{kernel}] the guest returned no {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        println!("[{kernel}] minimal sets: the guest returned no table");
+        return Ok(false);
+    }
+    let snapshots = crate::workspace().join("snapshots/minimal-sets");
+    let mut ok = true;
+    for path in files {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let Some((tracer, key)) = name.split_once('@') else {
+            continue;
+        };
+        let target = snapshots.join(format!("{tracer}@vm-{kernel}.{key}"));
+        let text = std::fs::read_to_string(&path)?;
+        let new: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let old: Option<serde_json::Value> = std::fs::read_to_string(&target)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        let human = path.with_extension("txt");
+        let write = |to: &Path| -> Result<()> {
+            std::fs::write(to, &text).with_context(|| format!("writing {}", to.display()))?;
+            if human.is_file() {
+                std::fs::copy(&human, to.with_extension("txt"))?;
+            }
+            Ok(())
+        };
+        match old {
+            Some(old) if old == new => println!("[{kernel}] minimal sets: {name} matches"),
+            None if require && !(policy.record || policy.accept) => {
+                ok = false;
+                println!(
+                    "[{kernel}] error: no measured table {} and --require-snapshots is set; record it with `cargo xtask vm-test --kernel {kernel} --minimize --record-snapshots`, review and commit it",
+                    target.display()
+                );
+            }
+            None if !(policy.record || policy.accept) => {
+                println!(
+                    "[{kernel}] minimal sets: no table {} yet; record it with --record-snapshots",
+                    target.display()
+                );
+            }
+            Some(_) if !policy.accept => {
+                let review = target.with_extension("json.new");
+                std::fs::write(&review, &text)?;
+                ok = false;
+                println!(
+                    "[{kernel}] minimal sets differ: review {} against {} (accept with INSTA_UPDATE=always)",
+                    review.display(),
+                    target.display()
+                );
+            }
+            _ => {
+                write(&target)?;
+                println!("[{kernel}] minimal sets: wrote {}", target.display());
+            }
+        }
+    }
+    Ok(ok)
 }
 
 #[cfg(test)]

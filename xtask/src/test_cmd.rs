@@ -16,8 +16,9 @@
 //! 5. Fuzzes the `--capabilities` grammar against its model for `--fuzz-seconds`
 //!    (`cargo xtask fuzz`; a failing input is saved under `fuzz/regressions/`).
 //! 6. Runs the conformance suite inside QEMU on every kernel of vm/kernels.toml
-//!    (`cargo xtask vm-test --kernel all`, with `--require-snapshots` under CI) unless
-//!    `--no-vm`.
+//!    (`cargo xtask vm-test --kernel all`, with `--require-snapshots` under CI), then
+//!    measures the minimal capability sets on each (`--minimize`, compared with
+//!    snapshots/minimal-sets/), unless `--no-vm`.
 
 use std::path::Path;
 use std::process::Command;
@@ -138,6 +139,14 @@ pub fn execute(args: &TestArgs) -> Result<()> {
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
         run(&format!("cargo {}", shown.join(" ")), &mut vm)?;
+        // The measured minimal sets per kernel (about 40 s a kernel under TCG).
+        let mut minimize = Command::new(&cargo);
+        minimize.args(["xtask", "vm-test", "--kernel", "all", "--minimize"]);
+        if std::env::var_os("CI").is_some() {
+            minimize.arg("--require-snapshots");
+        }
+        minimize.env("INSTA_UPDATE", "no");
+        run("cargo xtask vm-test --kernel all --minimize", &mut minimize)?;
     }
     Ok(())
 }

@@ -154,6 +154,7 @@ type CheckFn = fn(&View) -> Check;
 const CHECKS: &[(&str, CheckFn)] = &[
     ("ring.privileged.bypass-only", ring::privileged_bypass_only),
     ("ring.required.exact", ring::required_exact),
+    ("ring.required.preferred", ring::required_preferred),
     ("ring.required.config-only", ring::required_config_only),
     ("ring.requested.single", ring::requested_single),
     ("ring.requested.returns", ring::requested_returns),

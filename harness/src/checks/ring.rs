@@ -2,9 +2,11 @@
 //! tracer's tree.
 
 use capring_spec::caps::CapSet;
+use capring_spec::oracle::Rings;
 
 use super::view::{Stretch, View, REQUESTED_MAX_NS};
 use super::{fail, fail_at, judge, na, pass, Check};
+use crate::minimize::table::Measurement;
 
 fn sets_text(sets: &[CapSet]) -> String {
     sets.iter()
@@ -61,21 +63,76 @@ pub fn privileged_bypass_only(v: &View) -> Check {
     )
 }
 
-/// E at every moment of configuration that shows the Required ring: each privileged
-/// operation before readiness (outside a Requested ring); without any, the state the first
-/// drop went to. A tracer may enter the ring in steps (drop everything, then raise): only the
-/// operations that need it are judged.
-pub fn required_exact(v: &View) -> Check {
-    let rings = match v.dropping() {
-        Ok(r) => r,
-        Err(c) => return c,
+/// The Required rings a run may use, and where they come from.
+struct RequiredTruth {
+    /// Each measured minimal set with the user's `add` added and `drop` removed; without a
+    /// measured table, the oracle's Required ring alone.
+    sets: Vec<CapSet>,
+    /// The preferred one (SPEC.md `ring.required.preferred`).
+    preferred: CapSet,
+    /// `measured: <table>` or `oracle (<why no table>)`, for verdicts.
+    source: String,
+    measured: bool,
+}
+
+/// The measured truth for this run (see [`crate::minimize::table::Measurement`]), or the
+/// oracle's prediction when no table holds here.
+fn required_truth(v: &View, rings: &Rings) -> RequiredTruth {
+    let p = v.plan();
+    let adjust = |m: &CapSet| m.union(p.added).difference(p.dropped);
+    let why = match &p.measured {
+        Measurement::Found(m) if !m.minimal_sets.is_empty() => {
+            let sets: Vec<CapSet> = m.minimal_sets.iter().map(adjust).collect();
+            return RequiredTruth {
+                preferred: sets[0],
+                sets,
+                source: format!("measured: {}", m.source),
+                measured: true,
+            };
+        }
+        Measurement::Found(m) => format!("{} has no minimal set usable here", m.source),
+        Measurement::Missing { why } => why.clone(),
+        Measurement::NotLooked => "no measured table was looked up for this run".into(),
     };
-    let expected = format!(
-        "E={} while configuring, and configuration completes",
-        v.set(rings.required)
-    );
+    RequiredTruth {
+        sets: vec![rings.required],
+        preferred: rings.required,
+        source: format!("oracle: {why}"),
+        measured: false,
+    }
+}
+
+/// The Required ring of this run, for the checks that must recognise it: the adjusted
+/// measured minimal set the tracer configured with (its first privileged call before
+/// readiness outside a Requested ring), else the preferred one; without a measured table,
+/// the oracle's ring.
+pub(super) fn required_ring(v: &View, rings: &Rings) -> CapSet {
+    let truth = required_truth(v, rings);
+    if !truth.measured {
+        return rings.required;
+    }
+    let requested = rings.requested_sets();
+    let ready = v.ready_at().unwrap_or(u64::MAX);
+    v.privileged()
+        .filter(|(e, ..)| e.t_ns < ready)
+        .filter_map(|(e, ..)| e.own().map(|t| t.effective))
+        .find(|e| !requested.contains(e) && truth.sets.contains(e))
+        .unwrap_or(truth.preferred)
+}
+
+/// The entries of configuration that show the Required ring.
+struct Moments<'a> {
+    entries: Vec<&'a crate::timeline::Entry>,
+    /// No privileged operation before readiness: `entries` is the state the first drop went
+    /// to, which must then be the Required ring itself (no Requested operation explains it).
+    fallback: bool,
+}
+
+/// Each privileged operation before readiness, or without any, the state the first drop
+/// went to. `Err`: the clause's failure when configuration did not complete.
+fn config_moments<'a>(v: &View<'a>, rings: &Rings, expected: &str) -> Result<Moments<'a>, Check> {
     let Some(ready) = v.config_end(rings) else {
-        return fail_at(
+        return Err(fail_at(
             expected,
             format!(
                 "configuration did not complete: {}, {} event lines",
@@ -83,53 +140,123 @@ pub fn required_exact(v: &View) -> Check {
                 v.events_emitted()
             ),
             v.r.observation.wall.as_nanos() as u64,
-        );
+        ));
     };
-    let requested = rings.requested_sets();
     let mut moments: Vec<&crate::timeline::Entry> = v
         .privileged()
         .filter(|(e, ..)| e.t_ns < ready)
         .map(|(e, ..)| e)
         .collect();
-    // Without any privileged operation to look at, the state the first drop went to, which
-    // must then be the Required ring itself (no Requested operation can explain it).
     let fallback = moments.is_empty();
     if fallback {
         moments.extend(v.first_drop().filter(|e| e.t_ns < ready));
     }
     if moments.is_empty() {
-        return fail(
+        return Err(fail(
             expected,
             "no drop and no privileged operation before readiness",
-        );
+        ));
     }
     moments.sort_by_key(|e| e.t_ns);
-    for e in moments {
-        let Some(own) = e.own() else { continue };
-        let requested_op = !fallback && requested.contains(&own.effective);
-        if own.effective != rings.required && !requested_op {
-            return fail_at(
-                expected,
-                format!(
-                    "{} by pid {} tid {} with E={} at +{} ms",
-                    crate::timeline::entry_text(e, v.plan().facts.cap_last_cap),
-                    e.pid,
-                    e.tid,
-                    v.set(own.effective),
-                    ms(e.t_ns)
-                ),
-                e.t_ns,
-            );
-        }
+    Ok(Moments {
+        entries: moments,
+        fallback,
+    })
+}
+
+/// The first configuration moment (outside a Requested ring) whose E is not `ok`.
+fn first_config_miss<'a>(
+    rings: &Rings,
+    moments: &Moments<'a>,
+    ok: impl Fn(CapSet) -> bool,
+) -> Option<(&'a crate::timeline::Entry, CapSet)> {
+    let requested = rings.requested_sets();
+    let excused = |e: &CapSet| !moments.fallback && requested.contains(e);
+    moments.entries.iter().find_map(|e| {
+        let own = e.own()?;
+        (!ok(own.effective) && !excused(&own.effective)).then_some((*e, own.effective))
+    })
+}
+
+fn config_miss_text(v: &View, e: &crate::timeline::Entry, effective: CapSet) -> String {
+    format!(
+        "{} by pid {} tid {} with E={} at +{} ms",
+        crate::timeline::entry_text(e, v.plan().facts.cap_last_cap),
+        e.pid,
+        e.tid,
+        v.set(effective),
+        ms(e.t_ns)
+    )
+}
+
+/// E at every moment of configuration that shows the Required ring: each privileged
+/// operation before readiness (outside a Requested ring); without any, the state the first
+/// drop went to. A tracer may enter the ring in steps (drop everything, then raise): only the
+/// operations that need it are judged. The ring must be one measured minimal set (all those
+/// moments the same set); without a measured table, the oracle's ring.
+pub fn required_exact(v: &View) -> Check {
+    let rings = match v.dropping() {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    let truth = required_truth(v, rings);
+    let expected = format!(
+        "E={} while configuring ({}), and configuration completes",
+        truth
+            .sets
+            .iter()
+            .map(|s| v.set(*s))
+            .collect::<Vec<_>>()
+            .join(" or "),
+        truth.source
+    );
+    let moments = match config_moments(v, rings, &expected) {
+        Ok(m) => m,
+        Err(c) => return c,
+    };
+    let ring = moments
+        .entries
+        .iter()
+        .filter_map(|e| e.own().map(|t| t.effective))
+        .find(|e| !rings.requested_sets().contains(e) && truth.sets.contains(e));
+    let same = |e: CapSet| ring.map_or(truth.sets.contains(&e), |r| e == r);
+    if let Some((e, effective)) = first_config_miss(rings, &moments, same) {
+        return fail_at(expected, config_miss_text(v, e, effective), e.t_ns);
     }
     pass(
         expected,
         format!(
-            "E={} until ready at +{} ms",
-            v.set(rings.required),
-            ms(ready)
+            "E={} while configuring{}",
+            v.set(ring.unwrap_or(truth.preferred)),
+            if truth.measured {
+                " (a measured minimal set)"
+            } else {
+                ""
+            }
         ),
     )
+}
+
+/// Where several minimal sets suffice, configuration uses the preferred one.
+pub fn required_preferred(v: &View) -> Check {
+    let rings = match v.dropping() {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    let truth = required_truth(v, rings);
+    let expected = format!(
+        "E={} while configuring: the preferred minimal set ({})",
+        v.set(truth.preferred),
+        truth.source
+    );
+    let moments = match config_moments(v, rings, &expected) {
+        Ok(m) => m,
+        Err(c) => return c,
+    };
+    match first_config_miss(rings, &moments, |e| e == truth.preferred) {
+        Some((e, effective)) => fail_at(expected, config_miss_text(v, e, effective), e.t_ns),
+        None => pass(expected, "as expected"),
+    }
 }
 
 pub fn required_config_only(v: &View) -> Check {
@@ -137,7 +264,7 @@ pub fn required_config_only(v: &View) -> Check {
         Ok(r) => r,
         Err(c) => return c,
     };
-    let required = rings.required;
+    let required = required_ring(v, rings);
     if required.is_empty() {
         return na("the Required ring is empty here: there is nothing to enter or leave");
     }
@@ -375,17 +502,59 @@ pub fn unprivileged_most_of_time(v: &View) -> Check {
     )
 }
 
+/// After the first drop, no capability outside the rings. With a measured table: no
+/// capability in no measured minimal set (after add/drop) nor in the Unprivileged ring, a
+/// Requested ring being judged by the Requested clauses; without one, every E is one of the
+/// oracle's ring sets.
 pub fn no_excess(v: &View) -> Check {
     let rings = match v.dropping() {
         Ok(r) => r,
         Err(c) => return c,
     };
-    let allowed = rings.allowed_effective();
+    let truth = required_truth(v, rings);
+    if !truth.measured {
+        return no_excess_by_oracle(v, rings, &truth.source);
+    }
+    let requested = rings.requested_sets();
+    let allowed = truth
+        .sets
+        .iter()
+        .fold(rings.unprivileged, |a, b| a.union(*b));
+    let ring = required_ring(v, rings);
+    let expected = format!(
+        "after the first drop, while configuring every effective capability in {} ({}); then E={}, a Requested ring or the Required ring {}",
+        v.set(allowed),
+        truth.source,
+        v.set(rings.unprivileged),
+        v.set(ring)
+    );
     let Some(first) = v.first_drop() else {
-        return fail(
-            sets_text(&allowed),
-            format!("no capability drop ({})", v.exit_text()),
-        );
+        return fail(expected, format!("no capability drop ({})", v.exit_text()));
+    };
+    let ready = v.ready_at().unwrap_or(u64::MAX);
+    for s in v.states_after(first.t_ns) {
+        let e = s.thread.effective;
+        if requested.contains(&e) || e == rings.unprivileged || e == ring {
+            continue;
+        }
+        let extra = e.difference(allowed);
+        let why = if s.t >= ready {
+            "after configuration, none of the rings".to_string()
+        } else if !extra.is_empty() {
+            format!("{extra} in no minimal set")
+        } else {
+            continue;
+        };
+        return fail_at(expected, format!("{} ({why})", v.state_text(&s)), s.t);
+    }
+    pass(expected, "no capability outside them")
+}
+
+fn no_excess_by_oracle(v: &View, rings: &Rings, source: &str) -> Check {
+    let allowed = rings.allowed_effective();
+    let expected = format!("{} ({source})", sets_text(&allowed));
+    let Some(first) = v.first_drop() else {
+        return fail(expected, format!("no capability drop ({})", v.exit_text()));
     };
     for s in v.states_after(first.t_ns) {
         if !allowed.contains(&s.thread.effective) {
@@ -394,7 +563,7 @@ pub fn no_excess(v: &View) -> Check {
                 .effective
                 .difference(allowed.iter().fold(CapSet::EMPTY, |a, b| a.union(*b)));
             return fail_at(
-                sets_text(&allowed),
+                expected,
                 format!(
                     "{}{}",
                     v.state_text(&s),
@@ -408,7 +577,7 @@ pub fn no_excess(v: &View) -> Check {
             );
         }
     }
-    pass(sets_text(&allowed), "every observed E was one of them")
+    pass(expected, "every observed E was one of them")
 }
 
 pub fn permitted_shrinks(v: &View) -> Check {

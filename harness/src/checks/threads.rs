@@ -117,7 +117,7 @@ pub fn privileged_in_ring(v: &View) -> Check {
     };
     let first = v.first_drop().map(|e| e.t_ns);
     let mut allowed = rings.requested_sets();
-    allowed.push(rings.required);
+    allowed.push(super::ring::required_ring(v, rings));
     allowed.retain(|s| !s.is_empty());
     let mut count = 0;
     let last = v.plan().facts.cap_last_cap;

@@ -85,6 +85,8 @@ faults! {
         "Never empties the bounding set.";
     RequiredTooWide = "required-too-wide", Tracer,
         "Configures with every usable capability effective instead of the Required ring.";
+    PrefersSysAdmin = "prefers-sys-admin", Tracer,
+        "Configures with cap_sys_admin instead of cap_bpf + cap_perfmon, although both are usable.";
     UndeclaredRequested = "undeclared-requested", Tracer,
         "Raises cap_net_raw alone, once in the steady state, for an operation no event declares.";
     LateBpfCall = "late-bpf-call", Tracer,
@@ -276,6 +278,15 @@ pub fn ring_plan(plan: &mut RingPlan, rings: &Rings, facts: &EnvFacts) {
             plan.config_permitted = usable;
         }
         Some(Fault::KeepsSysAdmin) => permit(plan, Cap::SYS_ADMIN),
+        Some(Fault::PrefersSysAdmin)
+            if usable.contains(Cap::SYS_ADMIN)
+                && plan.required.contains(Cap::BPF)
+                && plan.required.contains(Cap::PERFMON) =>
+        {
+            let base: CapSet = [Cap::BPF, Cap::PERFMON].into_iter().collect();
+            plan.required = plan.required.difference(base).with(Cap::SYS_ADMIN);
+            plan.config_permitted = plan.config_permitted.difference(base).with(Cap::SYS_ADMIN);
+        }
         Some(Fault::UndeclaredRequested) if usable.contains(net_raw()) => permit(plan, net_raw()),
         Some(Fault::RequestedTwoCaps) if plan.steady_permitted.contains(Cap::SYS_PTRACE) => {
             permit(plan, dac_read_search())
