@@ -114,6 +114,17 @@ pub struct VmTestArgs {
     /// Fail when a kernel has no snapshot for a scenario (CI: every kernel has them).
     #[arg(long, conflicts_with = "record_snapshots")]
     pub require_snapshots: bool,
+    /// Judge this tracer profile in the guests instead of the reference: its programs, their
+    /// shared libraries, the profile and its catalog are copied into the initramfs at their
+    /// host paths; snapshots go to snapshots/<profile name>/, and the guest's verdicts are
+    /// compared with the profile's [[expect]] entries. With --run, that command runs instead
+    /// (with the tracer's files in the guest: e.g. the tracer by hand).
+    #[arg(long, value_name = "PROFILE", conflicts_with = "drill")]
+    pub tracer: Option<PathBuf>,
+    /// With --tracer: also copy this host file or directory into the guest at the same path
+    /// (what the tracer opens by itself: a dlopen'ed library, a data file). Repeatable.
+    #[arg(long, value_name = "PATH", requires = "tracer")]
+    pub guest_file: Vec<PathBuf>,
 }
 
 #[derive(Subcommand)]

@@ -134,3 +134,12 @@ pub fn capsh() -> Result<()> {
     }
     apt_install(&["libcap2-bin"], "capsh is not installed")
 }
+
+/// `bpftrace`, the third-party tracer `cargo xtask test` judges inside a guest
+/// (`vm-test --tracer fixtures/tracers/third-party/bpftrace.toml`).
+pub fn bpftrace() -> Result<()> {
+    if on_path("bpftrace").is_some() || Path::new("/usr/bin/bpftrace").exists() {
+        return Ok(());
+    }
+    apt_install(&["bpftrace"], "bpftrace is not installed")
+}
