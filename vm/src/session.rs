@@ -424,3 +424,17 @@ pub fn choose_accel(
     accel::store(verdict_file, &v);
     Ok((v.accel, v.reason))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::memory_for;
+
+    #[test]
+    fn guest_memory_grows_with_twice_the_initramfs_in_steps_of_128_mib() {
+        assert_eq!(memory_for(0), 512);
+        assert_eq!(memory_for(18 << 20), 640, "512 + 2 × 18 = 548 → 640");
+        // bpftrace's closure: a 218.5 MiB initramfs.
+        assert_eq!(memory_for(229_113_856), 1024);
+        assert_eq!(memory_for(300 << 20), 1152);
+    }
+}

@@ -83,6 +83,8 @@ pub fn resolve_program(
         let p = profile_dir.join(spec);
         return if p.is_file() {
             Ok(Some(p))
+        } else if p.exists() {
+            Err(format!("{} is not a file", p.display()))
         } else {
             Err(format!("{} does not exist", p.display()))
         };
