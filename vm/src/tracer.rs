@@ -71,13 +71,23 @@ pub struct TracerFiles {
     pub expectations: Vec<Expect>,
 }
 
+/// Where to look for a program named by a bare name, besides the guest's `/bin`.
+#[derive(Debug, Clone, Default)]
+pub struct Search {
+    /// `$CAPRING_BIN_DIR` of the host, if set: searched first, as capring does (the guest gets
+    /// the same variable, and the files at the same paths).
+    pub bin_dir: Option<PathBuf>,
+    /// `$PATH` of the host.
+    pub path: String,
+}
+
 /// Where a program named `spec` in `profile_dir` is, as the guest's capring would find it:
 /// `None` for a project binary of the guest's `/bin`.
 pub fn resolve_program(
     spec: &str,
     profile_dir: &Path,
     guest_bins: &[String],
-    path_env: &str,
+    search: &Search,
 ) -> std::result::Result<Option<PathBuf>, String> {
     if spec.contains('/') {
         let p = profile_dir.join(spec);
@@ -92,11 +102,19 @@ pub fn resolve_program(
     if guest_bins.iter().any(|b| b == spec) {
         return Ok(None);
     }
-    std::env::split_paths(path_env)
+    search
+        .bin_dir
+        .iter()
+        .cloned()
+        .chain(std::env::split_paths(&search.path))
         .map(|d| d.join(spec))
         .find(|p| p.is_file())
         .map(Some)
-        .ok_or_else(|| format!("'{spec}' is not a guest binary (vm/guest.toml) nor in PATH"))
+        .ok_or_else(|| {
+            format!(
+                "'{spec}' is not a guest binary (vm/guest.toml), nor in $CAPRING_BIN_DIR or PATH"
+            )
+        })
 }
 
 /// A name usable as a directory of `snapshots/`.
@@ -119,7 +137,7 @@ pub fn safe_name(name: &str) -> String {
 
 impl TracerFiles {
     /// Reads `profile` (made absolute against the current directory) and resolves its files.
-    pub fn load(profile: &Path, guest_bins: &[String], path_env: &str) -> Result<Self> {
+    pub fn load(profile: &Path, guest_bins: &[String], search: &Search) -> Result<Self> {
         let profile = std::path::absolute(profile).ctx(profile)?;
         let text = std::fs::read_to_string(&profile).ctx(&profile)?;
         let raw: Raw =
@@ -129,7 +147,7 @@ impl TracerFiles {
         let mut programs = Vec::new();
         let mut add = |what: &str, spec: &str| -> Result<()> {
             if let Some(p) =
-                resolve_program(spec, &dir, guest_bins, path_env).map_err(|e| bad(what, e))?
+                resolve_program(spec, &dir, guest_bins, search).map_err(|e| bad(what, e))?
             {
                 if !programs.contains(&p) {
                     programs.push(p);

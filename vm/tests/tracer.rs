@@ -3,7 +3,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use capring_vm::tracer::TracerFiles;
+use capring_vm::tracer::{Search, TracerFiles};
 
 fn scratch() -> tempfile::TempDir {
     tempfile::Builder::new()
@@ -45,12 +45,11 @@ fn programs_resolve_as_the_guests_capring_would_find_them() {
     std::fs::write(dir.join("mine.catalog.toml"), "").unwrap();
     std::fs::write(dir.join("mine.toml"), PROFILE).unwrap();
     let guest_bins = ["capring".to_string(), "ref-workload".to_string()];
-    let t = TracerFiles::load(
-        &dir.join("mine.toml"),
-        &guest_bins,
-        &path_dir.to_string_lossy(),
-    )
-    .unwrap();
+    let search = Search {
+        bin_dir: None,
+        path: path_dir.to_string_lossy().into_owned(),
+    };
+    let t = TracerFiles::load(&dir.join("mine.toml"), &guest_bins, &search).unwrap();
     assert_eq!(t.name, "mine");
     assert_eq!(t.profile, dir.join("mine.toml"));
     // ref-workload is a guest binary (/bin): not copied. The others are host files.
@@ -69,21 +68,32 @@ fn programs_resolve_as_the_guests_capring_would_find_them() {
     assert_eq!(t.expectations.len(), 1);
 
     // A program found nowhere is bad input naming the profile and the key.
-    let err = TracerFiles::load(&dir.join("mine.toml"), &guest_bins, "/nonexistent")
+    let nowhere = Search {
+        bin_dir: None,
+        path: "/nonexistent".into(),
+    };
+    let err = TracerFiles::load(&dir.join("mine.toml"), &guest_bins, &nowhere)
         .unwrap_err()
         .to_string();
     assert!(
         err.contains("mine.toml") && err.contains("helper") && err.contains("PATH"),
         "{err}"
     );
+    // $CAPRING_BIN_DIR comes before PATH, as in capring.
+    let bin_dir = d.path().join("bindir");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    exe(&bin_dir.join("helper"));
+    let both = Search {
+        bin_dir: Some(bin_dir.clone()),
+        ..search.clone()
+    };
+    let t = TracerFiles::load(&dir.join("mine.toml"), &guest_bins, &both).unwrap();
+    assert_eq!(t.programs[1], bin_dir.join("helper"));
+
     std::fs::remove_file(dir.join("bin/mytracer")).unwrap();
-    let err = TracerFiles::load(
-        &dir.join("mine.toml"),
-        &guest_bins,
-        &path_dir.to_string_lossy(),
-    )
-    .unwrap_err()
-    .to_string();
+    let err = TracerFiles::load(&dir.join("mine.toml"), &guest_bins, &search)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("binary") && err.contains("bin/mytracer"),
         "{err}"
@@ -96,6 +106,11 @@ fn the_repository_profiles_of_the_reference_need_no_host_program() {
     let bins: Vec<String> = ["capring", "ref-tracer", "ref-rules", "ref-workload"]
         .map(String::from)
         .to_vec();
-    let t = TracerFiles::load(&root.join("fixtures/tracers/ref-tracer.toml"), &bins, "").unwrap();
+    let t = TracerFiles::load(
+        &root.join("fixtures/tracers/ref-tracer.toml"),
+        &bins,
+        &Search::default(),
+    )
+    .unwrap();
     assert!(t.programs.is_empty(), "{:?}", t.programs);
 }

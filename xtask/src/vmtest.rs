@@ -206,8 +206,7 @@ fn add_tracer(
     guest: &GuestConfig,
 ) -> Result<TracerFiles> {
     let started = Instant::now();
-    let path_env = std::env::var("PATH").unwrap_or_default();
-    let t = TracerFiles::load(profile, &guest.binaries, &path_env)?;
+    let t = TracerFiles::load(profile, &guest.binaries, &host_search())?;
     let before = fs.data_bytes();
     let mut libs = 0;
     for p in &t.programs {
@@ -253,11 +252,30 @@ fn commands(p: &Prepared, a: &VmTestArgs, kernel: &str) -> Result<Vec<GuestComma
     })
 }
 
-/// The guest commands' environment: a tracer's programs are found at their host paths.
+/// Where the host looks for a tracer's programs named by a bare name.
+fn host_search() -> tracer::Search {
+    tracer::Search {
+        bin_dir: std::env::var_os(BIN_DIR)
+            .filter(|v| !v.is_empty())
+            .map(|v| std::path::absolute(PathBuf::from(v)).unwrap_or_default()),
+        path: std::env::var("PATH").unwrap_or_default(),
+    }
+}
+
+/// capring's own search directory for programs named by a bare name.
+const BIN_DIR: &str = "CAPRING_BIN_DIR";
+
+/// The guest commands' environment: a tracer's programs are found at their host paths
+/// (through `PATH`, or `$CAPRING_BIN_DIR` when the host sets it).
 fn guest_env(p: &Prepared) -> Vec<(String, String)> {
     let mut env = p.guest.env.clone();
-    if p.tracer.is_some() && !env.iter().any(|(k, _)| k == "PATH") {
-        env.push(("PATH".into(), tracer::GUEST_PATH.into()));
+    if p.tracer.is_some() {
+        if !env.iter().any(|(k, _)| k == "PATH") {
+            env.push(("PATH".into(), tracer::GUEST_PATH.into()));
+        }
+        if let Some(d) = host_search().bin_dir {
+            env.push((BIN_DIR.into(), d.to_string_lossy().into_owned()));
+        }
     }
     env
 }
@@ -684,68 +702,81 @@ fn check_expectations(p: &Prepared, rows: &[(String, Result<RunReport, String>)]
         };
         let results: serde_json::Value =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        let judged = results["results"].as_array().map_or(0, Vec::len);
-        let count = |v: &str| {
-            results["results"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|x| x["verdict"] == v)
-                .count()
-        };
-        let tally = format!(
-            "{judged} clause verdicts: {} pass, {} fail, {} unsupported, {} n/a",
-            count("pass"),
-            count("fail"),
-            count("unsupported"),
-            count("not_applicable")
-        );
-        if t.expectations.is_empty() {
-            let code = r
-                .commands
-                .iter()
-                .find(|(n, _)| n == "check")
-                .map(|(_, s)| s.as_str());
-            let passed = code == Some("code=0");
-            ok &= passed;
-            println!(
-                "[{label}] {}: {tally}; capring check {}",
-                t.name,
-                if passed {
-                    "passed (every MUST clause)"
-                } else {
-                    "failed (a MUST clause; see results/report.tap)"
-                }
-            );
-            continue;
-        }
-        let miss = tracer::compare(&t.name, &t.expectations, &known, &results);
-        if miss.is_empty() {
-            println!(
-                "[{label}] {}: {tally}; every [[expect]] of the profile holds",
-                t.name
-            );
-            continue;
-        }
-        ok = false;
-        println!(
-            "[{label}] {}: {tally}; {} of {} [[expect]] differ:",
-            t.name,
-            miss.len(),
-            t.expectations.len()
-        );
-        for m in &miss {
-            println!(
-                "[{label}]   {} {}: expected {}, got {} ({})",
-                m.scenario,
-                m.clause,
-                m.expected,
-                m.got.as_deref().unwrap_or("no verdict"),
-                m.observed
-            );
-        }
+        ok &= judge_kernel(label, t, &known, r, &results);
     }
     Ok(ok)
+}
+
+/// "92 clause verdicts: 0 pass, 23 fail, …" of one results.json.
+fn tally(results: &serde_json::Value) -> String {
+    let rows = results["results"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let count = |v: &str| rows.iter().filter(|x| x["verdict"] == v).count();
+    format!(
+        "{} clause verdicts: {} pass, {} fail, {} unsupported, {} n/a",
+        rows.len(),
+        count("pass"),
+        count("fail"),
+        count("unsupported"),
+        count("not_applicable")
+    )
+}
+
+/// One kernel's verdicts against the expectations (or capring's own exit code); prints one
+/// line, plus one per differing clause.
+fn judge_kernel(
+    label: &str,
+    t: &TracerFiles,
+    known: &[tracer::KnownCase],
+    r: &RunReport,
+    results: &serde_json::Value,
+) -> bool {
+    let tally = tally(results);
+    if t.expectations.is_empty() {
+        let code = r
+            .commands
+            .iter()
+            .find(|(n, _)| n == "check")
+            .map(|(_, s)| s.as_str());
+        let passed = code == Some("code=0");
+        println!(
+            "[{label}] {}: {tally}; capring check {}",
+            t.name,
+            if passed {
+                "passed (every MUST clause)"
+            } else {
+                "failed (a MUST clause; see results/report.tap)"
+            }
+        );
+        return passed;
+    }
+    let miss = tracer::compare(&t.name, &t.expectations, known, results);
+    if miss.is_empty() {
+        println!(
+            "[{label}] {}: {tally}; every [[expect]] of the profile holds",
+            t.name
+        );
+        return true;
+    }
+    println!(
+        "[{label}] {}: {tally}; {} of {} [[expect]] differ:",
+        t.name,
+        miss.len(),
+        t.expectations.len()
+    );
+    for m in &miss {
+        println!(
+            "[{label}]   {} {}: expected {}, got {} ({})",
+            m.scenario,
+            m.clause,
+            m.expected,
+            m.got.as_deref().unwrap_or("no verdict"),
+            m.observed
+        );
+    }
+    false
 }
 
 /// What to pass as `--kernel` to run this kernel again.
