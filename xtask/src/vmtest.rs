@@ -333,7 +333,7 @@ fn run_one(
             );
         }
     }
-    let out = p.paths.out_root.join(&k.label);
+    let out = kernel_out(p, &k.label);
     let mut said_hello = false;
     let mut hello = || {
         if !said_hello {
@@ -553,7 +553,7 @@ pub fn vm_test(a: &VmTestArgs) -> Result<u8> {
 
     for (label, r) in &rows {
         if let Ok(r) = r {
-            print_failure_details(r, &p.paths.out_root.join(label));
+            print_failure_details(r, &kernel_out(&p, label));
         }
     }
     print_table(&rows, &per_kernel);
@@ -564,13 +564,14 @@ pub fn vm_test(a: &VmTestArgs) -> Result<u8> {
             Err(e) => serde_json::json!({"kernel": l, "error": e}),
         })
         .collect();
+    let artifacts = kernel_out(&p, "<kernel>");
     let _ = std::fs::write(
-        p.paths.out_root.join("summary.json"),
+        artifacts.with_file_name("summary.json"),
         serde_json::to_string_pretty(&summary).unwrap_or_default(),
     );
     println!(
-        "artifacts: {}/<kernel>/ (console.log, protocol.log, results/)",
-        p.paths.out_root.display()
+        "artifacts: {}/ (console.log, protocol.log, results/)",
+        artifacts.display()
     );
     if a.verbose {
         println!("network requests: {}", apt::network_requests());
@@ -609,7 +610,7 @@ fn check_snapshots(
         if !matches!(r, Ok(r) if r.outcome == Outcome::Pass) {
             continue;
         }
-        let results = p.paths.out_root.join(label).join("results");
+        let results = kernel_out(p, label).join("results");
         let Some(c) = snapshots::compare(label, &results, &dir, policy)? else {
             if a.guest_config.is_none() {
                 ok = false;
@@ -661,6 +662,20 @@ fn check_snapshots(
     Ok(ok)
 }
 
+/// A kernel's artifacts: `target/vm-test/<kernel>/`, or for a tracer given with `--tracer`
+/// `target/vm-test/tracers/<name>/<kernel>/`, so it does not overwrite the reference's.
+fn kernel_out(p: &Prepared, label: &str) -> PathBuf {
+    match &p.tracer {
+        None => p.paths.out_root.join(label),
+        Some(t) => p
+            .paths
+            .out_root
+            .join("tracers")
+            .join(tracer::safe_name(&t.name))
+            .join(label),
+    }
+}
+
 /// Where a run's snapshots live: `snapshots/` for the reference, `snapshots/<name>/` for a
 /// tracer given with `--tracer` (its scenario names would collide with the reference's).
 fn snapshot_dir(workspace: &std::path::Path, tracer: Option<&TracerFiles>) -> (PathBuf, String) {
@@ -689,12 +704,7 @@ fn check_expectations(p: &Prepared, rows: &[(String, Result<RunReport, String>)]
         if r.outcome != Outcome::Pass {
             continue;
         }
-        let path = p
-            .paths
-            .out_root
-            .join(label)
-            .join("results")
-            .join("results.json");
+        let path = kernel_out(p, label).join("results").join("results.json");
         let Ok(text) = std::fs::read_to_string(&path) else {
             ok = false;
             println!("[{label}] {}: the guest returned no results.json", t.name);
