@@ -2,7 +2,8 @@
 //!
 //! * `cargo xtask vm-test --kernel SERIES|all|PATH/TO/bzImage` boots each kernel in QEMU and
 //!   runs the suite inside it (commands from vm/guest.toml); the series are those of
-//!   vm/kernels.toml.
+//!   vm/kernels.toml. `--tracer PROFILE` judges that tracer in the guests instead of the
+//!   reference (its programs and their libraries copied in; vm/README.md).
 //! * `cargo xtask kernels update` re-pins vm/kernels.lock from vm/kernels.toml.
 //! * `cargo xtask ci-matrix` rewrites the kernel matrix of ci/github-actions.yml from
 //!   vm/kernels.toml.
