@@ -23,6 +23,51 @@ pub struct CommandSpec {
     /// and then instead of the commands without it.
     #[serde(default)]
     pub only_with: Option<String>,
+    /// Only on these kernel series (labels of `--kernel`); absent: on every kernel. Keeps a
+    /// slow command (the negative controls) to one kernel of the matrix.
+    #[serde(default)]
+    pub kernels: Option<Vec<String>>,
+    /// Exit codes besides 0 that count as success.
+    #[serde(default)]
+    pub ok_codes: Vec<i32>,
+}
+
+impl CommandSpec {
+    /// Whether this command runs on the kernel labelled `kernel`.
+    pub fn runs_on(&self, kernel: &str) -> bool {
+        self.kernels
+            .as_ref()
+            .is_none_or(|ks| ks.iter().any(|k| k == kernel))
+    }
+}
+
+/// Binaries built with cargo features of their package, named one by one:
+/// `cargo build --release --target <musl> -p PACKAGE --features F --bin B…`. Never `--bins`,
+/// which would rebuild the package's production binaries with the features, over the ones
+/// `packages` built.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureBuild {
+    pub package: String,
+    pub features: Vec<String>,
+    pub bins: Vec<String>,
+}
+
+impl FeatureBuild {
+    /// The cargo arguments after `build --release --target <musl>`.
+    pub fn cargo_args(&self) -> Vec<String> {
+        let mut a = vec![
+            "-p".to_string(),
+            self.package.clone(),
+            "--features".into(),
+            self.features.join(","),
+        ];
+        for b in &self.bins {
+            a.push("--bin".into());
+            a.push(b.clone());
+        }
+        a
+    }
 }
 
 fn default_timeout() -> u64 {
@@ -42,6 +87,9 @@ pub struct GuestConfig {
     /// Cargo packages built for the musl target to produce `binaries`.
     #[serde(default)]
     pub packages: Vec<String>,
+    /// Binaries that need cargo features (built after `packages`).
+    #[serde(default, rename = "build")]
+    pub feature_builds: Vec<FeatureBuild>,
     #[serde(default = "default_results")]
     pub results_dir: String,
     #[serde(default)]
@@ -90,25 +138,42 @@ impl GuestConfig {
                 return Err(format!("binary name {b:?} must be a plain file name"));
             }
         }
+        for f in &g.feature_builds {
+            if f.features.is_empty() || f.bins.is_empty() {
+                return Err(format!(
+                    "[[build]] of {}: name its features and each binary (`bins`); building every binary with features would replace the production ones",
+                    f.package
+                ));
+            }
+        }
+        for c in &g.commands {
+            if c.kernels.as_ref().is_some_and(Vec::is_empty) {
+                return Err(format!(
+                    "command {:?}: `kernels = []` would never run (leave it out for every kernel)",
+                    c.name
+                ));
+            }
+        }
         Ok(g)
     }
 
-    /// The commands to run (those without `only_with`), with `{vcpus}` in an argument
-    /// replaced by the guest's CPU count.
-    pub fn commands(&self, scenario: Option<&str>, vcpus: u32) -> Vec<GuestCommand> {
-        self.commands_with(None, scenario, vcpus)
+    /// The commands to run on `kernel` (those without `only_with`), with `{vcpus}` in an
+    /// argument replaced by the guest's CPU count.
+    pub fn commands(&self, kernel: &str, scenario: Option<&str>, vcpus: u32) -> Vec<GuestCommand> {
+        self.commands_with(None, kernel, scenario, vcpus)
     }
 
-    /// The commands whose `only_with` is `with` (None: those without one).
+    /// The commands to run on `kernel` whose `only_with` is `with` (None: those without one).
     pub fn commands_with(
         &self,
         with: Option<&str>,
+        kernel: &str,
         scenario: Option<&str>,
         vcpus: u32,
     ) -> Vec<GuestCommand> {
         self.commands
             .iter()
-            .filter(|c| c.only_with.as_deref() == with)
+            .filter(|c| c.only_with.as_deref() == with && c.runs_on(kernel))
             .map(|c| {
                 let mut argv: Vec<String> = c
                     .argv
@@ -123,8 +188,55 @@ impl GuestConfig {
                     name: c.name.clone(),
                     argv,
                     timeout_secs: c.timeout_secs,
+                    ok_codes: c.ok_codes.clone(),
                 }
             })
             .collect()
+    }
+}
+
+/// The name of the guest command that judges a tracer (`capring check --tracer …`).
+pub const CHECK_COMMAND: &str = "check";
+
+impl GuestConfig {
+    /// The command that judges the tracer of `profile` (a guest path) instead of the
+    /// reference: the `check` command with its `--tracer` value replaced, and exit code 1
+    /// ("a MUST clause failed") accepted, since that is the tracer's verdict, compared on the
+    /// host, and not a broken guest. The other commands (the reference's negative controls)
+    /// do not run.
+    pub fn tracer_command(
+        &self,
+        profile: &str,
+        scenario: Option<&str>,
+        vcpus: u32,
+    ) -> std::result::Result<GuestCommand, String> {
+        let spec = self
+            .commands
+            .iter()
+            .find(|c| c.name == CHECK_COMMAND)
+            .ok_or_else(|| {
+                format!("no [[command]] named {CHECK_COMMAND:?} to run a tracer with")
+            })?;
+        let at = spec
+            .argv
+            .iter()
+            .position(|a| a == "--tracer")
+            .filter(|i| i + 1 < spec.argv.len())
+            .ok_or_else(|| {
+                format!("command {CHECK_COMMAND:?} has no `--tracer PROFILE` to replace")
+            })?;
+        let one = CommandSpec {
+            kernels: None,
+            ..spec.clone()
+        };
+        let mut cmd = GuestConfig {
+            commands: vec![one],
+            ..self.clone()
+        }
+        .commands("any", scenario, vcpus)
+        .remove(0);
+        cmd.argv[at + 1] = profile.to_string();
+        cmd.ok_codes = vec![1];
+        Ok(cmd)
     }
 }

@@ -1,6 +1,10 @@
 //! Uncompressed newc initramfs written with the `cpio` crate: entries sorted
 //! by name, mtime 0, uid/gid 0, inode numbers assigned in order, so the same
 //! inputs always give the same bytes.
+//!
+//! Symbolic links are entries too: a host program copied in with its shared libraries
+//! ([`crate::closure`]) needs the host's `/lib → usr/lib` and `/lib64` links, since its
+//! `PT_INTERP` and the loader's search paths name them.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -12,6 +16,15 @@ use crate::error::{Error, IoCtx, Result};
 enum Node {
     Dir,
     File { data: Vec<u8>, mode: u32 },
+    Symlink(String),
+}
+
+/// What a path is in an archive being built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    Dir,
+    File,
+    Symlink(String),
 }
 
 /// Collects the entries of one cpio archive.
@@ -33,7 +46,9 @@ impl Initramfs {
         Self::default()
     }
 
-    fn parents(&mut self, p: &str) {
+    /// Adds the missing parent directories of `p`. A parent that is a file or a link is an
+    /// error: entries are always placed at link-free paths.
+    fn parents(&mut self, p: &str) -> Result<()> {
         let mut acc = String::new();
         let comps: Vec<&str> = p.split('/').collect();
         for c in &comps[..comps.len() - 1] {
@@ -41,14 +56,22 @@ impl Initramfs {
                 acc.push('/');
             }
             acc.push_str(c);
-            self.nodes.entry(acc.clone()).or_insert(Node::Dir);
+            match self.nodes.entry(acc.clone()).or_insert(Node::Dir) {
+                Node::Dir => {}
+                _ => {
+                    return Err(Error::Other(format!(
+                        "initramfs: cannot add {p:?}: its parent {acc:?} is not a directory"
+                    )))
+                }
+            }
         }
+        Ok(())
     }
 
     /// Adds a directory (and its parents).
     pub fn dir(&mut self, path: &str) -> Result<&mut Self> {
         let p = norm(path)?;
-        self.parents(&p);
+        self.parents(&p)?;
         self.nodes.insert(p, Node::Dir);
         Ok(self)
     }
@@ -59,7 +82,7 @@ impl Initramfs {
         if data.len() > u32::MAX as usize {
             return Err(Error::Other(format!("{path}: too large for newc")));
         }
-        self.parents(&p);
+        self.parents(&p)?;
         self.nodes.insert(
             p,
             Node::File {
@@ -68,6 +91,50 @@ impl Initramfs {
             },
         );
         Ok(self)
+    }
+
+    /// Adds a symbolic link `path` → `target` (and the parents of `path`). A link over an
+    /// existing directory or file is an error; the same link twice is not.
+    pub fn symlink(&mut self, path: &str, target: &str) -> Result<&mut Self> {
+        let p = norm(path)?;
+        if target.is_empty() {
+            return Err(Error::Other(format!(
+                "symlink {path:?} has an empty target"
+            )));
+        }
+        match self.nodes.get(&p) {
+            None => {}
+            Some(Node::Symlink(t)) if t == target => return Ok(self),
+            Some(_) => {
+                return Err(Error::Other(format!(
+                    "initramfs: {path:?} already exists, cannot make it a link to {target:?}"
+                )))
+            }
+        }
+        self.parents(&p)?;
+        self.nodes.insert(p, Node::Symlink(target.to_string()));
+        Ok(self)
+    }
+
+    /// What `path` is in the archive: a directory, a file, a link (with its target), or nothing.
+    pub fn kind(&self, path: &str) -> Option<EntryKind> {
+        let p = norm(path).ok()?;
+        self.nodes.get(&p).map(|n| match n {
+            Node::Dir => EntryKind::Dir,
+            Node::File { .. } => EntryKind::File,
+            Node::Symlink(t) => EntryKind::Symlink(t.clone()),
+        })
+    }
+
+    /// Total bytes of file contents (what the guest's memory must hold once unpacked).
+    pub fn data_bytes(&self) -> u64 {
+        self.nodes
+            .values()
+            .map(|n| match n {
+                Node::File { data, .. } => data.len() as u64,
+                _ => 0,
+            })
+            .sum()
     }
 
     /// Copies a host directory tree (regular files and directories) under `prefix`.
@@ -115,6 +182,11 @@ impl Initramfs {
                 Node::File { data, mode } => {
                     let mut wr = b.mode(0o100000 | mode).nlink(1).write(w, data.len() as u32);
                     wr.write_all(data)?;
+                    w = wr.finish()?;
+                }
+                Node::Symlink(target) => {
+                    let mut wr = b.mode(0o120777).nlink(1).write(w, target.len() as u32);
+                    wr.write_all(target.as_bytes())?;
                     w = wr.finish()?;
                 }
             }

@@ -21,6 +21,8 @@ pub mod cache;
 #[cfg(feature = "host")]
 pub mod catalog;
 #[cfg(feature = "host")]
+pub mod closure;
+#[cfg(feature = "host")]
 pub mod deb;
 #[cfg(feature = "host")]
 pub mod debver;
@@ -38,6 +40,8 @@ pub mod outcome;
 pub mod qemu;
 #[cfg(feature = "host")]
 pub mod session;
+#[cfg(feature = "host")]
+pub mod tracer;
 
 #[cfg(feature = "host")]
 pub use error::{Error, Result};

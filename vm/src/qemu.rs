@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::accel::Accel;
 use crate::error::{Error, IoCtx, Result};
 use crate::outcome::{classify, console_marker, Deadline, Evidence, Outcome};
-use crate::protocol::{Event, Transcript};
+use crate::protocol::{Event, ExitStatus, Transcript};
 
 /// Kills QEMU on drop: SIGTERM, then SIGKILL after 2 s.
 pub struct QemuGuard {
@@ -86,6 +86,9 @@ pub struct VmConfig {
     /// Echo protocol lines as they arrive.
     pub verbose: bool,
     pub label: String,
+    /// Exit codes other than 0 that count as success, per command name
+    /// ([`crate::settings::GuestCommand::ok_codes`]).
+    pub ok_codes: std::collections::BTreeMap<String, Vec<i32>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -399,7 +402,12 @@ pub fn run(cfg: &VmConfig, on_hello: &mut dyn FnMut()) -> Result<RunReport> {
         .commands
         .iter()
         .filter(|c| {
-            c.exit.is_some_and(|s| !s.success()) || c.exit.is_none() && transcript.done.is_some()
+            let accepted = |s: ExitStatus| {
+                s.success()
+                    || matches!(s, ExitStatus::Code(code)
+                        if cfg.ok_codes.get(&c.name).is_some_and(|ok| ok.contains(&code)))
+            };
+            c.exit.is_some_and(|s| !accepted(s)) || c.exit.is_none() && transcript.done.is_some()
         })
         .map(|c| {
             format!(

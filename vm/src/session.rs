@@ -229,6 +229,16 @@ pub fn base_initramfs(
     bins: &[(String, PathBuf)],
     fixtures: Option<&Path>,
 ) -> Result<Vec<u8>> {
+    Ok(base_fs(agent, bins, fixtures)?.to_bytes())
+}
+
+/// [`base_initramfs`] before it is written, for adding a tracer's files
+/// ([`crate::closure`]).
+pub fn base_fs(
+    agent: &Path,
+    bins: &[(String, PathBuf)],
+    fixtures: Option<&Path>,
+) -> Result<Initramfs> {
     let mut fs = Initramfs::new();
     fs.file("init", std::fs::read(agent).ctx(agent)?, 0o755)?;
     fs.dir("bin")?;
@@ -245,7 +255,7 @@ pub fn base_initramfs(
     if let Some(f) = fixtures.filter(|f| f.is_dir()) {
         fs.tree(f, "fixtures")?;
     }
-    Ok(fs.to_bytes())
+    Ok(fs)
 }
 
 /// A second cpio archive holding only the settings; appended to the base.
@@ -278,6 +288,16 @@ pub struct RunOptions {
     pub extra_append: Vec<String>,
     /// Virtual CPUs (`vcpus` in vm/guest.toml).
     pub cpus: u32,
+    /// Guest memory (512 MiB; more for an initramfs holding a tracer's libraries, see
+    /// [`memory_for`]).
+    pub memory_mb: u32,
+}
+
+/// Guest memory for an initramfs of `initramfs_bytes`: the kernel holds the archive and
+/// its unpacked files at once while booting, and the files stay in the tmpfs root.
+pub fn memory_for(initramfs_bytes: u64) -> u32 {
+    let mib = initramfs_bytes.div_ceil(1 << 20) as u32;
+    (512 + 2 * mib).div_ceil(128) * 128
 }
 
 impl RunOptions {
@@ -290,6 +310,7 @@ impl RunOptions {
             verbose: false,
             extra_append: Vec::new(),
             cpus: 1,
+            memory_mb: 512,
         }
     }
 }
@@ -329,7 +350,7 @@ pub fn run_vm(
         kernel: vmlinuz.to_path_buf(),
         initrd: initrd.clone(),
         accel: opts.accel,
-        memory_mb: 512,
+        memory_mb: opts.memory_mb,
         cpus: opts.cpus,
         extra_append: opts.extra_append.clone(),
         out_dir: out_dir.to_path_buf(),
@@ -338,6 +359,11 @@ pub fn run_vm(
         test_timeout: Duration::from_secs(settings.commands_budget_secs()) + opts.test_slack,
         verbose: opts.verbose,
         label: label.to_string(),
+        ok_codes: settings
+            .commands
+            .iter()
+            .map(|c| (c.name.clone(), c.ok_codes.clone()))
+            .collect(),
     };
     let r = qemu::run(&cfg, on_hello);
     let _ = std::fs::remove_dir_all(&initrd_dir);
@@ -397,4 +423,18 @@ pub fn choose_accel(
     };
     accel::store(verdict_file, &v);
     Ok((v.accel, v.reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::memory_for;
+
+    #[test]
+    fn guest_memory_grows_with_twice_the_initramfs_in_steps_of_128_mib() {
+        assert_eq!(memory_for(0), 512);
+        assert_eq!(memory_for(18 << 20), 640, "512 + 2 × 18 = 548 → 640");
+        // bpftrace's closure: a 218.5 MiB initramfs.
+        assert_eq!(memory_for(229_113_856), 1024);
+        assert_eq!(memory_for(300 << 20), 1152);
+    }
 }

@@ -24,6 +24,21 @@ pub struct GuestCommand {
     pub argv: Vec<String>,
     /// The agent kills the command (its whole process group) after this long.
     pub timeout_secs: u64,
+    /// Exit codes that count as success (empty: only 0). `capring check` of a tracer that
+    /// fails clauses exits 1: that is a verdict, judged on the host, not a broken guest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ok_codes: Vec<i32>,
+}
+
+impl GuestCommand {
+    /// Whether `status` is a success for this command.
+    pub fn accepts(&self, status: crate::protocol::ExitStatus) -> bool {
+        match status {
+            crate::protocol::ExitStatus::Code(0) => true,
+            crate::protocol::ExitStatus::Code(c) => self.ok_codes.contains(&c),
+            _ => false,
+        }
+    }
 }
 
 /// Everything the guest agent needs to know.

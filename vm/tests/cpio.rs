@@ -156,3 +156,23 @@ fn tree_copies_host_directories() {
         ]
     );
 }
+
+#[test]
+fn symlinks_are_written_as_links_and_never_hold_entries_below_them() {
+    let mut fs = Initramfs::new();
+    fs.file("usr/lib/libc.so.6", b"elf".to_vec(), 0o755)
+        .unwrap();
+    fs.symlink("lib", "usr/lib").unwrap();
+    fs.symlink("lib", "usr/lib").unwrap(); // the same link twice is fine
+    let a = &parse_all(&fs.to_bytes())[0];
+    let lib = a.iter().find(|e| e.name == "lib").unwrap();
+    assert_eq!(lib.mode, 0o120777);
+    assert_eq!(lib.data, b"usr/lib");
+    // An entry below a link would be created through it by the kernel: refused.
+    let err = fs.file("lib/libm.so.6", vec![], 0o644).unwrap_err();
+    assert!(err.to_string().contains("not a directory"), "{err}");
+    // A link over an existing entry, or to another target, is refused too.
+    assert!(fs.symlink("lib", "elsewhere").is_err());
+    assert!(fs.symlink("usr/lib/libc.so.6", "x").is_err());
+    assert_eq!(fs.data_bytes(), 3);
+}

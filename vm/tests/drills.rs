@@ -55,6 +55,15 @@ fn serial(paths: &Paths) -> Serial {
 }
 
 fn boot(name: &str, s: &GuestSettings, tweak: impl FnOnce(&mut RunOptions)) -> RunReport {
+    boot_with(name, &env().base, s, tweak)
+}
+
+fn boot_with(
+    name: &str,
+    base: &[u8],
+    s: &GuestSettings,
+    tweak: impl FnOnce(&mut RunOptions),
+) -> RunReport {
     let e = env();
     let _g = serial(&e.paths);
     let mut opts = RunOptions::new(e.qemu.clone(), Accel::Tcg);
@@ -63,7 +72,7 @@ fn boot(name: &str, s: &GuestSettings, tweak: impl FnOnce(&mut RunOptions)) -> R
     opts.test_slack = Duration::from_secs(10);
     tweak(&mut opts);
     let out = e.paths.out_root.join("drills").join(name);
-    let r = session::run_vm(name, &e.vmlinuz, &e.base, s, &out, &opts, &mut || {}).unwrap();
+    let r = session::run_vm(name, &e.vmlinuz, base, s, &out, &opts, &mut || {}).unwrap();
     assert!(
         qemu_children().is_empty(),
         "{name}: a QEMU process outlived the run"
@@ -79,6 +88,7 @@ fn selftest(args: &[&str], timeout: u64) -> GuestSettings {
             name: "selftest".into(),
             argv,
             timeout_secs: timeout,
+            ok_codes: vec![],
         }],
         "/results",
         vec![],
@@ -129,6 +139,7 @@ fn missing_binary_is_fail_not_hang() {
             name: "nope".into(),
             argv: vec!["/bin/does-not-exist".into()],
             timeout_secs: 10,
+            ok_codes: vec![],
         }],
         "/results",
         vec![],
@@ -162,4 +173,58 @@ fn no_hello_in_time_is_boot_timeout() {
         o.boot_timeout = Duration::from_millis(300)
     });
     assert_eq!(r.outcome, Outcome::BootTimeout, "{}", r.reason);
+}
+
+/// An exit code a command accepts (`capring check` exiting 1 on a tracer's failed clause,
+/// under `vm-test --tracer`) is a pass for the agent and the host alike; the commands after
+/// it still run.
+#[test]
+fn an_accepted_exit_code_passes() {
+    let mut s = selftest(&["--exit", "1"], 60);
+    s.commands[0].ok_codes = vec![1];
+    s.commands.push(GuestCommand {
+        name: "after".into(),
+        argv: vec!["/init".into(), "--selftest".into()],
+        timeout_secs: 60,
+        ok_codes: vec![],
+    });
+    let r = boot("ok-codes", &s, |_| {});
+    assert_eq!(r.outcome, Outcome::Pass, "{}", r.reason);
+    assert_eq!(r.transcript.commands[0].exit, Some(ExitStatus::Code(1)));
+    assert_eq!(r.transcript.commands[1].exit, Some(ExitStatus::Code(0)));
+    assert_eq!(r.evidence.qemu_status, Some(33), "isa-debug-exit ok");
+}
+
+/// A dynamically linked host program (`/bin/sh`), copied in with its loader and libraries at
+/// their host paths, runs in the guest: what `vm-test --tracer` relies on.
+#[test]
+fn a_host_program_with_its_libraries_runs_in_the_guest() {
+    let e = env();
+    let agent = e.paths.musl_bin("vm-agent");
+    let mut fs = session::base_fs(&agent, &[], None).unwrap();
+    capring_vm::closure::place_program(&mut fs, Path::new("/bin/sh")).unwrap();
+    let sh = std::fs::canonicalize("/bin/sh").unwrap();
+    let s = session::settings(
+        vec![GuestCommand {
+            name: "sh".into(),
+            argv: vec![
+                sh.to_string_lossy().into_owned(),
+                "-c".into(),
+                "echo from-the-host $((6 * 7))".into(),
+            ],
+            timeout_secs: 60,
+            ok_codes: vec![],
+        }],
+        "/results",
+        vec![],
+    );
+    let r = boot_with("host-program", &fs.to_bytes(), &s, |_| {});
+    assert_eq!(
+        r.outcome,
+        Outcome::Pass,
+        "{}: {:?}",
+        r.reason,
+        r.transcript.commands
+    );
+    assert_eq!(r.transcript.commands[0].stdout, ["from-the-host 42"]);
 }

@@ -2,7 +2,8 @@
 //!
 //! * `cargo xtask vm-test --kernel SERIES|all|PATH/TO/bzImage` boots each kernel in QEMU and
 //!   runs the suite inside it (commands from vm/guest.toml); the series are those of
-//!   vm/kernels.toml.
+//!   vm/kernels.toml. `--tracer PROFILE` judges that tracer in the guests instead of the
+//!   reference (its programs and their libraries copied in; vm/README.md).
 //! * `cargo xtask kernels update` re-pins vm/kernels.lock from vm/kernels.toml.
 //! * `cargo xtask ci-matrix` rewrites the kernel matrix of ci/github-actions.yml from
 //!   vm/kernels.toml.
@@ -119,8 +120,9 @@ pub struct VmTestArgs {
     /// Run the guest's `only_with = "minimize"` command instead of the check: measure the
     /// minimal capability sets of every reference event (`capring minimize`) and compare
     /// them with snapshots/minimal-sets/ref-tracer@vm-<kernel>.<feature key>.json
-    /// (written when missing, or with INSTA_UPDATE=always).
-    #[arg(long, conflicts_with_all = ["run", "scenario", "drill"])]
+    /// (missing ones are written with --record-snapshots, changed ones with
+    /// INSTA_UPDATE=always). The reference only: not with --tracer.
+    #[arg(long, conflicts_with_all = ["run", "scenario", "drill", "tracer"])]
     pub minimize: bool,
     /// Echo protocol lines and apt output; print the network-request counter.
     #[arg(long, short)]
@@ -132,6 +134,17 @@ pub struct VmTestArgs {
     /// Fail when a kernel has no snapshot for a scenario (CI: every kernel has them).
     #[arg(long, conflicts_with = "record_snapshots")]
     pub require_snapshots: bool,
+    /// Judge this tracer profile in the guests instead of the reference: its programs, their
+    /// shared libraries, the profile and its catalog are copied into the initramfs at their
+    /// host paths; snapshots go to snapshots/<profile name>/, and the guest's verdicts are
+    /// compared with the profile's [[expect]] entries. With --run, that command runs instead
+    /// (with the tracer's files in the guest: e.g. the tracer by hand).
+    #[arg(long, value_name = "PROFILE", conflicts_with = "drill")]
+    pub tracer: Option<PathBuf>,
+    /// With --tracer: also copy this host file or directory into the guest at the same path
+    /// (what the tracer opens by itself: a dlopen'ed library, a data file). Repeatable.
+    #[arg(long, value_name = "PATH", requires = "tracer")]
+    pub guest_file: Vec<PathBuf>,
 }
 
 #[derive(Subcommand)]

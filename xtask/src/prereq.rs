@@ -59,6 +59,15 @@ pub fn qemu() -> Result<PathBuf> {
     })
 }
 
+/// `bpftrace`, the third-party tracer `cargo xtask test` judges inside a guest
+/// (`vm-test --tracer fixtures/tracers/third-party/bpftrace.toml`).
+pub fn bpftrace() -> Result<()> {
+    if on_path("bpftrace").is_some() || Path::new("/usr/bin/bpftrace").exists() {
+        return Ok(());
+    }
+    apt_install(&["bpftrace"], "bpftrace is not installed")
+}
+
 pub fn musl_target() -> Result<()> {
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])

@@ -1,6 +1,8 @@
 //! Per-kernel snapshots: each guest returns `summaries/<scenario>.json` (the capability
 //! summary `capring check --out` writes); each is compared with
-//! `snapshots/<scenario>@vm-<kernel>.<feature key>.snap`.
+//! `snapshots/<scenario>@vm-<kernel>.<feature key>.snap`, or for a tracer judged with
+//! `vm-test --tracer PROFILE` with `snapshots/<profile name>/<scenario>@vm-<kernel>.<key>.snap`
+//! (a directory per tracer: scenario names are the same for every tracer).
 //!
 //! The files are in insta's format, so `cargo insta review` reviews the pending `.snap.new`
 //! files written for changed summaries, but the comparison is done here rather than through
@@ -377,20 +379,30 @@ mod tests {
     }
 
     /// The committed snapshots are what `render` writes: recording or accepting them again
-    /// changes no byte.
+    /// changes no byte. Also those of tracers run with `--tracer` (`snapshots/<name>/`).
     #[test]
     fn committed_snapshots_are_in_the_rendered_format() {
         let dir = crate::workspace().join("snapshots");
+        let mut dirs = vec![dir.clone()];
+        dirs.extend(
+            std::fs::read_dir(&dir)
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir()),
+        );
         let mut checked = 0;
-        for e in std::fs::read_dir(&dir).unwrap().flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !(name.contains("@vm-") && name.ends_with(".snap")) {
-                continue;
+        for d in dirs {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !(name.contains("@vm-") && name.ends_with(".snap")) {
+                    continue;
+                }
+                let text = std::fs::read_to_string(e.path()).unwrap();
+                let value = stored_value(&text).unwrap_or_else(|| panic!("{name}: unreadable"));
+                assert_eq!(render(&value).unwrap(), text, "{name}");
+                checked += 1;
             }
-            let text = std::fs::read_to_string(e.path()).unwrap();
-            let value = stored_value(&text).unwrap_or_else(|| panic!("{name}: unreadable"));
-            assert_eq!(render(&value).unwrap(), text, "{name}");
-            checked += 1;
         }
         assert!(checked > 0, "no VM snapshots in {}", dir.display());
     }

@@ -10,12 +10,16 @@ use capring_vm::accel::{Accel, AccelChoice};
 use capring_vm::apt;
 use capring_vm::cache::CacheState;
 use capring_vm::catalog::{Catalog, Keyring, Lock};
+use capring_vm::closure;
 use capring_vm::guest::GuestConfig;
+use capring_vm::initramfs::Initramfs;
 use capring_vm::keyring::{self, KeyringState};
 use capring_vm::outcome::Outcome;
+use capring_vm::protocol::ExitStatus;
 use capring_vm::qemu::RunReport;
 use capring_vm::session::{self, KernelSpec, Paths, PreparedKernel, RunOptions, MUSL_TARGET};
 use capring_vm::settings::{Drill, GuestCommand, GuestSettings};
+use capring_vm::tracer::{self, TracerFiles};
 
 use crate::{prereq, snapshots, workspace, VmTestArgs};
 
@@ -26,6 +30,10 @@ struct Prepared {
     base: Vec<u8>,
     guest: GuestConfig,
     qemu: PathBuf,
+    /// `--tracer`: the profile judged instead of the reference.
+    tracer: Option<TracerFiles>,
+    /// Guest memory (more when the initramfs holds a tracer's libraries).
+    memory_mb: u32,
 }
 
 fn load_guest(paths: &Paths, a: &VmTestArgs) -> Result<GuestConfig> {
@@ -61,6 +69,26 @@ fn build_guest_packages(paths: &Paths, guest: &GuestConfig) -> Result<()> {
             "warning: the musl build of {} failed ({st}); using whatever binaries exist",
             guest.packages.join(", ")
         );
+    }
+    for f in &guest.feature_builds {
+        let args = f.cargo_args();
+        eprintln!(
+            "building guest binaries: cargo build --release --target {MUSL_TARGET} {}",
+            args.join(" ")
+        );
+        let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        c.current_dir(&paths.workspace)
+            .args(["build", "--release", "--target", MUSL_TARGET])
+            .args(&args);
+        let st = c
+            .status()
+            .context("running cargo build for the guest binaries")?;
+        if !st.success() {
+            eprintln!(
+                "warning: the musl build of {} failed ({st}); using whatever binaries exist",
+                f.bins.join(", ")
+            );
+        }
     }
     Ok(())
 }
@@ -116,19 +144,31 @@ fn prepare(a: &VmTestArgs) -> Result<Prepared> {
         .unwrap_or_else(|| paths.guest.clone());
     let bins = guest_binaries(&paths, &guest, &config_path)?;
     let fixtures = paths.workspace.join("fixtures");
-    let mut base = session::base_initramfs(&agent, &bins, Some(&fixtures))?;
+    let mut fs = session::base_fs(&agent, &bins, Some(&fixtures))?;
+    let tracer = match &a.tracer {
+        Some(profile) => Some(add_tracer(&mut fs, profile, &a.guest_file, &guest)?),
+        None => None,
+    };
     // The measured tables `capring check` judges the Required ring against, where it looks
-    // for them: /snapshots/minimal-sets next to /fixtures (a second cpio archive).
+    // for them: /snapshots/minimal-sets next to /fixtures.
     let tables = paths.workspace.join("snapshots/minimal-sets");
     if tables.is_dir() {
-        let mut fs = capring_vm::initramfs::Initramfs::new();
         fs.dir("snapshots")?;
         fs.tree(&tables, "snapshots/minimal-sets")?;
-        base.extend(fs.to_bytes());
     }
+    let base = fs.to_bytes();
+    let memory_mb = match &tracer {
+        Some(_) => session::memory_for(base.len() as u64),
+        None => 512,
+    };
     eprintln!(
-        "initramfs: agent + {} binaries + fixtures/ + snapshots/minimal-sets/ = {:.1} MiB",
+        "initramfs: agent + {} binaries + fixtures/ + snapshots/minimal-sets/{} = {:.1} MiB (guest memory {memory_mb} MiB)",
         bins.len(),
+        if tracer.is_some() {
+            " + the tracer's files"
+        } else {
+            ""
+        },
         base.len() as f64 / (1 << 20) as f64
     );
 
@@ -159,22 +199,97 @@ fn prepare(a: &VmTestArgs) -> Result<Prepared> {
         base,
         guest,
         qemu,
+        tracer,
+        memory_mb,
     })
 }
 
-fn commands(a: &VmTestArgs, guest: &GuestConfig, vcpus: u32) -> Vec<GuestCommand> {
-    match &a.run {
-        Some(cmdline) => vec![GuestCommand {
+/// Copies a tracer's profile, catalog, programs and their libraries (and `--guest-file`s)
+/// into `fs` at their host paths.
+fn add_tracer(
+    fs: &mut Initramfs,
+    profile: &std::path::Path,
+    extra: &[PathBuf],
+    guest: &GuestConfig,
+) -> Result<TracerFiles> {
+    let started = Instant::now();
+    let t = TracerFiles::load(profile, &guest.binaries, &host_search())?;
+    let before = fs.data_bytes();
+    let mut libs = 0;
+    for p in &t.programs {
+        libs += closure::place_program(fs, p)
+            .with_context(|| format!("copying {} into the guest", p.display()))?
+            .len();
+    }
+    for p in t.data.iter().chain(extra) {
+        let abs = std::path::absolute(p).with_context(|| p.display().to_string())?;
+        closure::place(fs, &abs)
+            .with_context(|| format!("copying {} into the guest", p.display()))?;
+    }
+    eprintln!(
+        "tracer {}: {} program{} ({}) + {libs} libraries, {:.1} MiB, in {:.2}s",
+        t.name,
+        t.programs.len(),
+        if t.programs.len() == 1 { "" } else { "s" },
+        t.programs
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        (fs.data_bytes() - before) as f64 / (1 << 20) as f64,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(t)
+}
+
+fn commands(p: &Prepared, a: &VmTestArgs, kernel: &str) -> Result<Vec<GuestCommand>> {
+    let vcpus = p.guest.vcpus;
+    Ok(match (&a.run, &p.tracer) {
+        (Some(cmdline), _) => vec![GuestCommand {
             name: "run".into(),
             argv: cmdline.split_whitespace().map(str::to_string).collect(),
             timeout_secs: a.run_timeout,
+            ok_codes: Vec::new(),
         }],
-        None => guest.commands_with(
+        (None, Some(t)) => vec![p
+            .guest
+            .tracer_command(&t.profile.to_string_lossy(), a.scenario.as_deref(), vcpus)
+            .map_err(|e| anyhow!("{}: {e}", p.paths.guest.display()))?],
+        (None, None) => p.guest.commands_with(
             a.minimize.then_some("minimize"),
+            kernel,
             a.scenario.as_deref(),
             vcpus,
         ),
+    })
+}
+
+/// Where the host looks for a tracer's programs named by a bare name.
+fn host_search() -> tracer::Search {
+    tracer::Search {
+        bin_dir: std::env::var_os(BIN_DIR)
+            .filter(|v| !v.is_empty())
+            .map(|v| std::path::absolute(PathBuf::from(v)).unwrap_or_default()),
+        path: std::env::var("PATH").unwrap_or_default(),
     }
+}
+
+/// capring's own search directory for programs named by a bare name.
+const BIN_DIR: &str = "CAPRING_BIN_DIR";
+
+/// The guest commands' environment: a tracer's programs are found at their host paths
+/// (through `PATH`, or `$CAPRING_BIN_DIR` when the host sets it).
+fn guest_env(p: &Prepared) -> Vec<(String, String)> {
+    let mut env = p.guest.env.clone();
+    if p.tracer.is_some() {
+        if !env.iter().any(|(k, _)| k == "PATH") {
+            env.push(("PATH".into(), tracer::GUEST_PATH.into()));
+        }
+        if let Some(d) = host_search().bin_dir {
+            env.push((BIN_DIR.into(), d.to_string_lossy().into_owned()));
+        }
+    }
+    env
 }
 
 fn choose_accel(p: &Prepared, choice: AccelChoice, verbose: bool) -> Result<Accel> {
@@ -230,7 +345,7 @@ fn run_one(
             );
         }
     }
-    let out = p.paths.out_root.join(&k.label);
+    let out = kernel_out(p, &k.label);
     let mut said_hello = false;
     let mut hello = || {
         if !said_hello {
@@ -263,9 +378,18 @@ fn fmt_secs(s: Option<f64>) -> String {
     s.map(|s| format!("{s:.2}s")).unwrap_or_else(|| "-".into())
 }
 
-fn results_summary(r: &RunReport) -> String {
+/// `cmds`: what the guest was asked to run (an exit code a command accepts counts as ok).
+fn results_summary(r: &RunReport, cmds: &[GuestCommand]) -> String {
     let total = r.commands.len();
-    let ok = r.commands.iter().filter(|(_, s)| s == "code=0").count();
+    let accepted = |name: &str, status: &str| {
+        let st = status.parse::<ExitStatus>();
+        match (cmds.iter().find(|c| c.name == name), st) {
+            (Some(c), Ok(st)) => c.accepts(st),
+            (None, Ok(st)) => st.success(),
+            _ => false,
+        }
+    };
+    let ok = r.commands.iter().filter(|(n, s)| accepted(n, s)).count();
     let mut s = format!("{ok}/{total} commands ok");
     if let Some((o, n)) = r.tap {
         s.push_str(&format!(", tap {o} ok / {n} not ok"));
@@ -276,7 +400,7 @@ fn results_summary(r: &RunReport) -> String {
     s
 }
 
-fn print_table(rows: &[(String, Result<RunReport, String>)]) {
+fn print_table(rows: &[(String, Result<RunReport, String>)], per_kernel: &[Vec<GuestCommand>]) {
     // Local images are labelled after their file name, which may be long.
     let w = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0).max(14);
     println!();
@@ -284,7 +408,7 @@ fn print_table(rows: &[(String, Result<RunReport, String>)]) {
         "{:<w$} {:<28} {:<5} {:<13} {:>8} {:>8}  results",
         "kernel", "release", "accel", "outcome", "boot", "run"
     );
-    for (label, r) in rows {
+    for ((label, r), cmds) in rows.iter().zip(per_kernel) {
         match r {
             Ok(r) => {
                 println!(
@@ -295,7 +419,7 @@ fn print_table(rows: &[(String, Result<RunReport, String>)]) {
                     r.outcome.to_string(),
                     fmt_secs(r.boot_secs),
                     fmt_secs(r.run_secs),
-                    results_summary(r)
+                    results_summary(r, cmds)
                 );
                 if r.outcome != Outcome::Pass {
                     println!("{:<w$} reason: {}", "", r.reason);
@@ -363,6 +487,7 @@ pub fn vm_test(a: &VmTestArgs) -> Result<u8> {
     }
     opts.verbose = a.verbose;
     opts.extra_append = a.append.clone();
+    opts.memory_mb = p.memory_mb;
     let vcpus = p.guest.vcpus;
     let drill = match a.drill.as_deref() {
         Some("panic") => Some(Drill::Panic),
@@ -373,6 +498,11 @@ pub fn vm_test(a: &VmTestArgs) -> Result<u8> {
     // Staggered start: the next VM starts only after the previous one said
     // HELLO (or ended), and at most `jobs` run at once.
     let jobs = a.jobs as usize;
+    let per_kernel = p
+        .kernels
+        .iter()
+        .map(|k| commands(&p, a, &k.label))
+        .collect::<Result<Vec<_>>>()?;
     let mut rows: Vec<(String, Result<RunReport, String>)> = Vec::new();
     std::thread::scope(|scope| {
         let (hello_tx, hello_rx) = mpsc::channel::<()>();
@@ -386,8 +516,8 @@ pub fn vm_test(a: &VmTestArgs) -> Result<u8> {
                 }
                 running -= 1;
             }
-            let cmds = commands(a, &p.guest, vcpus);
-            let mut s = session::settings(cmds, &p.guest.results_dir, p.guest.env.clone());
+            let cmds = per_kernel[i].clone();
+            let mut s = session::settings(cmds, &p.guest.results_dir, guest_env(&p));
             s.drill = drill;
             let (p, mut opts, hello_tx, done_tx) =
                 (&p, opts.clone(), hello_tx.clone(), done_tx.clone());
@@ -435,10 +565,10 @@ pub fn vm_test(a: &VmTestArgs) -> Result<u8> {
 
     for (label, r) in &rows {
         if let Ok(r) = r {
-            print_failure_details(r, &p.paths.out_root.join(label));
+            print_failure_details(r, &kernel_out(&p, label));
         }
     }
-    print_table(&rows);
+    print_table(&rows, &per_kernel);
     let summary: Vec<serde_json::Value> = rows
         .iter()
         .map(|(l, r)| match r {
@@ -446,13 +576,14 @@ pub fn vm_test(a: &VmTestArgs) -> Result<u8> {
             Err(e) => serde_json::json!({"kernel": l, "error": e}),
         })
         .collect();
+    let artifacts = kernel_out(&p, "<kernel>");
     let _ = std::fs::write(
-        p.paths.out_root.join("summary.json"),
+        artifacts.with_file_name("summary.json"),
         serde_json::to_string_pretty(&summary).unwrap_or_default(),
     );
     println!(
-        "artifacts: {}/<kernel>/ (console.log, protocol.log, results/)",
-        p.paths.out_root.display()
+        "artifacts: {}/ (console.log, protocol.log, results/)",
+        artifacts.display()
     );
     if a.verbose {
         println!("network requests: {}", apt::network_requests());
@@ -465,24 +596,33 @@ pub fn vm_test(a: &VmTestArgs) -> Result<u8> {
     } else {
         true
     };
-    Ok(if all_pass && snapshots_ok { 0 } else { 1 })
+    let verdicts_ok = a.run.is_some() || check_expectations(&p, &rows)?;
+    Ok(if all_pass && snapshots_ok && verdicts_ok {
+        0
+    } else {
+        1
+    })
 }
 
-/// Compares each passing kernel's summaries with snapshots/, one line per kernel. False when
-/// some differ, or are missing while `--require-snapshots` is set.
+/// Compares each passing kernel's summaries with snapshots/ (a tracer's with
+/// snapshots/<its name>/), one line per kernel. False when some differ, or are missing while
+/// `--require-snapshots` is set.
 fn check_snapshots(
     a: &VmTestArgs,
     p: &Prepared,
     rows: &[(String, Result<RunReport, String>)],
 ) -> Result<bool> {
     let policy = snapshots::Policy::from_env(a.record_snapshots);
-    let dir = p.paths.workspace.join("snapshots");
+    let (dir, shown) = snapshot_dir(&p.paths.workspace, p.tracer.as_ref());
+    if policy.record || policy.accept {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let mut ok = true;
     for ((label, r), k) in rows.iter().zip(&p.kernels) {
         if !matches!(r, Ok(r) if r.outcome == Outcome::Pass) {
             continue;
         }
-        let results = p.paths.out_root.join(label).join("results");
+        let results = kernel_out(p, label).join("results");
         if a.minimize {
             ok &= snapshots::minimal_sets(label, &results, policy, a.require_snapshots)?;
             continue;
@@ -497,13 +637,18 @@ fn check_snapshots(
             continue;
         };
         let key = c.main_key();
+        let tracer_arg = a
+            .tracer
+            .as_ref()
+            .map(|t| format!(" --tracer {}", t.display()))
+            .unwrap_or_default();
         let record = format!(
-            "cargo xtask vm-test --kernel {} --record-snapshots",
+            "cargo xtask vm-test --kernel {}{tracer_arg} --record-snapshots",
             kernel_arg(k)
         );
         if !c.written.is_empty() {
             println!(
-                "[{label}] snapshots: wrote {} (snapshots/*@vm-{label}.*.snap, feature key {key}): review and commit them",
+                "[{label}] snapshots: wrote {} ({shown}*@vm-{label}.*.snap, feature key {key}): review and commit them",
                 c.written.len(),
             );
         }
@@ -531,6 +676,133 @@ fn check_snapshots(
         }
     }
     Ok(ok)
+}
+
+/// A kernel's artifacts: `target/vm-test/<kernel>/`, or for a tracer given with `--tracer`
+/// `target/vm-test/tracers/<name>/<kernel>/`, so it does not overwrite the reference's.
+fn kernel_out(p: &Prepared, label: &str) -> PathBuf {
+    match &p.tracer {
+        None => p.paths.out_root.join(label),
+        Some(t) => p
+            .paths
+            .out_root
+            .join("tracers")
+            .join(tracer::safe_name(&t.name))
+            .join(label),
+    }
+}
+
+/// Where a run's snapshots live: `snapshots/` for the reference, `snapshots/<name>/` for a
+/// tracer given with `--tracer` (its scenario names would collide with the reference's).
+fn snapshot_dir(workspace: &std::path::Path, tracer: Option<&TracerFiles>) -> (PathBuf, String) {
+    match tracer {
+        None => (workspace.join("snapshots"), "snapshots/".into()),
+        Some(t) => {
+            let name = tracer::safe_name(&t.name);
+            (
+                workspace.join("snapshots").join(&name),
+                format!("snapshots/{name}/"),
+            )
+        }
+    }
+}
+
+/// `--tracer`: each judged kernel's verdicts (results.json) against the profile's
+/// `[[expect]]` (and the known disagreements of a `subjects.toml` beside it). Without
+/// expectations, the tracer's own verdict stands: a kernel where `capring check` exited 1
+/// (a MUST clause failed) fails, as `capring check` would.
+fn check_expectations(p: &Prepared, rows: &[(String, Result<RunReport, String>)]) -> Result<bool> {
+    let Some(t) = &p.tracer else { return Ok(true) };
+    let known = tracer::known_cases(t.profile.parent().unwrap_or(std::path::Path::new("/")))?;
+    let mut ok = true;
+    for (label, r) in rows {
+        let Ok(r) = r else { continue };
+        if r.outcome != Outcome::Pass {
+            continue;
+        }
+        let path = kernel_out(p, label).join("results").join("results.json");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            ok = false;
+            println!("[{label}] {}: the guest returned no results.json", t.name);
+            continue;
+        };
+        let results: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        ok &= judge_kernel(label, t, &known, r, &results);
+    }
+    Ok(ok)
+}
+
+/// "92 clause verdicts: 0 pass, 23 fail, …" of one results.json.
+fn tally(results: &serde_json::Value) -> String {
+    let rows = results["results"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let count = |v: &str| rows.iter().filter(|x| x["verdict"] == v).count();
+    format!(
+        "{} clause verdicts: {} pass, {} fail, {} unsupported, {} n/a",
+        rows.len(),
+        count("pass"),
+        count("fail"),
+        count("unsupported"),
+        count("not_applicable")
+    )
+}
+
+/// One kernel's verdicts against the expectations (or capring's own exit code); prints one
+/// line, plus one per differing clause.
+fn judge_kernel(
+    label: &str,
+    t: &TracerFiles,
+    known: &[tracer::KnownCase],
+    r: &RunReport,
+    results: &serde_json::Value,
+) -> bool {
+    let tally = tally(results);
+    if t.expectations.is_empty() {
+        let code = r
+            .commands
+            .iter()
+            .find(|(n, _)| n == "check")
+            .map(|(_, s)| s.as_str());
+        let passed = code == Some("code=0");
+        println!(
+            "[{label}] {}: {tally}; capring check {}",
+            t.name,
+            if passed {
+                "passed (every MUST clause)"
+            } else {
+                "failed (a MUST clause; see results/report.tap)"
+            }
+        );
+        return passed;
+    }
+    let miss = tracer::compare(&t.name, &t.expectations, known, results);
+    if miss.is_empty() {
+        println!(
+            "[{label}] {}: {tally}; every [[expect]] of the profile holds",
+            t.name
+        );
+        return true;
+    }
+    println!(
+        "[{label}] {}: {tally}; {} of {} [[expect]] differ:",
+        t.name,
+        miss.len(),
+        t.expectations.len()
+    );
+    for m in &miss {
+        println!(
+            "[{label}]   {} {}: expected {}, got {} ({})",
+            m.scenario,
+            m.clause,
+            m.expected,
+            m.got.as_deref().unwrap_or("no verdict"),
+            m.observed
+        );
+    }
+    false
 }
 
 /// What to pass as `--kernel` to run this kernel again.
@@ -703,6 +975,8 @@ pub fn bench_vm(b: &BenchArgs) -> Result<u8> {
         record_snapshots: false,
         require_snapshots: false,
         minimize: false,
+        tracer: None,
+        guest_file: Vec::new(),
     };
     let p = prepare(&a)?;
     let accel = choose_accel(&p, a.accel, false)?;
@@ -718,7 +992,7 @@ pub fn bench_vm(b: &BenchArgs) -> Result<u8> {
     for k in &p.kernels {
         // Bare and full boots get the same machine.
         opts.cpus = p.guest.vcpus;
-        let full_cmds = commands(&a, &p.guest, opts.cpus);
+        let full_cmds = commands(&p, &a, &k.label)?;
         let bare = session::settings(Vec::new(), &p.guest.results_dir, Vec::new());
         let out = p.paths.out_root.join("bench").join(&k.label);
         let rb = session::run_vm(

@@ -312,7 +312,7 @@ fn run_init() -> ! {
             name: cmd.name.clone(),
             status,
         });
-        if !status.success() && first_failure.is_none() {
+        if !cmd.accepts(status) && first_failure.is_none() {
             first_failure = Some(match status {
                 ExitStatus::Code(c) => c,
                 ExitStatus::Signal(_) => 15,
