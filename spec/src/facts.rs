@@ -53,10 +53,14 @@ pub struct EnvFacts {
     pub memlock_hard: u64,
     /// Mount point of the cgroup v2 hierarchy, if any.
     pub cgroup2: Option<String>,
-    /// The kernel enforces perf_event_paranoid > 2 (Debian's and Ubuntu's patch,
-    /// `CONFIG_SECURITY_PERF_EVENTS_RESTRICT`): perf events then need cap_sys_admin.
-    /// Upstream kernels treat 3 like 2. Read from the kernel's configuration
-    /// (`/proc/config.gz`, `/boot/config-RELEASE`); `None` = unknown, taken as enforced.
+    /// perf_event_paranoid > 2 reserves perf events to cap_sys_admin: Debian's patch
+    /// (`CONFIG_SECURITY_PERF_EVENTS_RESTRICT`). Upstream kernels treat 3 like 2. Ubuntu
+    /// carries the same config option but its patch accepts cap_perfmon (measured: Ubuntu
+    /// 5.15 at paranoid 4 configures with {cap_bpf, cap_perfmon};
+    /// `snapshots/minimal-sets/ref-tracer@vm-5.15.*`), so an Ubuntu build (its
+    /// `/proc/version` names its compiler "Ubuntu") is `Some(false)`. Otherwise read from
+    /// the kernel's configuration (`/proc/config.gz`, `/boot/config-RELEASE`); `None` =
+    /// unknown, taken as enforced.
     #[serde(default)]
     pub perf_restricted: Option<bool>,
     /// The kernel has BPF tokens (6.9+: `bpf_token_capable` in its BTF). Its BPF network
@@ -262,10 +266,16 @@ mod probe_impl {
         })
     }
 
-    /// Whether the kernel's configuration enables `CONFIG_SECURITY_PERF_EVENTS_RESTRICT`
-    /// (None when neither `/proc/config.gz` nor `/boot/config-RELEASE` is readable).
+    /// Whether paranoid > 2 reserves perf to cap_sys_admin here (see
+    /// [`EnvFacts::perf_restricted`]): false on an Ubuntu build, else whether the kernel's
+    /// configuration enables `CONFIG_SECURITY_PERF_EVENTS_RESTRICT` (None when neither
+    /// `/proc/config.gz` nor `/boot/config-RELEASE` is readable).
     fn probe_perf_restricted(release: &str) -> Option<bool> {
         use std::io::Read;
+        let version = fs::read_to_string("/proc/version").unwrap_or_default();
+        if version.contains("Ubuntu") {
+            return Some(false);
+        }
         let config = fs::read("/proc/config.gz")
             .ok()
             .and_then(|gz| {
