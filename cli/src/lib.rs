@@ -16,8 +16,11 @@ pub const EXIT_USAGE: i32 = 2;
 /// What to do with a clap error: the text to print, where, and the exit status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
+    /// What to print: the whole help or version text, or the one-line error.
     pub text: String,
+    /// Errors go to stderr; `--help` and `--version` to stdout.
     pub to_stderr: bool,
+    /// The exit code: 0 for help and version, [`EXIT_USAGE`] for bad input.
     pub code: i32,
 }
 
