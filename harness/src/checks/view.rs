@@ -20,9 +20,20 @@ use crate::timeline::{Call, Entry, Event, FaultKind, ThreadCaps};
 pub const REQUESTED_MAX_NS: u64 = 500_000_000;
 
 /// Two settled observations of one Requested stretch this far apart mean it is parked: a
-/// periodic sample comes every 100 ms, so a ring kept while waiting is seen twice, while an
-/// operation (a file open between two capsets) is over long before.
-pub const PARKED_SPREAD_NS: u64 = 100_000_000;
+/// periodic sample comes every 100 ms, so a ring kept while waiting is seen three times,
+/// while an operation (a file open between two capsets) is over before. Not 100 ms: one
+/// operation under emulation on a loaded machine was seen by two samples 104 ms apart (a
+/// sample's stamp is taken before its /proc read, so it may precede the raise it shows).
+pub const PARKED_SPREAD_NS: u64 = 250_000_000;
+
+/// A stretch seen by settled observations at least this far apart, during which the tracer
+/// wrote [`PARKED_LINES`] event lines, is parked too: the tracer went on handling events in
+/// the Requested ring (in a run too short for the other two rules). One operation blocks the
+/// thread that would write them; a line read late by the harness may fall inside, not three.
+pub const PARKED_LINES_SPREAD_NS: u64 = 100_000_000;
+
+/// See [`PARKED_LINES_SPREAD_NS`].
+pub const PARKED_LINES: usize = 3;
 
 /// One recorded state of one thread.
 #[derive(Debug, Clone, Copy)]
@@ -54,9 +65,11 @@ impl Stretch {
 
     /// Not a single operation: it lasted longer than one may, or settled observations
     /// (samples, exit stops) found the thread in it at moments at least
-    /// [`PARKED_SPREAD_NS`] apart: the state in which the tracer waits for events, however
-    /// short the run. A no-op capset does not end a stretch.
-    pub fn parked(&self, settled: &[u64]) -> bool {
+    /// [`PARKED_SPREAD_NS`] apart, or [`PARKED_LINES_SPREAD_NS`] apart with
+    /// [`PARKED_LINES`] event lines (`lines`: their times) written in between: the state in
+    /// which the tracer waits for events, however short the run. A no-op capset does not end
+    /// a stretch.
+    pub fn parked(&self, settled: &[u64], lines: &[u64]) -> bool {
         if self.duration() > REQUESTED_MAX_NS {
             return true;
         }
@@ -66,7 +79,11 @@ impl Stretch {
             .copied()
             .filter(|t| *t >= self.from && *t <= end && self.to.is_none_or(|to| *t < to))
             .collect();
-        matches!((seen.first(), seen.last()), (Some(a), Some(b)) if b - a >= PARKED_SPREAD_NS)
+        let (Some(&a), Some(&b)) = (seen.first(), seen.last()) else {
+            return false;
+        };
+        let written = lines.iter().filter(|t| **t > a && **t <= b).count();
+        b - a >= PARKED_SPREAD_NS || (b - a >= PARKED_LINES_SPREAD_NS && written >= PARKED_LINES)
     }
 
     pub fn covers(&self, tid: i32, t: u64) -> bool {
@@ -283,7 +300,15 @@ impl<'a> View<'a> {
 
     /// Whether a stretch is a parked Requested ring (see [`Stretch::parked`]).
     pub fn parked(&self, st: &Stretch) -> bool {
-        st.parked(&self.settled_times(st.tid))
+        let lines: Vec<u64> = self
+            .r
+            .observation
+            .lines
+            .iter()
+            .filter(|l| l.event)
+            .map(|l| l.t_ns)
+            .collect();
+        st.parked(&self.settled_times(st.tid), &lines)
     }
 
     /// A set as reports show it: `{cap_bpf}`, or `all-{cap_sys_resource}` for most of them.
