@@ -1338,11 +1338,19 @@ impl RingManager {
     /// Applies `ring` to every thread (or only records it, under bypass), updates the state and
     /// writes the log line. The caller owns the scope.
     fn apply(&self, ring: Ring, reason: &str) -> Result<(), Failed> {
-        let me = gettid();
-        let unchanged = |error| Failed {
-            error,
-            changed: false,
+        let step = self.transition(ring);
+        let threads = if self.plan.bypass {
+            self.thread_count()
+        } else {
+            self.enforce(&step)?
         };
+        self.commit(&step);
+        self.log_transition(&step, threads, reason)
+    }
+
+    /// Works out, from the state in force, the sets `ring` applies and what every thread
+    /// must show afterwards. Changes nothing.
+    fn transition(&self, ring: Ring) -> Transition {
         let st = self.lock_state();
         let first = !st.dropped && matches!(ring, Ring::Required | Ring::Unprivileged);
         let (eff, prm) = match ring {
@@ -1361,76 +1369,119 @@ impl RingManager {
             bounding: (st.bounding_cleared || clear_bounding).then_some(CapSet::EMPTY),
             ambient: (st.dropped || first).then_some(CapSet::EMPTY),
         };
-        let held = st.permitted;
-        drop(st);
+        Transition {
+            ring,
+            eff,
+            prm,
+            inh,
+            first,
+            clear_bounding,
+            expect,
+            held: st.permitted,
+        }
+    }
 
-        let threads = if self.plan.bypass {
-            self.thread_count()
-        } else {
-            if !prm.is_subset(held) {
-                return Err(unchanged(RingError::NotPermitted {
-                    ring,
-                    tid: me,
-                    missing: prm.difference(held),
-                    permitted: held,
-                }));
-            }
-            let mut flags = F_CAPSET;
-            if first {
-                flags |= F_AMBIENT;
-            }
-            if clear_bounding {
-                flags |= F_BOUNDING;
-            }
-            let job = Job {
-                flags,
-                bounding: CapSet::all_up_to(self.last_cap).bits(),
-                eff: eff.bits(),
-                prm: prm.bits(),
-                inh: inh.bits(),
-            };
-            broadcast(&job, ring, &expect)?
+    /// Makes the capability system calls of `step` on every thread (not under bypass).
+    /// Returns the number of live threads verified.
+    fn enforce(&self, step: &Transition) -> Result<usize, Failed> {
+        if !step.prm.is_subset(step.held) {
+            return Err(Failed {
+                error: RingError::NotPermitted {
+                    ring: step.ring,
+                    tid: gettid(),
+                    missing: step.prm.difference(step.held),
+                    permitted: step.held,
+                },
+                changed: false,
+            });
+        }
+        let mut flags = F_CAPSET;
+        if step.first {
+            flags |= F_AMBIENT;
+        }
+        if step.clear_bounding {
+            flags |= F_BOUNDING;
+        }
+        let job = Job {
+            flags,
+            bounding: CapSet::all_up_to(self.last_cap).bits(),
+            eff: step.eff.bits(),
+            prm: step.prm.bits(),
+            inh: step.inh.bits(),
         };
+        broadcast(&job, step.ring, &step.expect)
+    }
 
+    /// Records a transition that every thread completed: the base ring, P and I in force,
+    /// the one-time clears, and the current ring. Under bypass only the rings change.
+    fn commit(&self, step: &Transition) {
+        let ring = step.ring;
         if !self.plan.bypass {
             let mut st = self.lock_state();
             if matches!(ring, Ring::Required | Ring::Unprivileged) {
                 st.base = ring;
             }
-            st.permitted = prm;
-            st.inheritable = inh;
-            st.dropped |= first;
-            st.bounding_cleared |= clear_bounding;
+            st.permitted = step.prm;
+            st.inheritable = step.inh;
+            st.dropped |= step.first;
+            st.bounding_cleared |= step.clear_bounding;
         } else if matches!(ring, Ring::Required | Ring::Unprivileged) {
             self.lock_state().base = ring;
         }
         self.current.store(ring.encode(), SeqCst);
-
-        if let Some(log) = &self.log {
-            let (effective, permitted) = if self.plan.bypass {
-                (self.start.effective, self.start.permitted)
-            } else {
-                (eff, prm)
-            };
-            log.append(&LogLine {
-                t_ns: monotonic_ns(),
-                ring,
-                effective,
-                permitted,
-                threads,
-                reason,
-                bypass: self.plan.bypass,
-            })
-            .map_err(|source| {
-                unchanged(RingError::Io {
-                    op: format!("writing ring log {}", log.path().display()),
-                    tid: me,
-                    source,
-                })
-            })?;
-        }
-        Ok(())
     }
+
+    /// Appends the log line of a completed transition, when there is a log. Under bypass it
+    /// shows the process's real sets, which never change.
+    fn log_transition(
+        &self,
+        step: &Transition,
+        threads: usize,
+        reason: &str,
+    ) -> Result<(), Failed> {
+        let Some(log) = &self.log else {
+            return Ok(());
+        };
+        let (effective, permitted) = if self.plan.bypass {
+            (self.start.effective, self.start.permitted)
+        } else {
+            (step.eff, step.prm)
+        };
+        log.append(&LogLine {
+            t_ns: monotonic_ns(),
+            ring: step.ring,
+            effective,
+            permitted,
+            threads,
+            reason,
+            bypass: self.plan.bypass,
+        })
+        .map_err(|source| Failed {
+            error: RingError::Io {
+                op: format!("writing ring log {}", log.path().display()),
+                tid: gettid(),
+                source,
+            },
+            changed: false,
+        })
+    }
+}
+
+/// One ring transition worked out from the state before it ([`RingManager::transition`]).
+struct Transition {
+    ring: Ring,
+    /// E, P and I to apply.
+    eff: CapSet,
+    prm: CapSet,
+    inh: CapSet,
+    /// This is the first drop: ambient and inheritable are cleared (and bounding, if planned).
+    first: bool,
+    /// The bounding set is cleared in this transition.
+    clear_bounding: bool,
+    /// What every live thread must show afterwards.
+    expect: Expect,
+    /// P in force before the transition (P can only shrink).
+    held: CapSet,
 }
 
 #[cfg(test)]
