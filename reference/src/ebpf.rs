@@ -72,21 +72,37 @@ pub struct LoadPlan {
 /// the caller can print them as is and map permission problems to its own exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum EbpfError {
+    /// [`LoadPlan::events`] names an event outside [`EVENT_NAMES`]; nothing was loaded.
     #[error("unknown event '{name}' (known events: execve, openat, module_load, sched_process_exec, net_packet)")]
-    UnknownEvent { name: String },
+    UnknownEvent {
+        /// The name as the caller gave it (untrimmed).
+        name: String,
+    },
 
+    /// `net_packet` was selected but [`LoadPlan::cgroup_root`] is `None`.
     #[error("net_packet: no cgroup v2 directory was given to attach cgroup_skb programs to")]
     MissingCgroupRoot,
 
+    /// The programs read x86_64 system call numbers and `struct pt_regs`; another target
+    /// architecture would report wrong events, so nothing is loaded there.
     #[error(
         "the eBPF programs are written for x86_64 system call numbers; this build targets {arch}"
     )]
-    UnsupportedArchitecture { arch: &'static str },
+    UnsupportedArchitecture {
+        /// `std::env::consts::ARCH` of this build.
+        arch: &'static str,
+    },
 
+    /// The kernel refused the object as a whole (map creation, BTF or global data), before
+    /// any program was loaded. Without the Required ring this is typically EPERM from
+    /// `BPF_MAP_CREATE`.
     #[error("{events}: loading the BPF object (maps, BTF, global data) failed: {cause}")]
     Object {
+        /// The selected events, comma-separated, or `(no events)`.
         events: String,
+        /// The errno of the refused `bpf(2)` call, when the error chain carries one.
         errno: Option<i32>,
+        /// The deepest error message of aya's chain (or the whole chain without an errno).
         cause: String,
     },
 
@@ -94,30 +110,49 @@ pub enum EbpfError {
         "{event}: loading {section} program {program} failed: {cause}{}",
         last_log_line(verifier_log)
     )]
+    /// `BPF_PROG_LOAD` of one program failed (verifier refusal, missing capability, or
+    /// reading the loaded program's id failed).
     Load {
+        /// The catalog event the program serves.
         event: &'static str,
+        /// The program's function name in `tracer.bpf.c`.
         program: &'static str,
+        /// Its ELF section, e.g. `raw_tracepoint/sys_enter`.
         section: &'static str,
+        /// The errno of the refused `bpf(2)` call, when known.
         errno: Option<i32>,
+        /// The kernel's (or aya's) message.
         cause: String,
         /// The full verifier log (may be empty).
         verifier_log: String,
     },
 
+    /// A loaded program could not be attached to its hook.
     #[error("{event}: attaching {section} (program {program}) to {target} failed: {cause}")]
     Attach {
+        /// The catalog event the program serves.
         event: &'static str,
+        /// The program's function name in `tracer.bpf.c`.
         program: &'static str,
+        /// Its ELF section, e.g. `cgroup_skb/ingress`.
         section: &'static str,
+        /// What it was attached to: a raw tracepoint name, `category/name`, or a cgroup path.
         target: String,
+        /// The errno of the refused attach (`bpf(2)` or `perf_event_open(2)`), when known.
         errno: Option<i32>,
+        /// The kernel's (or aya's) message.
         cause: String,
     },
 
+    /// The cgroup directory for `net_packet` could not be opened (missing, or not readable
+    /// by the tracer).
     #[error("{event}: opening cgroup directory {} failed: {source}", path.display())]
     CgroupOpen {
+        /// Always `net_packet`, the only cgroup-attached event.
         event: &'static str,
+        /// [`LoadPlan::cgroup_root`] as given.
         path: PathBuf,
+        /// The `open(2)` failure.
         #[source]
         source: io::Error,
     },
@@ -126,35 +161,59 @@ pub enum EbpfError {
         "{event}: tracefs is not mounted (needed to attach tracepoint {tracepoint}); \
          run: mount -t tracefs nodev /sys/kernel/tracing"
     )]
+    /// A tracepoint-attached event was selected but tracefs is mounted at neither
+    /// `/sys/kernel/tracing` nor `/sys/kernel/debug/tracing` (aya attaches through it).
     TracefsMissing {
+        /// The event that needs tracefs (`sched_process_exec`).
         event: &'static str,
+        /// The tracepoint as `category/name`.
         tracepoint: &'static str,
     },
 
+    /// The tracepoint's tracefs `format` file lacks a field the program reads, or declares
+    /// it differently (the program reads fields at offsets taken from that file).
     #[error("{event}: the layout of tracepoint {tracepoint} is not supported: {detail}")]
     TracepointLayout {
+        /// The event whose program reads the record.
         event: &'static str,
+        /// The tracepoint as `category/name`.
         tracepoint: &'static str,
+        /// Which field is missing or unexpected.
         detail: String,
     },
 
+    /// The compiled object lacks a map or program this module expects: a build bug, never
+    /// a property of the kernel.
     #[error("the BPF object has no {what} named {name} (build.rs and ebpf.rs disagree)")]
     ObjectMismatch {
+        /// `map`, `program` or `program of the expected type`.
         what: &'static str,
+        /// The map or program name looked up.
         name: &'static str,
     },
 
+    /// The event map could not be opened for reading (for a perf event array: a CPU's perf
+    /// buffer could not be opened or mapped).
     #[error("setting up the event buffer {RING_BUFFER_MAP} failed: {cause}")]
-    RingBuffer { cause: String },
+    RingBuffer {
+        /// What failed, with the CPU for a perf buffer.
+        cause: String,
+    },
 
+    /// `poll(2)` on the event buffers failed (not counting an interruption by a signal).
     #[error("waiting for events on the ring buffer failed: {source}")]
     Poll {
+        /// The `poll(2)` failure.
         #[source]
         source: io::Error,
     },
 
+    /// The `LOST` counter map could not be read, or the object had none.
     #[error("reading the lost-events counter failed: {cause}")]
-    LostCounter { cause: String },
+    LostCounter {
+        /// Why it could not be read.
+        cause: String,
+    },
 }
 
 impl EbpfError {
@@ -198,10 +257,16 @@ fn last_log_line(log: &str) -> String {
 pub enum TraceEvent {
     /// `execve(2)` or `execveat(2)` was entered.
     Execve {
+        /// [`TraceEvent::ts_ns`]: CLOCK_MONOTONIC nanoseconds at the system call's entry.
         ts_ns: u64,
+        /// The calling process: its thread group id (what user space calls a pid) in the
+        /// initial pid namespace, like every pid and tid of these events.
         pid: u32,
+        /// The calling thread (the kernel's pid of the task).
         tid: u32,
+        /// The caller's real uid, as seen from the initial user namespace.
         uid: u32,
+        /// The caller's command name before the exec (at most 15 bytes, lossy UTF-8).
         comm: String,
         /// "execve" or "execveat".
         syscall: String,
@@ -210,10 +275,15 @@ pub enum TraceEvent {
     },
     /// `openat(2)` or `openat2(2)` was entered.
     Openat {
+        /// CLOCK_MONOTONIC nanoseconds at the system call's entry.
         ts_ns: u64,
+        /// The calling process (thread group id).
         pid: u32,
+        /// The calling thread.
         tid: u32,
+        /// The caller's real uid, as seen from the initial user namespace.
         uid: u32,
+        /// The caller's command name (at most 15 bytes, lossy UTF-8).
         comm: String,
         /// "openat" or "openat2".
         syscall: String,
@@ -224,21 +294,29 @@ pub enum TraceEvent {
     },
     /// A module syscall was entered (whether or not it succeeds).
     ModuleLoad {
+        /// CLOCK_MONOTONIC nanoseconds at the system call's entry.
         ts_ns: u64,
+        /// The calling process (thread group id).
         pid: u32,
+        /// The calling thread.
         tid: u32,
+        /// The caller's real uid, as seen from the initial user namespace.
         uid: u32,
+        /// The caller's command name (at most 15 bytes, lossy UTF-8).
         comm: String,
         /// "init_module", "finit_module" or "delete_module".
         syscall: String,
     },
     /// A process finished replacing its image (`sched:sched_process_exec`).
     SchedProcessExec {
+        /// CLOCK_MONOTONIC nanoseconds when the new image was in place.
         ts_ns: u64,
         /// The tracepoint's `pid` field.
         pid: u32,
         /// The tracepoint's `old_pid` field (differs when a non-leader thread exec'd).
         old_pid: u32,
+        /// The process's real uid, as seen from the initial user namespace (an exec never
+        /// changes it; a set-uid program changes only the effective uid).
         uid: u32,
         /// The new command name.
         comm: String,
@@ -247,6 +325,7 @@ pub enum TraceEvent {
     },
     /// A packet crossed the cgroup (one event per packet and direction).
     NetPacket {
+        /// CLOCK_MONOTONIC nanoseconds when the packet crossed the cgroup boundary.
         ts_ns: u64,
         /// "ingress" or "egress".
         direction: String,
@@ -256,9 +335,11 @@ pub enum TraceEvent {
         protocol: String,
         /// IANA protocol number from the IP header (6 tcp, 17 udp), 0 if unknown.
         ip_protocol: u8,
-        /// TCP/UDP ports, when the packet carries them.
+        /// TCP/UDP source port, when the packet carries ports (host byte order).
         src_port: Option<u16>,
+        /// TCP/UDP destination port, when the packet carries ports (host byte order).
         dst_port: Option<u16>,
+        /// The network interface's index (`ip link` numbering; 1 is usually `lo`).
         ifindex: u32,
     },
 }

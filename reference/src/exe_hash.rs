@@ -15,8 +15,12 @@ use std::os::unix::fs::MetadataExt;
 
 use sha2::{Digest, Sha256};
 
+/// What makes two looks at a program file "the same file, unchanged": the cache key.
+///
+/// Device and inode name the file; size and modification time (in nanoseconds since the
+/// epoch) catch a program replaced in place, so a rebuilt binary is hashed again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FileIdentity {
+struct FileIdentity {
     dev: u64,
     ino: u64,
     size: u64,
@@ -24,7 +28,8 @@ pub struct FileIdentity {
 }
 
 impl FileIdentity {
-    pub fn of(meta: &std::fs::Metadata) -> FileIdentity {
+    /// The identity of the file `meta` describes (from `stat`/`fstat`, no capability needed).
+    fn of(meta: &std::fs::Metadata) -> FileIdentity {
         FileIdentity {
             dev: meta.dev(),
             ino: meta.ino(),
@@ -34,10 +39,20 @@ impl FileIdentity {
     }
 }
 
+/// SHA-256 digests of exec'd programs, keyed by the file's identity (device, inode, size,
+/// mtime), for the life of the tracer.
+///
+/// Why: `sched_process_exec` events carry the program's digest (`sha256`), and hashing needs a
+/// Requested-ring `open` of `/proc/PID/exe`. With the cache, only the first exec of a
+/// program raises CAP_SYS_PTRACE; later execs of the same unchanged file are answered from
+/// a plain `stat`. The cache never forgets (a tracer sees a bounded set of programs).
 #[derive(Debug, Default)]
 pub struct ExeHashCache {
+    /// Lower-case hexadecimal SHA-256 (64 characters) per file identity.
     digests: HashMap<FileIdentity, String>,
+    /// Lookups answered from the cache (no capability raised); the tracer reports it at exit.
     pub hits: u64,
+    /// Files hashed (each one after a Requested-ring open); the tracer reports it at exit.
     pub misses: u64,
 }
 

@@ -9,14 +9,22 @@ use std::io::{BufRead, BufReader, Read};
 
 use serde::Serialize;
 
+/// Counts from one read of `/proc/kallsyms`, attached to `module_load` events as
+/// `kernel_symbols` (the tracer reads the file once, at start, not per event).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SymbolSummary {
+    /// Well-formed lines (`ADDRESS TYPE NAME [MODULE]`); malformed lines are skipped.
     pub symbols: usize,
     /// Symbols whose address is not zero: proof that the open happened with CAP_SYSLOG.
     pub with_addresses: usize,
+    /// Distinct loadable modules named in a `[module]` column (the core kernel is not one).
     pub modules: usize,
 }
 
+/// Summarizes a `/proc/kallsyms` text read from `reader`; only an I/O error fails.
+///
+/// The reader is an already opened file: whether addresses are real was decided by the
+/// opener's credentials at `open` time, so this needs no capability.
 pub fn summarize(reader: impl Read) -> std::io::Result<SymbolSummary> {
     let mut s = SymbolSummary::default();
     let mut modules = BTreeSet::new();

@@ -93,12 +93,20 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 // Rings
 // ---------------------------------------------------------------------------------------------
 
-/// One of the four rings.
+/// One of the four rings (see the table in the module docs). Written as `privileged`,
+/// `required`, `requested(cap_NAME)` and `unprivileged` in the ring log and in errors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Ring {
+    /// Ring 0: the process as it started, every permitted capability effective. The start
+    /// state; only a requested scope opened before the first drop returns to it.
     Privileged,
+    /// Ring 1: configuration. E is the plan's `required` set, P is `config_permitted`.
     Required,
+    /// Ring 2: one operation with exactly this capability effective (E = {cap}), inside
+    /// [`RingManager::with_requested`]; P is left as it was.
     Requested(Cap),
+    /// Ring 3: the steady state. E = ∅, P = `steady_permitted` (what later Requested
+    /// operations need).
     Unprivileged,
 }
 
@@ -178,6 +186,8 @@ impl<'de> Deserialize<'de> for Ring {
 /// What the rings contain, computed by the oracle.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RingPlan {
+    /// `--capabilities bypass=1` (or `CAPABILITIES_BYPASS=1`): no capability system call at
+    /// all; rings are only tracked and logged, with the process's real sets.
     pub bypass: bool,
     /// E during configuration.
     pub required: CapSet,
@@ -220,64 +230,119 @@ impl RingPlan {
 /// A failed ring transition. Every variant names the operation and the thread.
 #[derive(Debug, thiserror::Error)]
 pub enum RingError {
+    /// A capability system call (or the `tgkill` that carries the broadcast) failed on one
+    /// thread. On the calling thread nothing has changed yet; on another thread, some threads
+    /// may already be in the new ring.
     #[error("{op} failed on thread {tid} while entering {ring}: {}", errno_text(*errno))]
     Syscall {
+        /// The call as written in the message: `capset`, `prctl(PR_CAPBSET_DROP, cap_NAME)`,
+        /// `prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)`, `tgkill(signal N)`, ….
         op: String,
+        /// The errno it returned (`EBUSY` when a handler could not read the published job).
         errno: i32,
+        /// The thread it failed on.
         tid: i32,
+        /// The ring being entered.
         ring: Ring,
     },
+    /// A signalled thread did not acknowledge the broadcast within 2 s (it blocks the signal,
+    /// is stopped, or is stuck in the kernel).
     #[error(
         "capability broadcast for {ring}: thread {tid} did not acknowledge signal {signal} within \
          {waited_ms} ms{hint}"
     )]
     NoAck {
+        /// The first thread still pending.
         tid: i32,
+        /// The ring being entered.
         ring: Ring,
+        /// The broadcast signal number (`SIGRTMIN() + 5`).
         signal: i32,
+        /// Milliseconds waited for acknowledgements in this round.
         waited_ms: u64,
+        /// Empty, or ` (the thread blocks signal N)` / ` (thread state S)` from its status.
         hint: String,
     },
+    /// After the broadcast a thread that was signalled shows other sets than the ring's
+    /// (fail closed: the kernel state is not what the tracer believes).
     #[error(
         "verification after entering {ring}: thread {tid} has {set} {found} (/proc/self/task/{tid}/status) \
          where {expected} was expected"
     )]
     Mismatch {
+        /// The ring being entered.
         ring: Ring,
+        /// The thread whose status differs.
         tid: i32,
+        /// The first differing line of its status: `CapEff`, `CapPrm`, `CapInh`, `CapBnd`
+        /// or `CapAmb`.
         set: &'static str,
+        /// What that line says.
         found: CapSet,
+        /// What the ring requires there.
         expected: CapSet,
     },
+    /// Threads kept appearing: after 64 rounds of scanning `/proc/self/task` some thread was
+    /// still not signalled or not verified.
     #[error("capability broadcast for {ring} (thread {tid}): the set of threads did not settle after {rounds} rounds")]
-    Unstable { ring: Ring, tid: i32, rounds: usize },
+    Unstable {
+        /// The ring being entered.
+        ring: Ring,
+        /// The coordinating (calling) thread.
+        tid: i32,
+        /// Rounds tried.
+        rounds: usize,
+    },
+    /// The ring needs capabilities the permitted set no longer holds (P only shrinks), so
+    /// nothing was attempted.
     #[error("cannot enter {ring} on thread {tid}: {missing} not in the permitted set {permitted}")]
     NotPermitted {
+        /// The ring asked for.
         ring: Ring,
+        /// The calling thread.
         tid: i32,
+        /// The capabilities the ring needs in P that P lacks.
         missing: CapSet,
+        /// The permitted set in force.
         permitted: CapSet,
     },
+    /// The [`RingPlan`] contradicts itself (a set that must be a subset is not); the text
+    /// names the sets.
     #[error("invalid ring plan: {0}")]
     Plan(String),
+    /// A transition the ring order forbids: changing the base ring inside a requested scope,
+    /// or going back to Required once Unprivileged was entered.
     #[error("cannot enter {to} from {from} on thread {tid}: {why}")]
     Order {
+        /// The ring in force.
         from: Ring,
+        /// The ring asked for.
         to: Ring,
+        /// The calling thread.
         tid: i32,
+        /// The rule that forbids it.
         why: &'static str,
     },
+    /// Reading `/proc`, installing the signal handler or writing the ring log failed.
     #[error("{op} on thread {tid}: {source}")]
     Io {
+        /// What was being done, e.g. `listing /proc/self/task`.
         op: String,
+        /// The calling thread.
         tid: i32,
+        /// The underlying failure.
         #[source]
         source: io::Error,
     },
+    /// Entering a requested scope failed after some thread had changed, and returning every
+    /// thread to the outer ring failed too: the process is in an unknown state.
     #[error("{cause}; rolling back to {ring} also failed: {rollback}")]
     RollbackFailed {
+        /// The outer ring the rollback tried to restore.
         ring: Ring,
+        /// Why entering the requested ring failed.
         cause: Box<RingError>,
+        /// Why the rollback failed.
         rollback: Box<RingError>,
     },
 }
@@ -306,7 +371,9 @@ pub enum ScopeError {
     /// Returning to the outer ring failed; the operation's error, if any, is kept too.
     #[error("{}", return_text(.error, .operation))]
     Return {
+        /// Why the outer ring could not be restored.
         error: RingError,
+        /// The operation's own error message, when it had failed too.
         operation: Option<String>,
     },
 }
@@ -350,22 +417,22 @@ fn errno_text(errno: i32) -> String {
 // Per-thread state from /proc
 // ---------------------------------------------------------------------------------------------
 
-pub use capring_spec::sys::ThreadCaps;
+use capring_spec::sys::ThreadCaps;
 
 /// The calling thread's sets (from `/proc/thread-self/status`, no capget).
-pub fn own_thread_caps() -> io::Result<ThreadCaps> {
+pub(crate) fn own_thread_caps() -> io::Result<ThreadCaps> {
     capring_spec::sys::own_thread()
 }
 
 /// One thread of this process; `Ok(None)` when the thread is gone, an error when its status
 /// cannot be read or parsed (the manager fails closed on it).
-pub fn task_caps(tid: i32) -> io::Result<Option<ThreadCaps>> {
+pub(crate) fn task_caps(tid: i32) -> io::Result<Option<ThreadCaps>> {
     // SAFETY: getpid cannot fail.
     capring_spec::sys::thread_status(unsafe { libc::getpid() }, tid)
 }
 
 /// The tids in `/proc/self/task`.
-pub fn task_ids() -> io::Result<Vec<i32>> {
+pub(crate) fn task_ids() -> io::Result<Vec<i32>> {
     let mut tids = Vec::new();
     for entry in std::fs::read_dir("/proc/self/task")? {
         if let Some(tid) = entry?.file_name().to_str().and_then(|s| s.parse().ok()) {
@@ -376,17 +443,6 @@ pub fn task_ids() -> io::Result<Vec<i32>> {
     }
     tids.sort_unstable();
     Ok(tids)
-}
-
-/// Every thread's sets (threads that exit while being read are left out).
-pub fn thread_caps() -> io::Result<Vec<ThreadCaps>> {
-    let mut all = Vec::new();
-    for tid in task_ids()? {
-        if let Some(t) = task_caps(tid)? {
-            all.push(t);
-        }
-    }
-    Ok(all)
 }
 
 fn cap_last_cap() -> u8 {
@@ -1004,6 +1060,7 @@ impl RingLog {
         })
     }
 
+    /// The file the log appends to (as given to [`RingLog::create`]).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -1120,6 +1177,7 @@ impl RingManager {
         })
     }
 
+    /// The plan the manager was made with (validated; never changes).
     pub fn plan(&self) -> &RingPlan {
         &self.plan
     }
@@ -1280,11 +1338,19 @@ impl RingManager {
     /// Applies `ring` to every thread (or only records it, under bypass), updates the state and
     /// writes the log line. The caller owns the scope.
     fn apply(&self, ring: Ring, reason: &str) -> Result<(), Failed> {
-        let me = gettid();
-        let unchanged = |error| Failed {
-            error,
-            changed: false,
+        let step = self.transition(ring);
+        let threads = if self.plan.bypass {
+            self.thread_count()
+        } else {
+            self.enforce(&step)?
         };
+        self.commit(&step);
+        self.log_transition(&step, threads, reason)
+    }
+
+    /// Works out, from the state in force, the sets `ring` applies and what every thread
+    /// must show afterwards. Changes nothing.
+    fn transition(&self, ring: Ring) -> Transition {
         let st = self.lock_state();
         let first = !st.dropped && matches!(ring, Ring::Required | Ring::Unprivileged);
         let (eff, prm) = match ring {
@@ -1303,76 +1369,119 @@ impl RingManager {
             bounding: (st.bounding_cleared || clear_bounding).then_some(CapSet::EMPTY),
             ambient: (st.dropped || first).then_some(CapSet::EMPTY),
         };
-        let held = st.permitted;
-        drop(st);
+        Transition {
+            ring,
+            eff,
+            prm,
+            inh,
+            first,
+            clear_bounding,
+            expect,
+            held: st.permitted,
+        }
+    }
 
-        let threads = if self.plan.bypass {
-            self.thread_count()
-        } else {
-            if !prm.is_subset(held) {
-                return Err(unchanged(RingError::NotPermitted {
-                    ring,
-                    tid: me,
-                    missing: prm.difference(held),
-                    permitted: held,
-                }));
-            }
-            let mut flags = F_CAPSET;
-            if first {
-                flags |= F_AMBIENT;
-            }
-            if clear_bounding {
-                flags |= F_BOUNDING;
-            }
-            let job = Job {
-                flags,
-                bounding: CapSet::all_up_to(self.last_cap).bits(),
-                eff: eff.bits(),
-                prm: prm.bits(),
-                inh: inh.bits(),
-            };
-            broadcast(&job, ring, &expect)?
+    /// Makes the capability system calls of `step` on every thread (not under bypass).
+    /// Returns the number of live threads verified.
+    fn enforce(&self, step: &Transition) -> Result<usize, Failed> {
+        if !step.prm.is_subset(step.held) {
+            return Err(Failed {
+                error: RingError::NotPermitted {
+                    ring: step.ring,
+                    tid: gettid(),
+                    missing: step.prm.difference(step.held),
+                    permitted: step.held,
+                },
+                changed: false,
+            });
+        }
+        let mut flags = F_CAPSET;
+        if step.first {
+            flags |= F_AMBIENT;
+        }
+        if step.clear_bounding {
+            flags |= F_BOUNDING;
+        }
+        let job = Job {
+            flags,
+            bounding: CapSet::all_up_to(self.last_cap).bits(),
+            eff: step.eff.bits(),
+            prm: step.prm.bits(),
+            inh: step.inh.bits(),
         };
+        broadcast(&job, step.ring, &step.expect)
+    }
 
+    /// Records a transition that every thread completed: the base ring, P and I in force,
+    /// the one-time clears, and the current ring. Under bypass only the rings change.
+    fn commit(&self, step: &Transition) {
+        let ring = step.ring;
         if !self.plan.bypass {
             let mut st = self.lock_state();
             if matches!(ring, Ring::Required | Ring::Unprivileged) {
                 st.base = ring;
             }
-            st.permitted = prm;
-            st.inheritable = inh;
-            st.dropped |= first;
-            st.bounding_cleared |= clear_bounding;
+            st.permitted = step.prm;
+            st.inheritable = step.inh;
+            st.dropped |= step.first;
+            st.bounding_cleared |= step.clear_bounding;
         } else if matches!(ring, Ring::Required | Ring::Unprivileged) {
             self.lock_state().base = ring;
         }
         self.current.store(ring.encode(), SeqCst);
-
-        if let Some(log) = &self.log {
-            let (effective, permitted) = if self.plan.bypass {
-                (self.start.effective, self.start.permitted)
-            } else {
-                (eff, prm)
-            };
-            log.append(&LogLine {
-                t_ns: monotonic_ns(),
-                ring,
-                effective,
-                permitted,
-                threads,
-                reason,
-                bypass: self.plan.bypass,
-            })
-            .map_err(|source| {
-                unchanged(RingError::Io {
-                    op: format!("writing ring log {}", log.path().display()),
-                    tid: me,
-                    source,
-                })
-            })?;
-        }
-        Ok(())
     }
+
+    /// Appends the log line of a completed transition, when there is a log. Under bypass it
+    /// shows the process's real sets, which never change.
+    fn log_transition(
+        &self,
+        step: &Transition,
+        threads: usize,
+        reason: &str,
+    ) -> Result<(), Failed> {
+        let Some(log) = &self.log else {
+            return Ok(());
+        };
+        let (effective, permitted) = if self.plan.bypass {
+            (self.start.effective, self.start.permitted)
+        } else {
+            (step.eff, step.prm)
+        };
+        log.append(&LogLine {
+            t_ns: monotonic_ns(),
+            ring: step.ring,
+            effective,
+            permitted,
+            threads,
+            reason,
+            bypass: self.plan.bypass,
+        })
+        .map_err(|source| Failed {
+            error: RingError::Io {
+                op: format!("writing ring log {}", log.path().display()),
+                tid: gettid(),
+                source,
+            },
+            changed: false,
+        })
+    }
+}
+
+/// One ring transition worked out from the state before it ([`RingManager::transition`]).
+struct Transition {
+    ring: Ring,
+    /// E, P and I to apply.
+    eff: CapSet,
+    prm: CapSet,
+    inh: CapSet,
+    /// This is the first drop: ambient and inheritable are cleared (and bounding, if planned).
+    first: bool,
+    /// The bounding set is cleared in this transition.
+    clear_bounding: bool,
+    /// What every live thread must show afterwards.
+    expect: Expect,
+    /// P in force before the transition (P can only shrink).
+    held: CapSet,
 }
 
 #[cfg(test)]

@@ -7,11 +7,16 @@
 use serde::Serialize;
 use serde_json::Value;
 
+/// One rule that fired on one event; `ref-rules` prints each as a JSON line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Detection {
+    /// The rule's stable name, e.g. `exec-from-temp-dir`, `shadow-write`, `kernel-module-load`.
     pub rule: &'static str,
+    /// `medium`, `high` or `critical`: how urgent a finding of this rule is.
     pub severity: &'static str,
+    /// One human-readable sentence naming what was seen (program, path or system call).
     pub summary: String,
+    /// The ref-tracer event line that fired the rule, unchanged.
     pub event: Value,
 }
 

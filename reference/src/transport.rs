@@ -4,7 +4,7 @@
 //! (BPF_MAP_TYPE_RINGBUF) and without `bpf_probe_read_{kernel,user}[_str]` (Ubuntu 20.04's
 //! 5.4, for one). `build.rs` compiles `tracer.bpf.c` once per combination; [`Support::probe`]
 //! asks the running kernel (never its version string) and [`Support::object`] picks the
-//! object. [`EventSource`] hides the difference between one ring buffer and one perf buffer
+//! object. `EventSource` hides the difference between one ring buffer and one perf buffer
 //! per CPU from the rest of the tracer.
 //!
 //! The probes are `bpf(2)` calls, so they run in the Required ring, right before loading.
@@ -39,7 +39,9 @@ pub enum MemoryRead {
 /// What the running kernel supports, as far as the choice of object goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Support {
+    /// The event channel the object writes to: one ring buffer, or per-CPU perf buffers.
     pub output: Output,
+    /// The helpers the object reads kernel and user memory with.
     pub read: MemoryRead,
 }
 
@@ -101,12 +103,15 @@ impl std::fmt::Display for Support {
 /// what the ring buffer holds for all CPUs together (128 KiB per CPU lost events on a busy
 /// 2-CPU host), and within the 516 KiB per CPU that `perf_event_mlock_kb` grants before
 /// RLIMIT_MEMLOCK is charged.
-pub const PERF_PAGES: usize = 64;
+pub(crate) const PERF_PAGES: usize = 64;
 
 /// Where user space reads events from.
-pub enum EventSource {
+pub(crate) enum EventSource {
+    /// The object's `EVENTS` ring buffer, shared by all CPUs; records arrive in one order.
     Ring(RingBuf<MapData>),
+    /// The object's `EVENTS` perf event array, opened on every online CPU.
     Perf {
+        /// One mapped perf buffer per online CPU ([`PERF_PAGES`] pages each).
         buffers: Vec<PerfEventArrayBuffer<MapData>>,
         /// Samples the kernel reported lost (PERF_RECORD_LOST) so far.
         lost: u64,
@@ -115,7 +120,7 @@ pub enum EventSource {
 
 impl EventSource {
     /// Opens the perf buffers of every online CPU (perf_event_open: the Required ring).
-    pub fn perf(mut array: PerfEventArray<MapData>) -> Result<EventSource, String> {
+    pub(crate) fn perf(mut array: PerfEventArray<MapData>) -> Result<EventSource, String> {
         let cpus = aya::util::online_cpus().map_err(|(path, e)| format!("reading {path}: {e}"))?;
         let mut buffers = Vec::with_capacity(cpus.len());
         for cpu in cpus {
@@ -128,7 +133,7 @@ impl EventSource {
     }
 
     /// The descriptors to wait on.
-    pub fn poll_fds(&self) -> Vec<libc::pollfd> {
+    pub(crate) fn poll_fds(&self) -> Vec<libc::pollfd> {
         let fd = |raw| libc::pollfd {
             fd: raw,
             events: libc::POLLIN,
@@ -143,7 +148,7 @@ impl EventSource {
     }
 
     /// Hands every available record to `each`, in order per CPU.
-    pub fn drain(&mut self, mut each: impl FnMut(&[u8])) {
+    pub(crate) fn drain(&mut self, mut each: impl FnMut(&[u8])) {
         match self {
             EventSource::Ring(ring) => {
                 while let Some(record) = ring.next() {
@@ -171,7 +176,7 @@ impl EventSource {
 
     /// Samples the perf buffers reported lost (always 0 for the ring buffer, whose losses
     /// the BPF side counts itself).
-    pub fn perf_lost(&self) -> u64 {
+    pub(crate) fn perf_lost(&self) -> u64 {
         match self {
             EventSource::Ring(_) => 0,
             EventSource::Perf { lost, .. } => *lost,
@@ -181,7 +186,7 @@ impl EventSource {
 
 /// Waits until one of `fds` is readable or `millis` pass. Returns false when a signal
 /// interrupted the wait (not an error: the caller looks at its stop flag at once).
-pub fn wait(fds: &mut [libc::pollfd], millis: i32) -> io::Result<bool> {
+pub(crate) fn wait(fds: &mut [libc::pollfd], millis: i32) -> io::Result<bool> {
     // SAFETY: `fds` is a valid, exclusively borrowed array of pollfd for the whole call, and
     // its length is passed with it.
     let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis) };

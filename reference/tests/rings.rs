@@ -301,6 +301,22 @@ fn all_threads_follow_every_ring() {
     let threads = mgr.thread_count();
     assert!(threads >= 5, "{threads} threads");
 
+    walk_configuration(&mgr, &plan);
+    walk_steady_state(&mgr, &plan);
+
+    // No way back to configuration.
+    let err = mgr.enter_required("again").unwrap_err();
+    assert!(matches!(err, RingError::Order { .. }), "{err}");
+    assert_all("still unprivileged", CapSet::EMPTY, plan.steady_permitted);
+
+    idle.stop();
+    assert_walk_logged(&log_path, &plan);
+    let _ = std::fs::remove_file(log_path);
+}
+
+/// Step 1 of [`all_threads_follow_every_ring`]: Required (the first drop), a Requested scope
+/// inside it, and back.
+fn walk_configuration(mgr: &RingManager, plan: &RingPlan) {
     mgr.enter_required("configure").unwrap();
     assert_eq!(mgr.current(), Ring::Required);
     assert_all("required", plan.required, plan.config_permitted);
@@ -323,7 +339,11 @@ fn all_threads_follow_every_ring() {
     assert!(seen >= 5);
     assert_eq!(mgr.current(), Ring::Required);
     assert_all("back to required", plan.required, plan.config_permitted);
+}
 
+/// Step 2 of [`all_threads_follow_every_ring`]: Unprivileged, a Requested scope inside it,
+/// and back; the first drop's clears still hold.
+fn walk_steady_state(mgr: &RingManager, plan: &RingPlan) {
     mgr.enter_unprivileged("configured").unwrap();
     assert_eq!(mgr.current(), Ring::Unprivileged);
     assert_all("unprivileged", CapSet::EMPTY, plan.steady_permitted);
@@ -346,15 +366,12 @@ fn all_threads_follow_every_ring() {
             t.tid
         );
     }
+}
 
-    // No way back to configuration.
-    let err = mgr.enter_required("again").unwrap_err();
-    assert!(matches!(err, RingError::Order { .. }), "{err}");
-    assert_all("still unprivileged", CapSet::EMPTY, plan.steady_permitted);
-
-    idle.stop();
-
-    let lines = log_lines(&log_path);
+/// Step 3 of [`all_threads_follow_every_ring`]: the ring log has one line per completed
+/// transition, in order, with the sets, reason and thread count of the first.
+fn assert_walk_logged(log_path: &PathBuf, plan: &RingPlan) {
+    let lines = log_lines(log_path);
     let rings: Vec<&str> = lines.iter().map(|l| l["ring"].as_str().unwrap()).collect();
     assert_eq!(
         rings,
@@ -379,7 +396,6 @@ fn all_threads_follow_every_ring() {
     assert_eq!(lines[3]["effective"], serde_json::json!([]));
     let times: Vec<u64> = lines.iter().map(|l| l["t_ns"].as_u64().unwrap()).collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
-    let _ = std::fs::remove_file(log_path);
 }
 
 #[test]

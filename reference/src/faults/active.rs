@@ -30,7 +30,9 @@ pub const MARKER_PREFIX: &str = "capring-fault:";
 /// Which program a fault belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
+    /// `ref-tracer-mutant`, the reference tracer with one fault.
     Tracer,
+    /// `ref-rules-mutant`, the reference rules engine with one fault.
     Rules,
 }
 
@@ -46,7 +48,7 @@ macro_rules! faults {
         pub const ALL: &[Fault] = &[$(Fault::$variant,)*];
 
         impl Fault {
-            /// `capring-fault:NAME;`: the string every hook compares with (see [`is`]).
+            /// `capring-fault:NAME;`: the string every hook compares with (see `is`).
             pub fn marker(self) -> &'static str {
                 match self {
                     $(Fault::$variant => concat!("capring-fault:", $name, ";"),)*
@@ -199,7 +201,10 @@ pub fn select(program: &'static str, target: Target) -> Fault {
 
 // ----- hooks (same signatures as `inert.rs`) -------------------------------------------------
 
-pub fn environment(env: &mut CapEnv) {
+/// The tracer's `CAPABILITIES_*` variables, before they are parsed: `ignores-bypass-env`
+/// forgets `CAPABILITIES_BYPASS`, `ignores-env-add-drop` forgets `CAPABILITIES_ADD` and
+/// `CAPABILITIES_DROP`.
+pub(crate) fn environment(env: &mut CapEnv) {
     if is(Fault::IgnoresBypassEnv) {
         env.bypass = None;
     }
@@ -209,7 +214,10 @@ pub fn environment(env: &mut CapEnv) {
     }
 }
 
-pub fn options(options: &mut CapOptions, env: &CapEnv) {
+/// The resolved `--capabilities` options: `ignores-drop-flag` empties `drop=`,
+/// `bypass-still-drops` clears `bypass=`, `env-overrides-flag` lets `CAPABILITIES_BYPASS`
+/// win over the command line.
+pub(crate) fn options(options: &mut CapOptions, env: &CapEnv) {
     if is(Fault::IgnoresDropFlag) {
         options.drop = CapSet::EMPTY;
     }
@@ -223,7 +231,9 @@ pub fn options(options: &mut CapOptions, env: &CapEnv) {
     }
 }
 
-pub fn help_last_cap(last: u8) -> u8 {
+/// The last capability number `--capabilities help` lists: one less under
+/// `help-misses-last-cap`.
+pub(crate) fn help_last_cap(last: u8) -> u8 {
     if is(Fault::HelpMissesLastCap) {
         last.saturating_sub(1)
     } else {
@@ -231,9 +241,10 @@ pub fn help_last_cap(last: u8) -> u8 {
     }
 }
 
-/// `skips-missing-check`: evaluates as if every capability were usable, then silently
-/// shrinks the rings to what is really usable.
-pub fn cannot_run(
+/// The oracle said the tracer cannot run (a Required capability is not usable); a fault
+/// may return rings to run with anyway. `skips-missing-check` evaluates as if every
+/// capability were usable, then silently shrinks the rings to what is really usable.
+pub(crate) fn cannot_run(
     options: &CapOptions,
     events: &[String],
     catalog: &Catalog,
@@ -264,7 +275,12 @@ pub fn cannot_run(
 /// Capabilities `add=` put in the Required ring (`add-stays-effective` keeps them).
 static ADDED: OnceLock<CapSet> = OnceLock::new();
 
-pub fn ring_plan(plan: &mut RingPlan, rings: &Rings, facts: &EnvFacts) {
+/// The ring plan, before the ring manager gets it. Most tracer faults act here: they widen
+/// the rings (`keeps-sys-admin`, `required-too-wide`, `undeclared-requested`,
+/// `requested-two-caps`, `add-stays-effective`), swap a capability (`prefers-sys-admin`),
+/// keep the bounding set (`keeps-bounding`) or turn every change off (`never-drops`, as
+/// bypass does).
+pub(crate) fn ring_plan(plan: &mut RingPlan, rings: &Rings, facts: &EnvFacts) {
     let usable = facts.usable();
     let permit = |plan: &mut RingPlan, cap: Cap| {
         plan.config_permitted.insert(cap);
@@ -305,13 +321,18 @@ pub fn ring_plan(plan: &mut RingPlan, rings: &Rings, facts: &EnvFacts) {
     }
 }
 
-pub fn before_ring_manager() {
+/// Just before the ring manager is created (still one thread): `forgets-thread` starts the
+/// thread every transition will leave out.
+pub(crate) fn before_ring_manager() {
     if is(Fault::ForgetsThread) {
         spawn_forgotten_thread();
     }
 }
 
-pub fn before_first_drop(plan: &RingPlan) -> Result<(), String> {
+/// Just before the first drop (still one thread, every capability effective):
+/// `bypass-capset-aborts` makes a capset that changes nothing and aborts if it fails;
+/// `leaves-pinned-program` pins a program from a helper process.
+pub(crate) fn before_first_drop(plan: &RingPlan) -> Result<(), String> {
     if is(Fault::BypassCapsetAborts) && plan.bypass {
         // "Enter the Privileged ring" explicitly: a capset that changes nothing, treated as
         // a drop whose failure is fatal.
@@ -327,30 +348,41 @@ pub fn before_first_drop(plan: &RingPlan) -> Result<(), String> {
     Ok(())
 }
 
-pub fn load_before_first_drop() -> bool {
+/// Load the eBPF programs before the first drop instead of after it? Yes under
+/// `loads-before-drop`.
+pub(crate) fn load_before_first_drop() -> bool {
     is(Fault::LoadsBeforeDrop)
 }
 
-pub fn ignore_drop_failure() -> bool {
+/// Carry on after a failed drop? Yes under `ignores-drop-failure`.
+pub(crate) fn ignore_drop_failure() -> bool {
     is(Fault::IgnoresDropFailure)
 }
 
-pub fn after_first_drop() {
+/// The first drop succeeded: `leaves-pinned-program` removes its pin (only the abort path
+/// leaves it behind).
+pub(crate) fn after_first_drop() {
     if is(Fault::LeavesPinnedProgram) {
         // Configured: the pin is not needed any more (only the abort path forgets it).
         pin::release();
     }
 }
 
-pub fn permission_error_is_runtime() -> bool {
+/// Report a permission error while loading as a runtime error (exit 1)? Yes under
+/// `skips-missing-check`.
+pub(crate) fn permission_error_is_runtime() -> bool {
     is(Fault::SkipsMissingCheck)
 }
 
-pub fn defer_unprivileged() -> bool {
+/// Stay in the Required ring after configuration (until `after_event` moves on)? Yes under
+/// `late-unprivileged`.
+pub(crate) fn defer_unprivileged() -> bool {
     is(Fault::LateUnprivileged)
 }
 
-pub fn steady_state_entered() {
+/// The Unprivileged ring was entered: `keeps-sys-admin` raises cap_sys_admin again on the
+/// calling (main) thread only, behind the ring manager's back.
+pub(crate) fn steady_state_entered() {
     if is(Fault::KeepsSysAdmin) {
         let _ = caps::raise(
             None,
@@ -360,13 +392,19 @@ pub fn steady_state_entered() {
     }
 }
 
-pub fn after_kallsyms() {
+/// The start-up Requested operation (reading /proc/kallsyms) is over:
+/// `requested-left-raised` raises cap_syslog again on the calling thread.
+pub(crate) fn after_kallsyms() {
     if is(Fault::RequestedLeftRaised) {
         let _ = caps::raise(None, caps::CapSet::Effective, caps::Capability::CAP_SYSLOG);
     }
 }
 
-pub fn after_event(emitted: u64, manager: &RingManager) -> Result<(), String> {
+/// An event line was handed to the writer; `emitted` counts them, this one included. After
+/// the first event `late-unprivileged` finally drops to Unprivileged; after the second,
+/// `undeclared-requested` opens a raw socket in a Requested ring of cap_net_raw and
+/// `late-bpf-call` creates a map with bpf(2) from the Unprivileged ring.
+pub(crate) fn after_event(emitted: u64, manager: &RingManager) -> Result<(), String> {
     match (active(), emitted) {
         (Some(Fault::LateUnprivileged), 1) => {
             // Long enough for the harness to read the line and sample every thread.
@@ -399,11 +437,15 @@ pub fn after_event(emitted: u64, manager: &RingManager) -> Result<(), String> {
 /// The `forgets-thread` thread id (0 = none).
 static FORGOTTEN_TID: AtomicI32 = AtomicI32::new(0);
 
-pub fn is_forgotten(tid: i32) -> bool {
+/// Leave this thread out of every ring transition? Yes for the `forgets-thread` thread.
+pub(crate) fn is_forgotten(tid: i32) -> bool {
     tid != 0 && FORGOTTEN_TID.load(Ordering::SeqCst) == tid
 }
 
-pub fn effective(ring: Ring, eff: CapSet) -> CapSet {
+/// The effective set a ring transition applies: `requested-two-caps` adds
+/// cap_dac_read_search to the cap_sys_ptrace Requested ring, `add-stays-effective` keeps the
+/// `add=` capabilities in Unprivileged and Requested rings.
+pub(crate) fn effective(ring: Ring, eff: CapSet) -> CapSet {
     match (active(), ring) {
         (Some(Fault::RequestedTwoCaps), Ring::Requested(Cap::SYS_PTRACE)) => {
             eff.with(dac_read_search())
@@ -415,17 +457,22 @@ pub fn effective(ring: Ring, eff: CapSet) -> CapSet {
     }
 }
 
-pub fn rules_environment(env: &mut CapEnv) {
+/// The rules engine's `CAPABILITIES_*` variables, before they are read:
+/// `rules-ignores-bypass-env` forgets `CAPABILITIES_BYPASS`.
+pub(crate) fn rules_environment(env: &mut CapEnv) {
     if is(Fault::RulesIgnoresBypassEnv) {
         env.bypass = None;
     }
 }
 
-pub fn rules_allcaps_flag(flag: bool) -> bool {
+/// The rules engine's `--allcaps` flag as given: always off under `rules-ignores-allcaps`.
+pub(crate) fn rules_allcaps_flag(flag: bool) -> bool {
     flag && !is(Fault::RulesIgnoresAllcaps)
 }
 
-pub fn rules_keep() -> CapSet {
+/// Capabilities the rules engine keeps when it drops everything: cap_dac_read_search under
+/// `rules-keeps-dac-read-search`.
+pub(crate) fn rules_keep() -> CapSet {
     if is(Fault::RulesKeepsDacReadSearch) {
         CapSet::EMPTY.with(dac_read_search())
     } else {

@@ -6,7 +6,7 @@
 //! named hook points below, at the places where a real tracer author could go wrong, and:
 //!
 //! * without the cargo feature `faults` (`ref-tracer`, `ref-rules`) every hook is an empty
-//!   `#[inline(always)]` function of [`inert`]: the compiler removes the calls, and no fault
+//!   `#[inline(always)]` function of `inert`: the compiler removes the calls, and no fault
 //!   code, name or marker is in the binary (`tests/no_faults.rs` proves it on the built
 //!   binaries);
 //! * with it (`ref-tracer-mutant`, `ref-rules-mutant`, which `required-features` keeps out of
@@ -22,5 +22,6 @@ pub use active::*;
 
 #[cfg(not(feature = "faults"))]
 mod inert;
+// The hooks are `pub(crate)`: the seam is the crate's own, not part of its API.
 #[cfg(not(feature = "faults"))]
-pub use inert::*;
+pub(crate) use inert::*;
