@@ -255,6 +255,17 @@ pub fn env_cli_wins(v: &View) -> Check {
             s.t,
         );
     }
+    // A drop that only a shadowed variable asks for must not disable a Requested operation.
+    let kept = plan.shadowed_drop.intersection(rings.requested_caps());
+    if !kept.is_empty() && v.first_event().is_some() && holding(v, kept, false).is_none() {
+        return fail(
+            format!("{kept} (dropped only by a shadowed variable) raised for its Requested operation"),
+            format!(
+                "never effective after the first drop, over {} event lines: the variable's drop was applied",
+                v.events_emitted()
+            ),
+        );
+    }
     pass(
         "each key from the command line if given there, else from its variable",
         format!(

@@ -81,6 +81,8 @@ faults! {
         "Raises cap_syslog for the kallsyms read and never lowers it.";
     EnvOverridesFlag = "env-overrides-flag", Tracer,
         "Lets CAPABILITIES_BYPASS override `--capabilities bypass=` given on the command line.";
+    EnvDropMerged = "env-drop-merged", Tracer,
+        "Adds CAPABILITIES_DROP to the command line's `drop=` instead of letting the flag shadow it.";
     LoadsBeforeDrop = "loads-before-drop", Tracer,
         "Loads its eBPF programs before the first drop.";
     KeepsBounding = "keeps-bounding", Tracer,
@@ -227,6 +229,12 @@ pub(crate) fn options(options: &mut CapOptions, env: &CapEnv) {
     if is(Fault::EnvOverridesFlag) {
         if let Some(b) = env.bypass.as_deref().and_then(options::parse_bypass) {
             options.bypass = b;
+        }
+    }
+    if is(Fault::EnvDropMerged) {
+        let names = env.drop.iter().flat_map(|list| list.split(','));
+        for cap in names.filter_map(|n| capring_spec::caps::parse_name(n.trim()).ok()) {
+            options.drop.insert(cap);
         }
     }
 }
