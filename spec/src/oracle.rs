@@ -17,7 +17,7 @@
 use serde::Serialize;
 
 use crate::caps::{Cap, CapSet};
-use crate::catalog::{Catalog, When};
+use crate::catalog::{AttachType, Catalog, Event, RequestedNeed, When};
 use crate::facts::{EnvFacts, MemlockAction};
 use crate::options::{CapOptions, UsageError};
 
@@ -253,7 +253,14 @@ fn needing_events(needs: &[Need], missing: &CapSet, events: &[String]) -> Vec<St
         .collect()
 }
 
-/// The oracle.
+/// The oracle: what a conforming tracer does with these `--capabilities` options, these
+/// selected events (checked against `catalog` first: an unknown or missing event is a usage
+/// error) and this environment.
+///
+/// In named steps: `--capabilities help` answers before anything else; `demand` gathers
+/// what the events need here; under bypass every ring is the permitted set (`bypassed`);
+/// otherwise an environment problem or a Required capability that is not usable refuses
+/// the run, and the rest is the four rings (`dropping`).
 pub fn evaluate(
     options: &CapOptions,
     events: &[String],
@@ -264,6 +271,41 @@ pub fn evaluate(
         return Ok(Outcome::Help);
     }
     check_events(catalog, events)?;
+    let demand = demand(options, events, catalog, facts);
+    if options.bypass {
+        return Ok(bypassed(facts, demand));
+    }
+    if !demand.environment_problems.is_empty() {
+        return Ok(Outcome::CannotRun {
+            missing: CapSet::EMPTY,
+            events: events.to_vec(),
+            message: demand.environment_problems.join("; "),
+        });
+    }
+    Ok(dropping(options, events, facts, demand))
+}
+
+/// What the selected events ask for in this environment, before bypass, `drop` and the
+/// usable set decide the outcome.
+struct Demand {
+    /// The Required ring's needs (the covered ones already left out, see [`drop_covered`]),
+    /// in the order they were found: eBPF base and memlock, then each event's in selection
+    /// order, then `add`. `drop` is not applied yet.
+    needs: Vec<Need>,
+    /// Every Requested operation of the selected events, enabled or not.
+    requested: Vec<RequestedOp>,
+    /// One warning per Requested operation that is skipped (dropped or not usable).
+    warnings: Vec<String>,
+    /// Why this environment cannot host the events whatever the capabilities (an event
+    /// that needs cgroup v2 where none is mounted).
+    environment_problems: Vec<String>,
+    /// At least one selected event loads eBPF programs, so the memlock action applies.
+    ebpf: bool,
+}
+
+/// Gathers the needs of the selected events (which must all be in `catalog`): the eBPF
+/// base once, each event's perf and declared needs, its Requested operations, then `add`.
+fn demand(options: &CapOptions, events: &[String], catalog: &Catalog, facts: &EnvFacts) -> Demand {
     let usable = facts.usable();
     let mut needs: Vec<Need> = Vec::new();
     let mut push = |capability: Cap, source: String, reason: String, alternatives: CapSet| {
@@ -274,7 +316,6 @@ pub fn evaluate(
             alternatives,
         })
     };
-
     let attach: Vec<_> = events
         .iter()
         .filter_map(|e| catalog.event(e))
@@ -285,62 +326,26 @@ pub fn evaluate(
     if ebpf {
         push_ebpf_base(facts, attach.iter().any(|a| a.perfmon), &mut push);
     }
-
-    let mut environment_problems = Vec::new();
-    let mut requested = Vec::new();
-    let mut warnings = Vec::new();
+    let mut demand = Demand {
+        needs: Vec::new(),
+        requested: Vec::new(),
+        warnings: Vec::new(),
+        environment_problems: Vec::new(),
+        ebpf,
+    };
     for name in events {
         let event = catalog.event(name).expect("checked above");
         let attach = catalog.attach_type(event);
-        if attach.uses_perf && facts.perf_needs_sys_admin() {
-            push(
-                Cap::SYS_ADMIN,
-                format!("perf:{name}"),
-                format!(
-                    "{} attaches through perf_event_open and perf_event_paranoid is {} (> 2 allows perf events only to cap_sys_admin on kernels that enforce it)",
-                    event.attach,
-                    facts.perf_event_paranoid.map_or("unreadable".to_string(), |p| p.to_string())
-                ),
-                CapSet::EMPTY,
-            );
-        }
+        push_event_needs(name, event, attach, facts, &mut push);
         if attach.needs_cgroup2 && facts.cgroup2.is_none() {
-            environment_problems.push(format!(
+            demand.environment_problems.push(format!(
                 "event {name} needs a cgroup v2 hierarchy and none is mounted"
             ));
         }
-        for need in &event.required {
-            push(
-                need.capability,
-                format!("event:{name}"),
-                need.reason.clone(),
-                need.alternatives_on(facts).into_iter().collect(),
-            );
-        }
         for need in &event.requested {
-            let dropped = options.drop.contains(need.capability);
-            let not_usable = !usable.contains(need.capability);
-            let enabled = !dropped && !not_usable && !options.bypass;
-            if !options.bypass && !enabled {
-                warnings.push(format!(
-                    "{name}: {} is skipped: {} is {}",
-                    need.operation,
-                    need.capability,
-                    if dropped {
-                        "dropped by --capabilities drop"
-                    } else {
-                        "not in the permitted set"
-                    }
-                ));
-            }
-            requested.push(crate::oracle::RequestedOp {
-                event: name.clone(),
-                operation: need.operation.clone(),
-                capability: need.capability,
-                when: need.when,
-                reason: need.reason.clone(),
-                enabled: enabled || options.bypass,
-            });
+            let (op, warning) = requested_op(name, need, options, usable);
+            demand.requested.push(op);
+            demand.warnings.extend(warning);
         }
     }
     for cap in options.add.iter() {
@@ -351,62 +356,123 @@ pub fn evaluate(
             CapSet::EMPTY,
         );
     }
-    let needs = drop_covered(needs);
+    demand.needs = drop_covered(needs);
+    demand
+}
 
-    if options.bypass {
-        let p = facts.permitted;
-        return Ok(Outcome::Runs {
-            bypass: true,
-            rings: Rings {
-                privileged: p,
-                required: p,
-                required_needs: needs,
-                requested,
-                unprivileged: p,
-                config_permitted: p,
-                steady_permitted: p,
-                clear_bounding: false,
-                memlock: if ebpf {
-                    facts.memlock_action()
-                } else {
-                    MemlockAction::Nothing
-                },
-            },
-            warnings: vec!["capability dropping is bypassed: every permitted capability stays effective for the whole run".into()],
-        });
+/// One event's Required needs: cap_sys_admin for a perf-attached event where
+/// `perf_event_paranoid` reserves perf to it, then the needs the catalog declares (with the
+/// alternatives that hold on this kernel).
+fn push_event_needs(
+    name: &str,
+    event: &Event,
+    attach: &AttachType,
+    facts: &EnvFacts,
+    push: &mut Push,
+) {
+    if attach.uses_perf && facts.perf_needs_sys_admin() {
+        push(
+            Cap::SYS_ADMIN,
+            format!("perf:{name}"),
+            format!(
+                "{} attaches through perf_event_open and perf_event_paranoid is {} (> 2 allows perf events only to cap_sys_admin on kernels that enforce it)",
+                event.attach,
+                facts.perf_event_paranoid.map_or("unreadable".to_string(), |p| p.to_string())
+            ),
+            CapSet::EMPTY,
+        );
     }
-
-    if !environment_problems.is_empty() {
-        return Ok(Outcome::CannotRun {
-            missing: CapSet::EMPTY,
-            events: events.to_vec(),
-            message: environment_problems.join("; "),
-        });
+    for need in &event.required {
+        push(
+            need.capability,
+            format!("event:{name}"),
+            need.reason.clone(),
+            need.alternatives_on(facts).into_iter().collect(),
+        );
     }
+}
 
+/// One Requested operation of event `name`, and the warning when it is skipped: enabled
+/// under bypass, else only when its capability is usable and not dropped.
+fn requested_op(
+    name: &str,
+    need: &RequestedNeed,
+    options: &CapOptions,
+    usable: CapSet,
+) -> (RequestedOp, Option<String>) {
+    let dropped = options.drop.contains(need.capability);
+    let enabled = options.bypass || (!dropped && usable.contains(need.capability));
+    let warning = (!enabled).then(|| {
+        format!(
+            "{name}: {} is skipped: {} is {}",
+            need.operation,
+            need.capability,
+            if dropped {
+                "dropped by --capabilities drop"
+            } else {
+                "not in the permitted set"
+            }
+        )
+    });
+    let op = RequestedOp {
+        event: name.to_string(),
+        operation: need.operation.clone(),
+        capability: need.capability,
+        when: need.when,
+        reason: need.reason.clone(),
+        enabled,
+    };
+    (op, warning)
+}
+
+/// What to do about `RLIMIT_MEMLOCK`: nothing when no selected event loads eBPF programs.
+fn memlock_for(facts: &EnvFacts, ebpf: bool) -> MemlockAction {
+    if ebpf {
+        facts.memlock_action()
+    } else {
+        MemlockAction::Nothing
+    }
+}
+
+/// Bypass: every ring is the permitted set at start, nothing is dropped, one warning says so
+/// (the Requested operations are all enabled, see [`requested_op`]).
+fn bypassed(facts: &EnvFacts, demand: Demand) -> Outcome {
+    let p = facts.permitted;
+    Outcome::Runs {
+        bypass: true,
+        rings: Rings {
+            privileged: p,
+            required: p,
+            required_needs: demand.needs,
+            requested: demand.requested,
+            unprivileged: p,
+            config_permitted: p,
+            steady_permitted: p,
+            clear_bounding: false,
+            memlock: memlock_for(facts, demand.ebpf),
+        },
+        warnings: vec!["capability dropping is bypassed: every permitted capability stays effective for the whole run".into()],
+    }
+}
+
+/// Without bypass: the Required ring is the needs minus `drop`; a Required capability that
+/// is not usable refuses the run ([`missing_required`]), else the four rings, with a
+/// warning when `drop` removes a declared need.
+fn dropping(options: &CapOptions, events: &[String], facts: &EnvFacts, demand: Demand) -> Outcome {
+    let Demand {
+        needs,
+        requested,
+        mut warnings,
+        ebpf,
+        ..
+    } = demand;
+    let usable = facts.usable();
     let wanted: CapSet = needs.iter().map(|n| n.capability).collect();
     let dropped_needs = wanted.intersection(options.drop);
     let required = wanted.difference(options.drop);
     let missing = required.difference(usable);
     if !missing.is_empty() {
-        let mut who: Vec<String> = needs
-            .iter()
-            .filter(|n| missing.contains(n.capability))
-            .map(|n| n.source.clone())
-            .collect();
-        who.dedup();
-        let not_in_bounding = missing.difference(facts.bounding);
-        let message = format!(
-            "the Required ring needs {missing}, which {} not in the permitted set{} (needed by: {})",
-            if missing.len() == 1 { "is" } else { "are" },
-            if not_in_bounding.is_empty() { String::new() } else { format!(" ({not_in_bounding} not in the bounding set either)") },
-            who.join(", ")
-        );
-        return Ok(Outcome::CannotRun {
-            missing,
-            events: needing_events(&needs, &missing, events),
-            message,
-        });
+        return missing_required(&needs, missing, facts, events);
     }
     if !dropped_needs.is_empty() {
         warnings.push(format!(
@@ -418,7 +484,7 @@ pub fn evaluate(
         .filter(|o| o.enabled)
         .map(|o| o.capability)
         .collect();
-    Ok(Outcome::Runs {
+    Outcome::Runs {
         bypass: false,
         rings: Rings {
             privileged: facts.permitted,
@@ -432,14 +498,42 @@ pub fn evaluate(
             config_permitted: required.union(requested_caps),
             steady_permitted: requested_caps,
             clear_bounding: usable.contains(Cap::SETPCAP),
-            memlock: if ebpf {
-                facts.memlock_action()
-            } else {
-                MemlockAction::Nothing
-            },
+            memlock: memlock_for(facts, ebpf),
         },
         warnings,
-    })
+    }
+}
+
+/// The refusal when Required capabilities (`missing`) are not usable: the message names
+/// them, the ones not even in the bounding set, and the sources that need them.
+fn missing_required(
+    needs: &[Need],
+    missing: CapSet,
+    facts: &EnvFacts,
+    events: &[String],
+) -> Outcome {
+    let mut who: Vec<String> = needs
+        .iter()
+        .filter(|n| missing.contains(n.capability))
+        .map(|n| n.source.clone())
+        .collect();
+    who.dedup();
+    let not_in_bounding = missing.difference(facts.bounding);
+    let message = format!(
+        "the Required ring needs {missing}, which {} not in the permitted set{} (needed by: {})",
+        if missing.len() == 1 { "is" } else { "are" },
+        if not_in_bounding.is_empty() {
+            String::new()
+        } else {
+            format!(" ({not_in_bounding} not in the bounding set either)")
+        },
+        who.join(", ")
+    );
+    Outcome::CannotRun {
+        missing,
+        events: needing_events(needs, &missing, events),
+        message,
+    }
 }
 
 /// What the rules engine must do: it knows only `--allcaps`.
