@@ -21,12 +21,18 @@ use crate::catalog::{AttachType, Catalog, Event, RequestedNeed, When};
 use crate::facts::{EnvFacts, MemlockAction};
 use crate::options::{CapOptions, UsageError};
 
-/// Why a capability is in the Required ring.
+/// Why a capability is in the Required ring. Reports and refusal messages quote needs, so
+/// every capability of the ring can be traced to a rule and a kernel fact.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Need {
+    /// The capability the ring gets for this reason (several needs may name the same one).
     pub capability: Cap,
-    /// `ebpf-base`, `memlock`, `event:<name>`, `perf:<name>` or `add`.
+    /// Which rule put it there: `ebpf-base`, `memlock`, `perf:event-output` (per-CPU perf
+    /// buffers), `event:<name>` (a need the catalog declares), `perf:<name>` (a
+    /// perf-attached event under a perf restriction) or `add`. The part after `:` is an
+    /// event name except in `perf:event-output`.
     pub source: String,
+    /// The kernel check or fact behind it, in one sentence with the probed values.
     pub reason: String,
     /// Capabilities the kernel accepts instead (cap_sys_admin for cap_bpf, cap_perfmon and
     /// cap_net_admin's BPF checks). A need is left out when a need without alternatives
@@ -39,25 +45,41 @@ fn no_alternatives(s: &CapSet) -> bool {
     s.is_empty()
 }
 
-/// One Requested operation.
+/// One Requested operation of a selected event: a [`crate::catalog::RequestedNeed`] plus
+/// the verdict on whether the tracer may raise its capability in this run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct RequestedOp {
+    /// The selected event the operation belongs to.
     pub event: String,
+    /// The catalog's operation id (`hash-exe`): the skip warning names it.
     pub operation: String,
+    /// The one capability raised around the operation.
     pub capability: Cap,
+    /// Once at start-up, or per event.
     pub when: When,
+    /// The catalog's reason, copied.
     pub reason: String,
     /// False when the capability was dropped by the user or is not usable: the tracer
     /// skips this enrichment (with one warning) and never raises the capability.
     pub enabled: bool,
 }
 
+/// The four rings of one run, and the other sets a conforming tracer must reach (the
+/// oracle's answer when the tracer runs). Under bypass every set is the permitted set at
+/// start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Rings {
+    /// Ring 0, E = P: the permitted set at start. In force only under bypass.
     pub privileged: CapSet,
+    /// Ring 1, E while configuring: the needs' capabilities plus `add`, minus `drop`.
     pub required: CapSet,
+    /// Why each capability of `required` is there, in the order found (eBPF base, each
+    /// event's needs, `add`); needs of dropped capabilities left out except under bypass.
     pub required_needs: Vec<Need>,
+    /// Every Requested operation of the selected events, in selection order, enabled or
+    /// not (ring 2 is one enabled operation's capability, see [`Rings::requested_sets`]).
     pub requested: Vec<RequestedOp>,
+    /// Ring 3, E in the steady state: ∅.
     pub unprivileged: CapSet,
     /// P while configuring: Required ∪ the enabled Requested capabilities.
     pub config_permitted: CapSet,
@@ -65,6 +87,8 @@ pub struct Rings {
     pub steady_permitted: CapSet,
     /// Empty the bounding set at start (CAP_SETPCAP is usable).
     pub clear_bounding: bool,
+    /// What to do about `RLIMIT_MEMLOCK` before loading (nothing when no selected event
+    /// loads eBPF programs).
     pub memlock: MemlockAction,
 }
 
@@ -102,6 +126,9 @@ impl Rings {
     }
 }
 
+/// The oracle's answer: what a conforming tracer does at start with these options, events
+/// and facts (usage errors are the `Err` of [`evaluate`] instead). Serialized with an
+/// `outcome` tag: `help`, `runs`, `cannot-run`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum Outcome {
@@ -109,15 +136,25 @@ pub enum Outcome {
     Help,
     /// The tracer runs with these rings.
     Runs {
+        /// Capability dropping is bypassed: every ring is the permitted set.
         bypass: bool,
+        /// The sets the tracer must go through.
         rings: Rings,
+        /// Lines a conforming tracer prints on stderr, one each: the bypass warning
+        /// (`bypass.warns`), each skipped Requested operation (`drop.requested`), a
+        /// dropped declared need.
         warnings: Vec<String>,
     },
     /// The tracer must refuse to start (exit 3), naming what is missing.
     CannotRun {
+        /// The Required capabilities that are not usable (not permitted, or not in the
+        /// bounding set); empty when the environment is the problem (no cgroup v2).
         missing: CapSet,
-        /// The selected events that need a missing capability.
+        /// The selected events that need a missing capability (all of them for an
+        /// environment problem).
         events: Vec<String>,
+        /// The one line the tracer should print: the capabilities, which are not in the
+        /// bounding set either, and the needs' sources.
         message: String,
     },
 }
@@ -132,7 +169,12 @@ impl Outcome {
     }
 }
 
+/// Exit code for bad input (`usage.exit`): an unknown key, bad value, capability or event.
+/// The reference's code, and the default a tracer profile's `[exit_codes]` can change.
 pub const EXIT_USAGE: i32 = 2;
+/// Exit code for a capability error (`drop-failure.aborts`,
+/// `caps.missing-required.aborts`): a failed drop, or a Required capability not usable.
+/// The reference's code, and the profile default like [`EXIT_USAGE`].
 pub const EXIT_CAPABILITY: i32 = 3;
 
 /// Checks event names against the catalog (usage error with a suggestion).
@@ -539,7 +581,10 @@ fn missing_required(
 /// What the rules engine must do: it knows only `--allcaps`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct RulesOutcome {
+    /// The rules engine keeps every capability it started with (`--allcaps` or
+    /// `CAPABILITIES_BYPASS`); otherwise it runs with E = P = ∅.
     pub allcaps: bool,
+    /// One stderr line per ignored `CAPABILITIES_ADD` / `CAPABILITIES_DROP` that is set.
     pub warnings: Vec<String>,
 }
 
