@@ -54,14 +54,22 @@ pub const FACTS: [&str; 6] = [
 /// One decoded input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Case {
+    /// The first three lines: the `CAPABILITIES_*` variables (`-` = unset).
     pub env: Environment,
+    /// Every further line: one `--capabilities` value each, in order.
     pub cli: Vec<String>,
+    /// The running kernel's `cap_last_cap`, one of [`KERNELS`] (picked by the checksum).
     pub cap_last_cap: u8,
+    /// The environment, one of the names in [`FACTS`] (picked by the checksum); see
+    /// [`Case::env_facts`].
     pub facts: &'static str,
+    /// The selected events: a non-empty subset of [`EVENTS`] (picked by the checksum).
     pub events: Vec<String>,
 }
 
 impl Case {
+    /// Decodes any bytes into a case (see the module's input format); total, so every
+    /// fuzz input is judged.
     pub fn from_bytes(data: &[u8]) -> Case {
         let text = String::from_utf8_lossy(data);
         // A file's final newline ends the last line; it does not start an empty value.

@@ -94,8 +94,11 @@ pub const NAMED_CAPABILITIES: [(u8, &str); 41] = [
 /// The three `CAPABILITIES_*` variables as the process sees them (`None` = unset).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Environment {
+    /// `CAPABILITIES_BYPASS` exactly as set (blanks included; R3 and R5 apply when read).
     pub bypass: Option<String>,
+    /// `CAPABILITIES_ADD` exactly as set.
     pub add: Option<String>,
+    /// `CAPABILITIES_DROP` exactly as set.
     pub drop: Option<String>,
 }
 
@@ -104,27 +107,43 @@ pub struct Environment {
 pub enum Source {
     /// Neither the command line nor the environment said anything: no bypass.
     Default,
+    /// A `bypass=` value on the command line (the last one, R1).
     Cli,
+    /// `CAPABILITIES_BYPASS`, read because the command line had no `bypass=`.
     Env,
 }
 
 /// What the flags and the environment ask for. Capabilities are numbers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved {
+    /// A `help` value was given: list the kernel's capabilities.
     pub help: bool,
+    /// Run without dropping any capability.
     pub bypass: bool,
+    /// Which input decided `bypass`.
     pub bypass_source: Source,
+    /// Capability numbers added to the Required ring (each at most `cap_last_cap`).
     pub add: BTreeSet<u8>,
+    /// Capability numbers removed from the Required ring; disjoint from `add`.
     pub drop: BTreeSet<u8>,
 }
 
-/// Why the input is a usage error (the tracer exits 2).
+/// Why the input is a usage error (the tracer exits 2). The differential check compares
+/// only "accepted or not" with the parser, never which error: the two sides may find a
+/// different first fault in the same input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UsageError {
+    /// A command-line value that is not `help`, `bypass=…`, `add=…` or `drop=…` (the
+    /// whole value).
     UnknownKey(String),
+    /// A bypass value other than `1`, `0`, `true`, `false` (the value).
     BadBypassValue(String),
+    /// A list item that names no capability (the item).
     UnknownCapability(String),
+    /// A capability number above the running kernel's `cap_last_cap`, named or numbered
+    /// (the item).
     NotOnThisKernel(String),
+    /// This capability number is both added and dropped (the lowest such number).
     AddedAndDropped(u8),
 }
 

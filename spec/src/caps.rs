@@ -59,29 +59,68 @@ pub const LAST_NAMED: u8 = 40;
 /// Highest capability number a 64-bit set can hold.
 pub const LAST_POSSIBLE: u8 = 63;
 
-/// One capability, by number.
+/// One capability, by its kernel number (the bit it occupies in a [`CapSet`]).
+///
+/// Always 0..=[`LAST_POSSIBLE`]: [`Cap::new`] and [`parse_name`] refuse larger numbers.
+/// Whether the running kernel knows it is a separate question ([`parse_on_kernel`]).
+/// Debug, Display and serde all use the canonical name (`cap_bpf`, or `41` for an unknown).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Cap(u8);
 
+/// The capabilities capring's code names (the others are reached through [`NAMES`] or
+/// [`parse_name`]). Each line: what the kernel grants with it (capabilities(7)), and where
+/// it matters to tracers.
 impl Cap {
+    /// `cap_chown` (0): change the owner of any file.
     pub const CHOWN: Cap = Cap(0);
+    /// `cap_dac_override` (1): bypass file read, write and execute permission checks.
     pub const DAC_OVERRIDE: Cap = Cap(1);
+    /// `cap_dac_read_search` (2): bypass file read and directory search checks (reading
+    /// another user's `/proc` files, for instance).
     pub const DAC_READ_SEARCH: Cap = Cap(2);
+    /// `cap_kill` (5): send signals to any process. No event needs it, so scenarios use it
+    /// as a harmless capability to `add` or `drop`.
     pub const KILL: Cap = Cap(5);
+    /// `cap_setpcap` (8): drop capabilities from the bounding set (`PR_CAPBSET_DROP`). When
+    /// usable at start, the tracer empties its bounding set (`ring.bounding.cleared`).
     pub const SETPCAP: Cap = Cap(8);
+    /// `cap_net_raw` (13): open raw and packet sockets (a privileged operation).
     pub const NET_RAW: Cap = Cap(13);
+    /// `cap_net_admin` (12): network administration; the kernel asks for it to load and
+    /// attach BPF network programs such as cgroup_skb.
     pub const NET_ADMIN: Cap = Cap(12);
+    /// `cap_ipc_lock` (14): lock memory beyond `RLIMIT_MEMLOCK` (Tracee adds it always).
     pub const IPC_LOCK: Cap = Cap(14);
+    /// `cap_sys_module` (16): load and unload kernel modules (a privileged operation).
     pub const SYS_MODULE: Cap = Cap(16);
+    /// `cap_sys_ptrace` (19): trace or inspect any process; opening `/proc/PID/exe` of a
+    /// process with more capabilities needs it (the reference's per-event Requested ring).
     pub const SYS_PTRACE: Cap = Cap(19);
+    /// `cap_sys_admin` (21): the catch-all. Before cap_bpf/cap_perfmon (5.8) the only way to
+    /// load tracing programs; on kernels with Debian's perf restriction, the only way to
+    /// open perf events at `perf_event_paranoid` > 2.
     pub const SYS_ADMIN: Cap = Cap(21);
+    /// `cap_sys_resource` (24): raise a hard resource limit; needed only when
+    /// `RLIMIT_MEMLOCK`'s hard limit is below what the BPF objects are charged.
     pub const SYS_RESOURCE: Cap = Cap(24);
+    /// `cap_lease` (28): take file leases. Unused by every event: a spare for scenarios.
     pub const LEASE: Cap = Cap(28);
+    /// `cap_syslog` (34): see real kernel addresses in `/proc/kallsyms` (`kptr_restrict`);
+    /// the reference raises it once at start-up for module_load.
     pub const SYSLOG: Cap = Cap(34);
+    /// `cap_wake_alarm` (35): set wake-up alarms. Unused by every event: a spare for
+    /// scenarios.
     pub const WAKE_ALARM: Cap = Cap(35);
+    /// `cap_audit_read` (37): read the audit log by multicast netlink; the highest
+    /// capability of kernels before 5.8 (`cap_last_cap` 37).
     pub const AUDIT_READ: Cap = Cap(37);
+    /// `cap_perfmon` (38, Linux 5.8): perf events and, with cap_bpf, tracing BPF programs.
     pub const PERFMON: Cap = Cap(38);
+    /// `cap_bpf` (39, Linux 5.8): create maps and load programs, the eBPF base with
+    /// cap_perfmon.
     pub const BPF: Cap = Cap(39);
+    /// `cap_checkpoint_restore` (40, Linux 5.9): the highest named capability
+    /// ([`LAST_NAMED`]).
     pub const CHECKPOINT_RESTORE: Cap = Cap(40);
 
     /// A capability by number; `None` above 63 (no 64-bit set can hold it).
@@ -89,6 +128,8 @@ impl Cap {
         (number <= LAST_POSSIBLE).then_some(Cap(number))
     }
 
+    /// The kernel's number for it: its bit in a [`CapSet`], its line in `--capabilities
+    /// help`.
     pub fn number(self) -> u8 {
         self.0
     }
@@ -128,18 +169,29 @@ impl<'de> Deserialize<'de> for Cap {
 }
 
 /// Why a capability name was refused.
+///
+/// Each message is one line, made to be printed as a usage error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CapNameError {
+    /// Neither a known name in any accepted spelling nor a number 0..=63.
     #[error("unknown capability '{given}'{}", suggestion.as_ref().map(|s| format!(" (did you mean '{s}'?)")).unwrap_or_default())]
     Unknown {
+        /// The text as the user wrote it (white space included).
         given: String,
+        /// The closest canonical name (`cap_sys_admin`) when one is close enough to be a
+        /// likely typo; `None` for numbers and for text nothing resembles.
         suggestion: Option<String>,
     },
+    /// A valid capability above the running kernel's `cap_last_cap` (`cap_bpf` on 5.4).
     #[error("capability '{name}' ({number}) is not known to the running kernel {kernel} (its cap_last_cap is {last})")]
     NotOnKernel {
+        /// Canonical name, as [`Cap::name`] gives it.
         name: String,
+        /// Its kernel number.
         number: u8,
+        /// The running kernel's release (`uname -r`), so the message says which kernel.
         kernel: String,
+        /// The kernel's `cap_last_cap`: the highest number it knows.
         last: u8,
     },
 }
@@ -179,7 +231,8 @@ pub fn parse_name(given: &str) -> Result<Cap, CapNameError> {
     })
 }
 
-/// Parses a name and checks that the running kernel knows it.
+/// Parses a name and checks that the running kernel knows it: its number is at most
+/// `cap_last_cap`. `kernel` (the release) only goes into the error message.
 pub fn parse_on_kernel(given: &str, cap_last_cap: u8, kernel: &str) -> Result<Cap, CapNameError> {
     let cap = parse_name(given)?;
     if cap.0 > cap_last_cap {
@@ -193,13 +246,21 @@ pub fn parse_on_kernel(given: &str, cap_last_cap: u8, kernel: &str) -> Result<Ca
     Ok(cap)
 }
 
-/// A set of capabilities, as the kernel stores it: one bit per capability.
+/// A set of capabilities, as the kernel stores it: bit n (value `1 << n`) is capability
+/// number n, so the `u64` is the same mask as `/proc/PID/status`'s `CapEff:` line and
+/// capset(2)'s two 32-bit words (low word first).
+///
+/// `Display` is `{cap_bpf, cap_perfmon}`-style (lowest number first); serde writes a list
+/// of names. Order (`Ord`) is the numeric order of the masks: arbitrary but stable, used to
+/// sort and deduplicate sets.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CapSet(u64);
 
 impl CapSet {
+    /// No capability: the Unprivileged ring's E.
     pub const EMPTY: CapSet = CapSet(0);
 
+    /// The set whose mask is `bits` (bit n = capability n); every `u64` is a valid set.
     pub fn from_bits(bits: u64) -> CapSet {
         CapSet(bits)
     }
@@ -219,55 +280,70 @@ impl CapSet {
         u64::from_str_radix(hex.trim(), 16).ok().map(CapSet)
     }
 
+    /// The mask (bit n = capability n), for capset(2) and comparisons with raw kernel data.
     pub fn bits(self) -> u64 {
         self.0
     }
 
+    /// The mask as 16 lowercase hex digits, the way `/proc/PID/status` prints it.
     pub fn hex(self) -> String {
         format!("{:016x}", self.0)
     }
 
+    /// No capability in the set.
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
 
+    /// How many capabilities the set holds.
     pub fn len(self) -> usize {
         self.0.count_ones() as usize
     }
 
+    /// Whether `cap`'s bit is set.
     pub fn contains(self, cap: Cap) -> bool {
         self.0 & (1u64 << cap.0) != 0
     }
 
+    /// Adds `cap` (no effect when it is already there).
     pub fn insert(&mut self, cap: Cap) {
         self.0 |= 1u64 << cap.0;
     }
 
+    /// Removes `cap` (no effect when it is absent).
     pub fn remove(&mut self, cap: Cap) {
         self.0 &= !(1u64 << cap.0);
     }
 
+    /// This set plus `cap`, by value: `CapSet::EMPTY.with(Cap::BPF)` builds a set in one
+    /// expression.
     pub fn with(mut self, cap: Cap) -> CapSet {
         self.insert(cap);
         self
     }
 
+    /// Capabilities in either set.
     pub fn union(self, other: CapSet) -> CapSet {
         CapSet(self.0 | other.0)
     }
 
+    /// Capabilities in both sets.
     pub fn intersection(self, other: CapSet) -> CapSet {
         CapSet(self.0 & other.0)
     }
 
+    /// Capabilities of this set that are not in `other` (`self − other`).
     pub fn difference(self, other: CapSet) -> CapSet {
         CapSet(self.0 & !other.0)
     }
 
+    /// Every capability of this set is in `other` (the kernel's E ⊆ P rule is
+    /// `effective.is_subset(permitted)`).
     pub fn is_subset(self, other: CapSet) -> bool {
         self.0 & !other.0 == 0
     }
 
+    /// The capabilities in the set, lowest number first.
     pub fn iter(self) -> impl Iterator<Item = Cap> {
         (0..=LAST_POSSIBLE)
             .filter(move |i| self.0 & (1u64 << i) != 0)

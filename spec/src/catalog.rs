@@ -13,9 +13,13 @@ use crate::caps::Cap;
 /// The built-in catalog text (the reference tracer's events).
 pub const BUILTIN: &str = include_str!("../../fixtures/spec/events.toml");
 
+/// How events of one kind reach the kernel (`[attach.NAME]`), and what that costs in
+/// capabilities and environment. Events share attach types, so a kernel rule (perf
+/// restriction, cgroup v2) is written once per mechanism, not once per event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttachType {
+    /// The mechanism, for people (the kernel interface it uses and why the flags below hold).
     pub description: String,
     /// Attached through perf_event_open: subject to `perf_event_paranoid`.
     pub uses_perf: bool,
@@ -42,7 +46,10 @@ fn yes() -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequiredNeed {
+    /// The capability the kernel checks while the event is configured.
     pub capability: Cap,
+    /// The kernel check that asks for it, in one sentence: the oracle copies it into
+    /// [`crate::oracle::Need::reason`], so a verdict can say why the capability is there.
     pub reason: String,
     /// Capabilities the kernel accepts instead (cap_net_admin for BPF network programs:
     /// cap_sys_admin too, on kernels with BPF tokens). When the ring already holds one for
@@ -95,44 +102,74 @@ pub enum When {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequestedNeed {
+    /// The one capability raised around the operation (a Requested ring is a singleton).
     pub capability: Cap,
+    /// Short kebab-case id of the operation (`hash-exe`, `read-kallsyms`). The tracer's
+    /// skip warning names it, and a tracer profile's `[requested.OP]` pattern is keyed on
+    /// it, so it is stable like a clause id.
     pub operation: String,
+    /// Once at start-up or again for every event.
     pub when: When,
+    /// The kernel check that asks for the capability, in one sentence.
     pub reason: String,
 }
 
+/// One event a tracer can be asked for (`[[event]]`): how it attaches and the capabilities
+/// it needs beyond the eBPF base, which the oracle computes from the attach type and facts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Event {
+    /// The name the tracer's `--events` option takes (`sched_process_exec`); unique in the
+    /// catalog.
     pub name: String,
+    /// Key of its [`AttachType`] in [`Catalog::attach`] ([`Catalog::parse`] checks it
+    /// exists).
     pub attach: String,
+    /// What the event reports, for people; may be empty.
     #[serde(default)]
     pub description: String,
+    /// Needs while configuring (Required ring), on top of the eBPF base.
     #[serde(default)]
     pub required: Vec<RequiredNeed>,
+    /// Single operations that raise one capability each (Requested ring).
     #[serde(default)]
     pub requested: Vec<RequestedNeed>,
 }
 
+/// A whole event catalog: the TOML of `fixtures/spec/events.toml` or of a tracer profile,
+/// checked by [`Catalog::parse`] (unique event names, known attach types, no unknown keys).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Catalog {
+    /// Attach types by name (`raw_tracepoint`, `tracepoint`, `cgroup_skb`).
     pub attach: BTreeMap<String, AttachType>,
+    /// Events in file order (`[[event]]` tables); the order is kept in listings.
     #[serde(rename = "event")]
     pub events: Vec<Event>,
 }
 
+/// Why a catalog text was refused. Every message starts with `event catalog:`.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
+    /// Not valid TOML, a missing or unknown key, or a value of the wrong type (an unknown
+    /// capability name included); the TOML error gives line and column.
     #[error("event catalog: {0}")]
     Toml(#[from] toml::de::Error),
+    /// An event names an attach type the catalog does not define.
     #[error("event catalog: event '{event}' uses attach type '{attach}', which [attach.*] does not define")]
-    UnknownAttach { event: String, attach: String },
+    UnknownAttach {
+        /// The event's name.
+        event: String,
+        /// The attach type it asked for.
+        attach: String,
+    },
+    /// Two events share this name.
     #[error("event catalog: event '{0}' is defined twice")]
     Duplicate(String),
 }
 
 impl Catalog {
+    /// Parses and checks a catalog text (see [`CatalogError`] for what is refused).
     pub fn parse(text: &str) -> Result<Catalog, CatalogError> {
         let catalog: Catalog = toml::from_str(text)?;
         let mut seen = std::collections::BTreeSet::new();
@@ -155,14 +192,18 @@ impl Catalog {
         Catalog::parse(BUILTIN).expect("the built-in catalog is checked by a unit test")
     }
 
+    /// The event called `name` (exact, case-sensitive), if the catalog has it.
     pub fn event(&self, name: &str) -> Option<&Event> {
         self.events.iter().find(|e| e.name == name)
     }
 
+    /// The attach type of an event of this catalog. Panics for an event from another
+    /// catalog whose attach type this one lacks ([`Catalog::parse`] guarantees its own).
     pub fn attach_type(&self, event: &Event) -> &AttachType {
         &self.attach[&event.attach]
     }
 
+    /// Every event name, in file order.
     pub fn names(&self) -> Vec<&str> {
         self.events.iter().map(|e| e.name.as_str()).collect()
     }

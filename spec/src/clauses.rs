@@ -8,14 +8,22 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The text of `spec/SPEC.md`, built in: the clause ids a binary knows are the ones of the
+/// document it was built from.
 pub const SPEC_MD: &str = include_str!("../SPEC.md");
 /// The seed page the clauses quote (`spec/seed.md`).
 pub const SEED_MD: &str = include_str!("../seed.md");
 
+/// A clause's requirement level, in the RFC 2119 sense. Serialized and displayed as
+/// `MUST` / `SHOULD`; `Must` sorts first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Level {
+    /// A seed sentence states it, or a written consequence derives it: a tracer that fails
+    /// it does not conform.
     #[serde(rename = "MUST")]
     Must,
+    /// Capring's own reading where the seed is silent: reported, but not a conformance
+    /// failure (unless the clause is strict and the profile opts in).
     #[serde(rename = "SHOULD")]
     Should,
 }
@@ -29,17 +37,28 @@ impl std::fmt::Display for Level {
     }
 }
 
+/// One clause of SPEC.md: a ``### `id` — LEVEL`` heading and the paragraphs under it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Clause {
+    /// Stable dotted id (`ring.unprivileged.empty`): checks, reports and snapshots refer
+    /// to the clause by it, and a changed rule gets a new id.
     pub id: String,
+    /// The level written in the heading (before any strict opt-in, see [`Clause::level_for`]).
     pub level: Level,
+    /// The `## ` heading the clause sits under (`Rings`, `Bypass`, …), for grouping in
+    /// reports.
     pub section: String,
+    /// The quoted seed sentence (the first `> ` line), word for word from `seed.md`.
     pub seed: String,
+    /// The rule itself: the clause's plain paragraphs joined into one line (no seed quote,
+    /// consequence or Tracee note).
     pub text: String,
     /// SHOULD here, MUST for a profile that opts into `level = "strict"`.
     pub strict: bool,
     /// How the MUST follows from the seed sentence, when the sentence does not state it.
     pub consequence: Option<String>,
+    /// The `*Tracee:*` note: where Tracee's code differs from the rule and why the
+    /// reference follows the seed instead. `None` when they agree.
     pub tracee_difference: Option<String>,
 }
 
@@ -54,12 +73,22 @@ impl Clause {
     }
 }
 
+/// Why a SPEC.md-shaped document was refused: its clause ids would not be reliable.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ClauseError {
+    /// A ``### ` `` heading without a closing backtick, with an empty id or blanks in it,
+    /// or with a level other than `MUST`, `SHOULD` or `SHOULD (MUST in strict)`.
     #[error("SPEC.md line {line}: malformed clause heading: {text}")]
-    Heading { line: usize, text: String },
+    Heading {
+        /// 1-based line number in the document.
+        line: usize,
+        /// The whole heading line as written.
+        text: String,
+    },
+    /// The clause (by id) quotes no seed sentence: every rule must rest on one.
     #[error("SPEC.md: clause {0} has no seed sentence")]
     NoSeed(String),
+    /// Two headings use this id.
     #[error("SPEC.md: clause {0} is defined twice")]
     Duplicate(String),
 }

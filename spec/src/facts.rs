@@ -26,6 +26,15 @@ pub const MEMLOCK_PERF: u64 = 1 << 20;
 /// Value the probe uses for an unlimited rlimit.
 pub const UNLIMITED: u64 = u64::MAX;
 
+/// What the oracle needs to know about the machine and the tracer's starting credentials,
+/// probed once at start (`probe`, with the `probe` feature) or written by hand in tests.
+///
+/// Convention for the `Option<bool>` and `Option<i32>` facts: `None` means the probe could
+/// not tell, or did not look because the answer could not change the rings, and each field
+/// says how the rules read it (an unreadable `perf_event_paranoid` as the strictest level,
+/// an unknown perf restriction as enforced, unknown BPF tokens as absent). The
+/// `#[serde(default)]` fields may be missing from recordings made before they existed; they
+/// load as `None`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnvFacts {
     /// `uname -r`, for messages only.
@@ -48,8 +57,11 @@ pub struct EnvFacts {
     /// names; `None` = not probed.
     #[serde(default)]
     pub bpf_ringbuf: Option<bool>,
-    /// `RLIMIT_MEMLOCK` soft and hard limits in bytes ([`UNLIMITED`] for infinity).
+    /// `RLIMIT_MEMLOCK`'s soft limit at start, in bytes ([`UNLIMITED`] for infinity; 0 when
+    /// `/proc/self/limits` is unreadable).
     pub memlock_soft: u64,
+    /// `RLIMIT_MEMLOCK`'s hard limit at start, in bytes (same conventions): the soft limit
+    /// can be raised to it without a capability, beyond it only with cap_sys_resource.
     pub memlock_hard: u64,
     /// Mount point of the cgroup v2 hierarchy, if any.
     pub cgroup2: Option<String>,
@@ -100,6 +112,8 @@ impl EnvFacts {
         self.paranoid() > 2 && self.perf_restricted != Some(false)
     }
 
+    /// The running kernel knows `cap` (its number is at most `cap_last_cap`): cap_bpf and
+    /// cap_perfmon exist only from 5.8 on.
     pub fn kernel_has(&self, cap: Cap) -> bool {
         cap.number() <= self.cap_last_cap
     }
@@ -114,6 +128,8 @@ impl EnvFacts {
         }
     }
 
+    /// What the tracer must do about `RLIMIT_MEMLOCK` before loading, from
+    /// [`EnvFacts::memlock_needed`], memcg accounting and the two limits.
     pub fn memlock_action(&self) -> MemlockAction {
         let needed = self.memlock_needed();
         if self.memlock_soft >= needed || self.bpf_memcg == Some(true) {
@@ -180,11 +196,17 @@ mod probe_impl {
 
     use super::*;
 
+    /// Why the facts could not be probed. Only the facts every ring depends on are fatal
+    /// (the thread's own sets, `cap_last_cap`, the kernel release); the others become
+    /// `None` or a conservative default instead.
     #[derive(Debug, thiserror::Error)]
     pub enum ProbeError {
+        /// A file the probe cannot do without was unreadable or unparsable.
         #[error("reading {path}: {source}")]
         Read {
+            /// The file (`/proc/thread-self/status`, `/proc/sys/kernel/cap_last_cap`, …).
             path: String,
+            /// The I/O or parse error.
             #[source]
             source: std::io::Error,
         },

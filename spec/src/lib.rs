@@ -5,7 +5,7 @@
 //! the harness judges other tracers against it, and the VM runner snapshots it per kernel.
 //!
 //! It is pure: nothing here makes a system call unless the `probe` feature is enabled, and
-//! even then only [`facts::probe`] reads the running system.
+//! even then only `facts::probe` reads the running system.
 //!
 //! * [`caps`]: the capability universe, names and sets.
 //! * [`clauses`]: the clauses of `SPEC.md`, with stable ids.

@@ -16,36 +16,68 @@ use serde::Serialize;
 
 use crate::caps::{self, Cap, CapNameError, CapSet};
 
+/// The container spelling of `bypass=` (`1`, `0`, `true` or `false`).
 pub const ENV_BYPASS: &str = "CAPABILITIES_BYPASS";
+/// The container spelling of `add=` (a comma-separated list).
 pub const ENV_ADD: &str = "CAPABILITIES_ADD";
+/// The container spelling of `drop=` (a comma-separated list).
 pub const ENV_DROP: &str = "CAPABILITIES_DROP";
 
 /// A one-line usage error: the tracer exits 2 with this text.
+///
+/// "Origin" fields say where the bad input was written, in the user's terms: a whole
+/// command-line value (`--capabilities add=cap_kill`), `--capabilities`, or a variable name
+/// (`CAPABILITIES_DROP`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UsageError {
+    /// A `--capabilities` value that is not `help`, `bypass=…`, `add=…` or `drop=…` (keys
+    /// are exact: `BYPASS=1` is unknown).
     #[error("--capabilities: unknown key '{given}' (expected help, bypass=, add= or drop=)")]
-    UnknownKey { given: String },
+    UnknownKey {
+        /// The whole value as written.
+        given: String,
+    },
+    /// A bare `bypass` without `=VALUE`.
     #[error("--capabilities: bypass needs a value: bypass=1|0|true|false")]
     BypassWithoutValue,
+    /// A bypass value other than exactly `1`, `0`, `true` or `false`.
     #[error("{origin}: bad bypass value '{value}' (expected 1, 0, true or false)")]
-    BadBypass { origin: String, value: String },
+    BadBypass {
+        /// `--capabilities` or [`ENV_BYPASS`].
+        origin: String,
+        /// The value as written (trimmed when it came from the variable).
+        value: String,
+    },
+    /// A list item that is not a capability, or not one the running kernel knows.
     #[error("{origin}: {source}")]
     BadName {
+        /// The command-line value or variable that holds the item.
         origin: String,
+        /// What is wrong with the name (with a suggestion when there is one).
         #[source]
         source: CapNameError,
     },
+    /// The same capability, in whatever spelling, is both added and dropped.
     #[error("capability {cap} is both added and dropped ({add_origin} and {drop_origin})")]
     AddAndDrop {
+        /// The capability (its canonical name is printed).
         cap: Cap,
+        /// Where it was added (the first such item).
         add_origin: String,
+        /// Where it was dropped (the first such item).
         drop_origin: String,
     },
+    /// A selected event the catalog does not have (raised by
+    /// [`crate::oracle::check_events`], not by this module).
     #[error("unknown event '{given}'{}", suggestion.as_ref().map(|s| format!(" (did you mean '{s}'?)")).unwrap_or_default())]
     UnknownEvent {
+        /// The event name as given.
         given: String,
+        /// The closest catalog name, when one is close ([`crate::catalog::Catalog::suggest`]).
         suggestion: Option<String>,
     },
+    /// Any other usage error, already worded as its one line (no event selected, for
+    /// instance).
     #[error("{0}")]
     Other(String),
 }
@@ -54,16 +86,23 @@ pub enum UsageError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
+    /// Neither the command line nor the environment set it: no bypass.
     Default,
+    /// A `--capabilities bypass=` value (the last one).
     Cli,
+    /// [`ENV_BYPASS`], read because no `bypass=` was on the command line.
     Env,
 }
 
-/// The three environment variables, as read (None = unset).
+/// The three environment variables, as read, unparsed: `None` = unset. [`parse`] also
+/// treats an empty or blank value as unset and trims the rest.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CapEnv {
+    /// [`ENV_BYPASS`].
     pub bypass: Option<String>,
+    /// [`ENV_ADD`].
     pub add: Option<String>,
+    /// [`ENV_DROP`].
     pub drop: Option<String>,
 }
 
@@ -81,17 +120,27 @@ impl CapEnv {
 /// A list item together with where it was written (for error messages).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamedItem {
+    /// The capability name as written, blanks around it removed; not yet checked.
     pub name: String,
+    /// The whole command-line value (`--capabilities add=cap_kill,cap_lease`) or the
+    /// variable name ([`ENV_ADD`], [`ENV_DROP`]).
     pub origin: String,
 }
 
-/// The syntax-checked, not yet resolved, capability arguments.
+/// The syntax-checked, not yet resolved, capability arguments: command line and
+/// environment already merged key by key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CapabilityArgs {
+    /// A `help` value was given (anywhere among the values).
     pub help: bool,
+    /// Whether to skip dropping, after the merge (false when nothing set it).
     pub bypass: bool,
+    /// Which input decided [`CapabilityArgs::bypass`].
     pub bypass_source: Source,
+    /// Items to add, in input order: every `add=` value's items, or [`ENV_ADD`]'s when no
+    /// `add=` was given. Duplicates are kept until [`CapabilityArgs::resolve`].
     pub add: Vec<NamedItem>,
+    /// Items to drop, gathered like [`CapabilityArgs::add`].
     pub drop: Vec<NamedItem>,
 }
 
@@ -179,13 +228,21 @@ pub fn parse<S: AsRef<str>>(values: &[S], env: &CapEnv) -> Result<CapabilityArgs
     Ok(args)
 }
 
-/// Resolved capability options.
+/// Resolved capability options: what the oracle and the tracers act on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CapOptions {
+    /// List the kernel's capabilities and exit 0; the oracle answers this before looking
+    /// at events.
     pub help: bool,
+    /// Keep every permitted capability effective for the whole run (no drop at all).
     pub bypass: bool,
+    /// Which input decided [`CapOptions::bypass`] (reports show it).
     pub bypass_source: Source,
+    /// Capabilities added to the Required ring; all known to the running kernel, none in
+    /// [`CapOptions::drop`].
     pub add: CapSet,
+    /// Capabilities removed from the Required ring, and never raised for a Requested
+    /// operation either.
     pub drop: CapSet,
 }
 

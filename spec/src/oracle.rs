@@ -17,16 +17,22 @@
 use serde::Serialize;
 
 use crate::caps::{Cap, CapSet};
-use crate::catalog::{Catalog, When};
+use crate::catalog::{AttachType, Catalog, Event, RequestedNeed, When};
 use crate::facts::{EnvFacts, MemlockAction};
 use crate::options::{CapOptions, UsageError};
 
-/// Why a capability is in the Required ring.
+/// Why a capability is in the Required ring. Reports and refusal messages quote needs, so
+/// every capability of the ring can be traced to a rule and a kernel fact.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Need {
+    /// The capability the ring gets for this reason (several needs may name the same one).
     pub capability: Cap,
-    /// `ebpf-base`, `memlock`, `event:<name>`, `perf:<name>` or `add`.
+    /// Which rule put it there: `ebpf-base`, `memlock`, `perf:event-output` (per-CPU perf
+    /// buffers), `event:<name>` (a need the catalog declares), `perf:<name>` (a
+    /// perf-attached event under a perf restriction) or `add`. The part after `:` is an
+    /// event name except in `perf:event-output`.
     pub source: String,
+    /// The kernel check or fact behind it, in one sentence with the probed values.
     pub reason: String,
     /// Capabilities the kernel accepts instead (cap_sys_admin for cap_bpf, cap_perfmon and
     /// cap_net_admin's BPF checks). A need is left out when a need without alternatives
@@ -39,25 +45,41 @@ fn no_alternatives(s: &CapSet) -> bool {
     s.is_empty()
 }
 
-/// One Requested operation.
+/// One Requested operation of a selected event: a [`crate::catalog::RequestedNeed`] plus
+/// the verdict on whether the tracer may raise its capability in this run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct RequestedOp {
+    /// The selected event the operation belongs to.
     pub event: String,
+    /// The catalog's operation id (`hash-exe`): the skip warning names it.
     pub operation: String,
+    /// The one capability raised around the operation.
     pub capability: Cap,
+    /// Once at start-up, or per event.
     pub when: When,
+    /// The catalog's reason, copied.
     pub reason: String,
     /// False when the capability was dropped by the user or is not usable: the tracer
     /// skips this enrichment (with one warning) and never raises the capability.
     pub enabled: bool,
 }
 
+/// The four rings of one run, and the other sets a conforming tracer must reach (the
+/// oracle's answer when the tracer runs). Under bypass every set is the permitted set at
+/// start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Rings {
+    /// Ring 0, E = P: the permitted set at start. In force only under bypass.
     pub privileged: CapSet,
+    /// Ring 1, E while configuring: the needs' capabilities plus `add`, minus `drop`.
     pub required: CapSet,
+    /// Why each capability of `required` is there, in the order found (eBPF base, each
+    /// event's needs, `add`); needs of dropped capabilities left out except under bypass.
     pub required_needs: Vec<Need>,
+    /// Every Requested operation of the selected events, in selection order, enabled or
+    /// not (ring 2 is one enabled operation's capability, see [`Rings::requested_sets`]).
     pub requested: Vec<RequestedOp>,
+    /// Ring 3, E in the steady state: ∅.
     pub unprivileged: CapSet,
     /// P while configuring: Required ∪ the enabled Requested capabilities.
     pub config_permitted: CapSet,
@@ -65,6 +87,8 @@ pub struct Rings {
     pub steady_permitted: CapSet,
     /// Empty the bounding set at start (CAP_SETPCAP is usable).
     pub clear_bounding: bool,
+    /// What to do about `RLIMIT_MEMLOCK` before loading (nothing when no selected event
+    /// loads eBPF programs).
     pub memlock: MemlockAction,
 }
 
@@ -102,6 +126,9 @@ impl Rings {
     }
 }
 
+/// The oracle's answer: what a conforming tracer does at start with these options, events
+/// and facts (usage errors are the `Err` of [`evaluate`] instead). Serialized with an
+/// `outcome` tag: `help`, `runs`, `cannot-run`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum Outcome {
@@ -109,15 +136,25 @@ pub enum Outcome {
     Help,
     /// The tracer runs with these rings.
     Runs {
+        /// Capability dropping is bypassed: every ring is the permitted set.
         bypass: bool,
+        /// The sets the tracer must go through.
         rings: Rings,
+        /// Lines a conforming tracer prints on stderr, one each: the bypass warning
+        /// (`bypass.warns`), each skipped Requested operation (`drop.requested`), a
+        /// dropped declared need.
         warnings: Vec<String>,
     },
     /// The tracer must refuse to start (exit 3), naming what is missing.
     CannotRun {
+        /// The Required capabilities that are not usable (not permitted, or not in the
+        /// bounding set); empty when the environment is the problem (no cgroup v2).
         missing: CapSet,
-        /// The selected events that need a missing capability.
+        /// The selected events that need a missing capability (all of them for an
+        /// environment problem).
         events: Vec<String>,
+        /// The one line the tracer should print: the capabilities, which are not in the
+        /// bounding set either, and the needs' sources.
         message: String,
     },
 }
@@ -132,7 +169,12 @@ impl Outcome {
     }
 }
 
+/// Exit code for bad input (`usage.exit`): an unknown key, bad value, capability or event.
+/// The reference's code, and the default a tracer profile's `[exit_codes]` can change.
 pub const EXIT_USAGE: i32 = 2;
+/// Exit code for a capability error (`drop-failure.aborts`,
+/// `caps.missing-required.aborts`): a failed drop, or a Required capability not usable.
+/// The reference's code, and the profile default like [`EXIT_USAGE`].
 pub const EXIT_CAPABILITY: i32 = 3;
 
 /// Checks event names against the catalog (usage error with a suggestion).
@@ -253,7 +295,14 @@ fn needing_events(needs: &[Need], missing: &CapSet, events: &[String]) -> Vec<St
         .collect()
 }
 
-/// The oracle.
+/// The oracle: what a conforming tracer does with these `--capabilities` options, these
+/// selected events (checked against `catalog` first: an unknown or missing event is a usage
+/// error) and this environment.
+///
+/// In named steps: `--capabilities help` answers before anything else; `demand` gathers
+/// what the events need here; under bypass every ring is the permitted set (`bypassed`);
+/// otherwise an environment problem or a Required capability that is not usable refuses
+/// the run, and the rest is the four rings (`dropping`).
 pub fn evaluate(
     options: &CapOptions,
     events: &[String],
@@ -264,6 +313,41 @@ pub fn evaluate(
         return Ok(Outcome::Help);
     }
     check_events(catalog, events)?;
+    let demand = demand(options, events, catalog, facts);
+    if options.bypass {
+        return Ok(bypassed(facts, demand));
+    }
+    if !demand.environment_problems.is_empty() {
+        return Ok(Outcome::CannotRun {
+            missing: CapSet::EMPTY,
+            events: events.to_vec(),
+            message: demand.environment_problems.join("; "),
+        });
+    }
+    Ok(dropping(options, events, facts, demand))
+}
+
+/// What the selected events ask for in this environment, before bypass, `drop` and the
+/// usable set decide the outcome.
+struct Demand {
+    /// The Required ring's needs (the covered ones already left out, see [`drop_covered`]),
+    /// in the order they were found: eBPF base and memlock, then each event's in selection
+    /// order, then `add`. `drop` is not applied yet.
+    needs: Vec<Need>,
+    /// Every Requested operation of the selected events, enabled or not.
+    requested: Vec<RequestedOp>,
+    /// One warning per Requested operation that is skipped (dropped or not usable).
+    warnings: Vec<String>,
+    /// Why this environment cannot host the events whatever the capabilities (an event
+    /// that needs cgroup v2 where none is mounted).
+    environment_problems: Vec<String>,
+    /// At least one selected event loads eBPF programs, so the memlock action applies.
+    ebpf: bool,
+}
+
+/// Gathers the needs of the selected events (which must all be in `catalog`): the eBPF
+/// base once, each event's perf and declared needs, its Requested operations, then `add`.
+fn demand(options: &CapOptions, events: &[String], catalog: &Catalog, facts: &EnvFacts) -> Demand {
     let usable = facts.usable();
     let mut needs: Vec<Need> = Vec::new();
     let mut push = |capability: Cap, source: String, reason: String, alternatives: CapSet| {
@@ -274,7 +358,6 @@ pub fn evaluate(
             alternatives,
         })
     };
-
     let attach: Vec<_> = events
         .iter()
         .filter_map(|e| catalog.event(e))
@@ -285,62 +368,26 @@ pub fn evaluate(
     if ebpf {
         push_ebpf_base(facts, attach.iter().any(|a| a.perfmon), &mut push);
     }
-
-    let mut environment_problems = Vec::new();
-    let mut requested = Vec::new();
-    let mut warnings = Vec::new();
+    let mut demand = Demand {
+        needs: Vec::new(),
+        requested: Vec::new(),
+        warnings: Vec::new(),
+        environment_problems: Vec::new(),
+        ebpf,
+    };
     for name in events {
         let event = catalog.event(name).expect("checked above");
         let attach = catalog.attach_type(event);
-        if attach.uses_perf && facts.perf_needs_sys_admin() {
-            push(
-                Cap::SYS_ADMIN,
-                format!("perf:{name}"),
-                format!(
-                    "{} attaches through perf_event_open and perf_event_paranoid is {} (> 2 allows perf events only to cap_sys_admin on kernels that enforce it)",
-                    event.attach,
-                    facts.perf_event_paranoid.map_or("unreadable".to_string(), |p| p.to_string())
-                ),
-                CapSet::EMPTY,
-            );
-        }
+        push_event_needs(name, event, attach, facts, &mut push);
         if attach.needs_cgroup2 && facts.cgroup2.is_none() {
-            environment_problems.push(format!(
+            demand.environment_problems.push(format!(
                 "event {name} needs a cgroup v2 hierarchy and none is mounted"
             ));
         }
-        for need in &event.required {
-            push(
-                need.capability,
-                format!("event:{name}"),
-                need.reason.clone(),
-                need.alternatives_on(facts).into_iter().collect(),
-            );
-        }
         for need in &event.requested {
-            let dropped = options.drop.contains(need.capability);
-            let not_usable = !usable.contains(need.capability);
-            let enabled = !dropped && !not_usable && !options.bypass;
-            if !options.bypass && !enabled {
-                warnings.push(format!(
-                    "{name}: {} is skipped: {} is {}",
-                    need.operation,
-                    need.capability,
-                    if dropped {
-                        "dropped by --capabilities drop"
-                    } else {
-                        "not in the permitted set"
-                    }
-                ));
-            }
-            requested.push(crate::oracle::RequestedOp {
-                event: name.clone(),
-                operation: need.operation.clone(),
-                capability: need.capability,
-                when: need.when,
-                reason: need.reason.clone(),
-                enabled: enabled || options.bypass,
-            });
+            let (op, warning) = requested_op(name, need, options, usable);
+            demand.requested.push(op);
+            demand.warnings.extend(warning);
         }
     }
     for cap in options.add.iter() {
@@ -351,62 +398,123 @@ pub fn evaluate(
             CapSet::EMPTY,
         );
     }
-    let needs = drop_covered(needs);
+    demand.needs = drop_covered(needs);
+    demand
+}
 
-    if options.bypass {
-        let p = facts.permitted;
-        return Ok(Outcome::Runs {
-            bypass: true,
-            rings: Rings {
-                privileged: p,
-                required: p,
-                required_needs: needs,
-                requested,
-                unprivileged: p,
-                config_permitted: p,
-                steady_permitted: p,
-                clear_bounding: false,
-                memlock: if ebpf {
-                    facts.memlock_action()
-                } else {
-                    MemlockAction::Nothing
-                },
-            },
-            warnings: vec!["capability dropping is bypassed: every permitted capability stays effective for the whole run".into()],
-        });
+/// One event's Required needs: cap_sys_admin for a perf-attached event where
+/// `perf_event_paranoid` reserves perf to it, then the needs the catalog declares (with the
+/// alternatives that hold on this kernel).
+fn push_event_needs(
+    name: &str,
+    event: &Event,
+    attach: &AttachType,
+    facts: &EnvFacts,
+    push: &mut Push,
+) {
+    if attach.uses_perf && facts.perf_needs_sys_admin() {
+        push(
+            Cap::SYS_ADMIN,
+            format!("perf:{name}"),
+            format!(
+                "{} attaches through perf_event_open and perf_event_paranoid is {} (> 2 allows perf events only to cap_sys_admin on kernels that enforce it)",
+                event.attach,
+                facts.perf_event_paranoid.map_or("unreadable".to_string(), |p| p.to_string())
+            ),
+            CapSet::EMPTY,
+        );
     }
-
-    if !environment_problems.is_empty() {
-        return Ok(Outcome::CannotRun {
-            missing: CapSet::EMPTY,
-            events: events.to_vec(),
-            message: environment_problems.join("; "),
-        });
+    for need in &event.required {
+        push(
+            need.capability,
+            format!("event:{name}"),
+            need.reason.clone(),
+            need.alternatives_on(facts).into_iter().collect(),
+        );
     }
+}
 
+/// One Requested operation of event `name`, and the warning when it is skipped: enabled
+/// under bypass, else only when its capability is usable and not dropped.
+fn requested_op(
+    name: &str,
+    need: &RequestedNeed,
+    options: &CapOptions,
+    usable: CapSet,
+) -> (RequestedOp, Option<String>) {
+    let dropped = options.drop.contains(need.capability);
+    let enabled = options.bypass || (!dropped && usable.contains(need.capability));
+    let warning = (!enabled).then(|| {
+        format!(
+            "{name}: {} is skipped: {} is {}",
+            need.operation,
+            need.capability,
+            if dropped {
+                "dropped by --capabilities drop"
+            } else {
+                "not in the permitted set"
+            }
+        )
+    });
+    let op = RequestedOp {
+        event: name.to_string(),
+        operation: need.operation.clone(),
+        capability: need.capability,
+        when: need.when,
+        reason: need.reason.clone(),
+        enabled,
+    };
+    (op, warning)
+}
+
+/// What to do about `RLIMIT_MEMLOCK`: nothing when no selected event loads eBPF programs.
+fn memlock_for(facts: &EnvFacts, ebpf: bool) -> MemlockAction {
+    if ebpf {
+        facts.memlock_action()
+    } else {
+        MemlockAction::Nothing
+    }
+}
+
+/// Bypass: every ring is the permitted set at start, nothing is dropped, one warning says so
+/// (the Requested operations are all enabled, see [`requested_op`]).
+fn bypassed(facts: &EnvFacts, demand: Demand) -> Outcome {
+    let p = facts.permitted;
+    Outcome::Runs {
+        bypass: true,
+        rings: Rings {
+            privileged: p,
+            required: p,
+            required_needs: demand.needs,
+            requested: demand.requested,
+            unprivileged: p,
+            config_permitted: p,
+            steady_permitted: p,
+            clear_bounding: false,
+            memlock: memlock_for(facts, demand.ebpf),
+        },
+        warnings: vec!["capability dropping is bypassed: every permitted capability stays effective for the whole run".into()],
+    }
+}
+
+/// Without bypass: the Required ring is the needs minus `drop`; a Required capability that
+/// is not usable refuses the run ([`missing_required`]), else the four rings, with a
+/// warning when `drop` removes a declared need.
+fn dropping(options: &CapOptions, events: &[String], facts: &EnvFacts, demand: Demand) -> Outcome {
+    let Demand {
+        needs,
+        requested,
+        mut warnings,
+        ebpf,
+        ..
+    } = demand;
+    let usable = facts.usable();
     let wanted: CapSet = needs.iter().map(|n| n.capability).collect();
     let dropped_needs = wanted.intersection(options.drop);
     let required = wanted.difference(options.drop);
     let missing = required.difference(usable);
     if !missing.is_empty() {
-        let mut who: Vec<String> = needs
-            .iter()
-            .filter(|n| missing.contains(n.capability))
-            .map(|n| n.source.clone())
-            .collect();
-        who.dedup();
-        let not_in_bounding = missing.difference(facts.bounding);
-        let message = format!(
-            "the Required ring needs {missing}, which {} not in the permitted set{} (needed by: {})",
-            if missing.len() == 1 { "is" } else { "are" },
-            if not_in_bounding.is_empty() { String::new() } else { format!(" ({not_in_bounding} not in the bounding set either)") },
-            who.join(", ")
-        );
-        return Ok(Outcome::CannotRun {
-            missing,
-            events: needing_events(&needs, &missing, events),
-            message,
-        });
+        return missing_required(&needs, missing, facts, events);
     }
     if !dropped_needs.is_empty() {
         warnings.push(format!(
@@ -418,7 +526,7 @@ pub fn evaluate(
         .filter(|o| o.enabled)
         .map(|o| o.capability)
         .collect();
-    Ok(Outcome::Runs {
+    Outcome::Runs {
         bypass: false,
         rings: Rings {
             privileged: facts.permitted,
@@ -432,20 +540,51 @@ pub fn evaluate(
             config_permitted: required.union(requested_caps),
             steady_permitted: requested_caps,
             clear_bounding: usable.contains(Cap::SETPCAP),
-            memlock: if ebpf {
-                facts.memlock_action()
-            } else {
-                MemlockAction::Nothing
-            },
+            memlock: memlock_for(facts, ebpf),
         },
         warnings,
-    })
+    }
+}
+
+/// The refusal when Required capabilities (`missing`) are not usable: the message names
+/// them, the ones not even in the bounding set, and the sources that need them.
+fn missing_required(
+    needs: &[Need],
+    missing: CapSet,
+    facts: &EnvFacts,
+    events: &[String],
+) -> Outcome {
+    let mut who: Vec<String> = needs
+        .iter()
+        .filter(|n| missing.contains(n.capability))
+        .map(|n| n.source.clone())
+        .collect();
+    who.dedup();
+    let not_in_bounding = missing.difference(facts.bounding);
+    let message = format!(
+        "the Required ring needs {missing}, which {} not in the permitted set{} (needed by: {})",
+        if missing.len() == 1 { "is" } else { "are" },
+        if not_in_bounding.is_empty() {
+            String::new()
+        } else {
+            format!(" ({not_in_bounding} not in the bounding set either)")
+        },
+        who.join(", ")
+    );
+    Outcome::CannotRun {
+        missing,
+        events: needing_events(needs, &missing, events),
+        message,
+    }
 }
 
 /// What the rules engine must do: it knows only `--allcaps`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct RulesOutcome {
+    /// The rules engine keeps every capability it started with (`--allcaps` or
+    /// `CAPABILITIES_BYPASS`); otherwise it runs with E = P = ∅.
     pub allcaps: bool,
+    /// One stderr line per ignored `CAPABILITIES_ADD` / `CAPABILITIES_DROP` that is set.
     pub warnings: Vec<String>,
 }
 

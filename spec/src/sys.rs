@@ -8,23 +8,34 @@
 //! there is one [`ThreadCaps`], one parser and one answer.
 //!
 //! The data types and the pure parser are always available; everything that reads the
-//! running system is behind the `probe` feature, like [`crate::facts::probe`].
+//! running system is behind the `probe` feature, like `crate::facts::probe`.
 
 use serde::{Deserialize, Serialize};
 
 use crate::caps::CapSet;
 
 /// The capability state of one thread, as `/proc/PID/task/TID/status` shows it.
+///
+/// The five sets are the `Cap*:` lines (bit n = capability n, see [`CapSet`]); E ⊆ P
+/// always holds in the kernel, and the rings are judged on E.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ThreadCaps {
+    /// The process (thread-group id) the thread belongs to.
     pub pid: i32,
+    /// The thread's own id (equal to `pid` for the main thread).
     pub tid: i32,
     /// `Name:` (the thread's comm).
     pub comm: String,
+    /// E, `CapEff:`: what the kernel checks now; the ring the thread is on.
     pub effective: CapSet,
+    /// P, `CapPrm:`: the limit E can be raised to without exec.
     pub permitted: CapSet,
+    /// I, `CapInh:`: kept across execve(2) (`ring.inheritable-ambient.empty`).
     pub inheritable: CapSet,
+    /// B, `CapBnd:`: the limit on what execve(2) can grant (`ring.bounding.cleared`).
     pub bounding: CapSet,
+    /// A, `CapAmb:`: kept, and made effective, across execve(2) of a program without file
+    /// capabilities.
     pub ambient: CapSet,
     /// Real, effective, saved and filesystem uid (`Uid:` line), when readable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
