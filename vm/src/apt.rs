@@ -77,9 +77,10 @@ pub fn newest_matching<'a>(
     pattern: &str,
     min_size: u64,
 ) -> Option<&'a PackageInfo> {
+    let matcher = crate::catalog::glob_matcher(pattern);
     pkgs.iter()
         .filter(|p| {
-            crate::catalog::glob_match(pattern, &p.package)
+            matcher.is_match(&p.package)
                 && !p.sha256.is_empty()
                 && !p.filename.is_empty()
                 && p.size >= min_size

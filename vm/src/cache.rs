@@ -7,7 +7,6 @@
 
 use std::fs::{self, File};
 use std::io::Read;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -83,10 +82,14 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// An exclusive `flock` held until drop.
+/// An exclusive advisory lock on a file ([`File::lock`], which is `flock(2)` on Linux), held
+/// until drop. Two `cargo xtask vm-test` runs sharing one cache (CI jobs, engineers on one
+/// machine) take it around each entry so that only one downloads and extracts it while the
+/// other waits and then finds a valid entry.
 pub(crate) struct FileLock(File);
 
 impl FileLock {
+    /// Opens (creating if needed) `p` and blocks until this process holds its exclusive lock.
     pub(crate) fn exclusive(p: &Path) -> Result<Self> {
         let f = File::options()
             .create(true)
@@ -94,18 +97,15 @@ impl FileLock {
             .write(true)
             .open(p)
             .ctx(p)?;
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(Error::io(p, std::io::Error::last_os_error()));
-        }
+        f.lock().ctx(p)?;
         Ok(FileLock(f))
     }
 }
 
 impl Drop for FileLock {
     fn drop(&mut self) {
-        unsafe {
-            libc::flock(self.0.as_raw_fd(), libc::LOCK_UN);
-        }
+        // Closing the file would release the lock too; unlocking first says so explicitly.
+        let _ = self.0.unlock();
     }
 }
 
@@ -352,4 +352,25 @@ pub fn local_image(path: &Path) -> Result<KernelImage> {
         release: deb::bzimage_release(&data).unwrap_or_else(|| "unknown".into()),
         vmlinuz_sha256: sha256_bytes(&data),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// While one [`FileLock`] is held, another open file description of the same path cannot
+    /// take the lock; once it is dropped, it can.
+    #[test]
+    fn file_lock_excludes_until_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("entry.lock");
+        let held = FileLock::exclusive(&p).unwrap();
+        let other = File::options().write(true).open(&p).unwrap();
+        assert!(matches!(
+            other.try_lock(),
+            Err(std::fs::TryLockError::WouldBlock)
+        ));
+        drop(held);
+        other.try_lock().expect("lock is free after drop");
+    }
 }

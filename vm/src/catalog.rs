@@ -188,24 +188,31 @@ pub(crate) fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Glob match where `*` matches any (possibly empty) run of characters.
-pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == name;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
-        return false;
-    }
-    let mut rest = &name[first.len()..name.len() - last.len()];
-    for p in &parts[1..parts.len() - 1] {
-        match rest.find(p) {
-            Some(i) => rest = &rest[i + p.len()..],
-            None => return false,
+/// Compiles a package-name pattern of `vm/kernels.toml`, where `*` matches any (possibly
+/// empty) run of characters and every other character, `?`, `[`, `{` and `\` included,
+/// stands for itself. The matcher is compiled once and applied to every package of a
+/// `Packages` index (tens of thousands of names).
+pub fn glob_matcher(pattern: &str) -> globset::GlobMatcher {
+    let mut glob = String::with_capacity(pattern.len());
+    for (i, literal) in pattern.split('*').enumerate() {
+        // `**` would mean "any directories" to globset; a run of stars is one star here.
+        if i > 0 && !glob.ends_with('*') {
+            glob.push('*');
         }
+        glob.push_str(&globset::escape(literal));
     }
-    true
+    globset::GlobBuilder::new(&glob)
+        .literal_separator(false)
+        .backslash_escape(false)
+        .build()
+        .expect("an escaped pattern whose only operator is `*` is a valid glob")
+        .compile_matcher()
+}
+
+/// Whether `name` matches `pattern` (see [`glob_matcher`]; compile it once when matching many
+/// names).
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    glob_matcher(pattern).is_match(name)
 }
 
 /// One locked kernel package.
