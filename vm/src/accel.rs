@@ -10,10 +10,13 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+/// The accelerator a VM runs under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Accel {
+    /// Hardware virtualisation through `/dev/kvm`.
     Kvm,
+    /// QEMU's translator (pure emulation: slower, available everywhere).
     Tcg,
 }
 
@@ -26,10 +29,14 @@ impl std::fmt::Display for Accel {
     }
 }
 
+/// What `--accel` asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccelChoice {
+    /// KVM when a probe boot proves it works on this host, else TCG.
     Auto,
+    /// KVM, or an error when `/dev/kvm` cannot be opened.
     Kvm,
+    /// TCG.
     Tcg,
 }
 
@@ -57,12 +64,15 @@ pub fn kvm_openable() -> Result<(), String> {
         .map_err(|e| format!("/dev/kvm: {e}"))
 }
 
+/// This host boot's id (`/proc/sys/kernel/random/boot_id`; empty if unreadable): a KVM
+/// verdict holds until the next reboot.
 pub fn boot_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
 }
 
+/// The first line of `qemu --version` (empty if it cannot run): a new QEMU gets a new probe.
 pub fn qemu_version(qemu: &Path) -> String {
     std::process::Command::new(qemu)
         .arg("--version")
@@ -73,11 +83,16 @@ pub fn qemu_version(qemu: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// The remembered outcome of `--accel auto` (`accel.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verdict {
+    /// [`boot_id`] when it was decided.
     pub boot_id: String,
+    /// [`qemu_version`] when it was decided.
     pub qemu_version: String,
+    /// The accelerator chosen.
     pub accel: Accel,
+    /// Why, for the user.
     pub reason: String,
 }
 
@@ -87,6 +102,7 @@ pub fn cached(path: &Path, boot_id: &str, qemu_version: &str) -> Option<Verdict>
     (v.boot_id == boot_id && v.qemu_version == qemu_version).then_some(v)
 }
 
+/// Remembers `v` in `path`, best effort (a failure only costs a probe next time).
 pub fn store(path: &Path, v: &Verdict) {
     if let Some(d) = path.parent() {
         let _ = std::fs::create_dir_all(d);

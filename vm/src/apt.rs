@@ -27,10 +27,15 @@ fn count_network_request() {
 /// One package stanza of a `Packages` index.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PackageInfo {
+    /// `Package:`.
     pub package: String,
+    /// `Version:` (a Debian version).
     pub version: String,
+    /// `Filename:`, the pool path relative to the mirror URI.
     pub filename: String,
+    /// `Size:` of the .deb in bytes (0 when missing or unparsable).
     pub size: u64,
+    /// `SHA256:` of the .deb, as the index spells it.
     pub sha256: String,
 }
 
@@ -91,12 +96,20 @@ pub fn newest_matching<'a>(
         })
 }
 
+/// A private apt configuration for one suite of one mirror, under the cache
+/// (`<cache>/apt/<mirror>-<suite>`): its own sources list, lists and archives, so the
+/// host's apt configuration is neither used nor changed, and apt still verifies the
+/// suite's signature.
 pub struct AptRoot {
+    /// Its directory.
     pub dir: PathBuf,
+    /// The mirror (URI already overridden from the environment).
     pub mirror: Mirror,
     /// The keyring file that signs the suite (`signed-by`), resolved from `mirror.keyring`.
     pub keyring: PathBuf,
+    /// The suite.
     pub suite: String,
+    /// Show apt's output.
     pub verbose: bool,
 }
 
@@ -179,6 +192,8 @@ fn apt_errors(text: &str) -> String {
 }
 
 impl AptRoot {
+    /// The apt root of `suite` of `mirror` (named `mirror_name`) under `cache_root`; nothing
+    /// is written until it is used.
     pub fn new(
         cache_root: &Path,
         mirror_name: &str,
@@ -251,6 +266,7 @@ impl AptRoot {
         c
     }
 
+    /// `URI SUITE`, for messages.
     pub fn describe(&self) -> String {
         format!("{} {}", self.mirror.uri, self.suite)
     }

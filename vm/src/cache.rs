@@ -20,29 +20,42 @@ use crate::error::{Error, IoCtx, Result};
 /// Environment variable overriding the cache directory.
 pub const CACHE_ENV: &str = "CAPRING_VM_CACHE";
 
+/// `stamp.json` of a cache entry, written last: an entry without one was interrupted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stamp {
+    /// The package the image came from.
     pub package: String,
+    /// Its Debian version.
     pub version: String,
+    /// SHA256 of the .deb (the entry's directory name).
     pub deb_sha256: String,
+    /// SHA256 of `vmlinuz` as extracted; checked before every boot.
     pub vmlinuz_sha256: String,
+    /// Size of `vmlinuz` in bytes (a truncated file is named as such).
     pub vmlinuz_size: u64,
+    /// The kernel release (`uname -r` of the image).
     pub release: String,
 }
 
 /// A kernel image ready to boot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelImage {
+    /// The bzImage to boot.
     pub vmlinuz: PathBuf,
+    /// The kernel's build config (`/boot/config-*` of the package), when it had one.
     pub config: Option<PathBuf>,
+    /// The kernel release (`6.1.0-50-cloud-amd64`; `unknown` for a local image without one).
     pub release: String,
+    /// SHA256 of `vmlinuz` (hex).
     pub vmlinuz_sha256: String,
 }
 
 /// What the cache holds for one lock entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheState {
+    /// Present, its stamp matching the entry and its vmlinuz hash and size the stamp's.
     Valid(KernelImage),
+    /// No directory for the entry.
     Missing,
     /// Present but unusable (the reason); must be deleted before use.
     Corrupt(String),
@@ -51,6 +64,7 @@ pub enum CacheState {
 /// Result of [`KernelCache::ensure`].
 #[derive(Debug, Clone)]
 pub struct Ensured {
+    /// The verified image.
     pub image: KernelImage,
     /// apt calls that went to the network for this kernel (0 on a cache hit).
     pub network_requests: u64,
@@ -58,6 +72,7 @@ pub struct Ensured {
     pub replaced_corrupt: Option<String>,
 }
 
+/// SHA256 (hex) and size in bytes of a file, read in 64 KiB blocks.
 pub fn sha256_file(p: &Path) -> Result<(String, u64)> {
     let mut f = File::open(p).ctx(p)?;
     let mut h = Sha256::new();
@@ -74,6 +89,7 @@ pub fn sha256_file(p: &Path) -> Result<(String, u64)> {
     Ok((hex(&h.finalize()), n))
 }
 
+/// SHA256 of `b`, as lower-case hex.
 pub fn sha256_bytes(b: &[u8]) -> String {
     hex(&Sha256::digest(b))
 }
@@ -109,8 +125,12 @@ impl Drop for FileLock {
     }
 }
 
+/// The directory kernel images (and keyrings, apt roots) are cached in, shared by every run
+/// on the machine (`target/vm-cache`, or `$CAPRING_VM_CACHE`).
 pub struct KernelCache {
+    /// The cache directory.
     pub root: PathBuf,
+    /// Show apt's output while fetching.
     pub verbose: bool,
 }
 
@@ -127,6 +147,7 @@ impl KernelCache {
         }
     }
 
+    /// The entry of the package with this SHA256: `<root>/kernels/<deb_sha256>`.
     pub fn kernel_dir(&self, deb_sha256: &str) -> PathBuf {
         self.root.join("kernels").join(deb_sha256)
     }

@@ -9,9 +9,12 @@ use std::path::Path;
 
 use crate::error::{Error, IoCtx, Result};
 
+/// What the cache keeps of a kernel package.
 #[derive(Debug, Clone)]
 pub struct Extracted {
+    /// The bzImage.
     pub vmlinuz: Vec<u8>,
+    /// The kernel's build config, when the package ships one.
     pub config: Option<Vec<u8>>,
     /// `uname -r` of the kernel, from the vmlinuz file name.
     pub release: String,
