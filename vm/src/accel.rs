@@ -55,7 +55,7 @@ impl std::str::FromStr for AccelChoice {
 }
 
 /// Whether `/dev/kvm` can be opened read-write.
-pub fn kvm_openable() -> Result<(), String> {
+pub(crate) fn kvm_openable() -> Result<(), String> {
     std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -66,14 +66,14 @@ pub fn kvm_openable() -> Result<(), String> {
 
 /// This host boot's id (`/proc/sys/kernel/random/boot_id`; empty if unreadable): a KVM
 /// verdict holds until the next reboot.
-pub fn boot_id() -> String {
+pub(crate) fn boot_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
 }
 
 /// The first line of `qemu --version` (empty if it cannot run): a new QEMU gets a new probe.
-pub fn qemu_version(qemu: &Path) -> String {
+pub(crate) fn qemu_version(qemu: &Path) -> String {
     std::process::Command::new(qemu)
         .arg("--version")
         .output()
@@ -85,7 +85,7 @@ pub fn qemu_version(qemu: &Path) -> String {
 
 /// The remembered outcome of `--accel auto` (`accel.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     /// [`boot_id`] when it was decided.
     pub boot_id: String,
     /// [`qemu_version`] when it was decided.
@@ -97,13 +97,13 @@ pub struct Verdict {
 }
 
 /// The remembered verdict, if it was made on this host boot with this QEMU.
-pub fn cached(path: &Path, boot_id: &str, qemu_version: &str) -> Option<Verdict> {
+pub(crate) fn cached(path: &Path, boot_id: &str, qemu_version: &str) -> Option<Verdict> {
     let v: Verdict = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
     (v.boot_id == boot_id && v.qemu_version == qemu_version).then_some(v)
 }
 
 /// Remembers `v` in `path`, best effort (a failure only costs a probe next time).
-pub fn store(path: &Path, v: &Verdict) {
+pub(crate) fn store(path: &Path, v: &Verdict) {
     if let Some(d) = path.parent() {
         let _ = std::fs::create_dir_all(d);
     }

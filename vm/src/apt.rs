@@ -77,7 +77,7 @@ pub fn parse_packages(text: &str) -> Vec<PackageInfo> {
 
 /// The newest package (by Debian version, then name) whose name matches the glob `pattern`,
 /// with a pool file, a SHA256 and at least `min_size` bytes.
-pub fn newest_matching<'a>(
+pub(crate) fn newest_matching<'a>(
     pkgs: &'a [PackageInfo],
     pattern: &str,
     min_size: u64,
@@ -100,7 +100,7 @@ pub fn newest_matching<'a>(
 /// (`<cache>/apt/<mirror>-<suite>`): its own sources list, lists and archives, so the
 /// host's apt configuration is neither used nor changed, and apt still verifies the
 /// suite's signature.
-pub struct AptRoot {
+pub(crate) struct AptRoot {
     /// Its directory.
     pub dir: PathBuf,
     /// The mirror (URI already overridden from the environment).
@@ -337,7 +337,7 @@ impl AptRoot {
     }
 
     /// Whether the local index already knows `pkg=version` (no network).
-    pub fn knows(&self, pkg: &str, version: &str) -> bool {
+    pub(crate) fn knows(&self, pkg: &str, version: &str) -> bool {
         if self.prepare().is_err() {
             return false;
         }

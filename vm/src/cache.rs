@@ -18,11 +18,11 @@ use crate::deb;
 use crate::error::{Error, IoCtx, Result};
 
 /// Environment variable overriding the cache directory.
-pub const CACHE_ENV: &str = "CAPRING_VM_CACHE";
+pub(crate) const CACHE_ENV: &str = "CAPRING_VM_CACHE";
 
 /// `stamp.json` of a cache entry, written last: an entry without one was interrupted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stamp {
+pub(crate) struct Stamp {
     /// The package the image came from.
     pub package: String,
     /// Its Debian version.
@@ -73,7 +73,7 @@ pub struct Ensured {
 }
 
 /// SHA256 (hex) and size in bytes of a file, read in 64 KiB blocks.
-pub fn sha256_file(p: &Path) -> Result<(String, u64)> {
+pub(crate) fn sha256_file(p: &Path) -> Result<(String, u64)> {
     let mut f = File::open(p).ctx(p)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
@@ -90,7 +90,7 @@ pub fn sha256_file(p: &Path) -> Result<(String, u64)> {
 }
 
 /// SHA256 of `b`, as lower-case hex.
-pub fn sha256_bytes(b: &[u8]) -> String {
+pub(crate) fn sha256_bytes(b: &[u8]) -> String {
     hex(&Sha256::digest(b))
 }
 
@@ -249,7 +249,7 @@ impl KernelCache {
     /// A private apt root for `suite` of mirror `mirror_name`, its keyring resolved: a file
     /// as is, a package through [`crate::keyring::ensure`] (fetched, verified and cached
     /// like a kernel). `series` names the kernel in errors.
-    pub fn apt_root(
+    pub(crate) fn apt_root(
         &self,
         catalog: &Catalog,
         lock: &Lock,

@@ -140,6 +140,6 @@ pub fn bzimage_release(data: &[u8]) -> Option<String> {
 }
 
 /// Whether `data` starts like an x86 bzImage.
-pub fn is_bzimage(data: &[u8]) -> bool {
+pub(crate) fn is_bzimage(data: &[u8]) -> bool {
     data.len() >= 0x210 && &data[0x202..0x206] == b"HdrS"
 }

@@ -123,7 +123,7 @@ impl Error {
 }
 
 /// Attaches a path to io errors: `fs::read(p).ctx(p)?`.
-pub trait IoCtx<T> {
+pub(crate) trait IoCtx<T> {
     /// Turns an io error into [`Error::Io`] naming `path`.
     fn ctx(self, path: impl Into<PathBuf>) -> Result<T>;
 }

@@ -39,7 +39,7 @@ pub struct CommandSpec {
 
 impl CommandSpec {
     /// Whether this command runs on the kernel labelled `kernel`.
-    pub fn runs_on(&self, kernel: &str) -> bool {
+    pub(crate) fn runs_on(&self, kernel: &str) -> bool {
         self.kernels
             .as_ref()
             .is_none_or(|ks| ks.iter().any(|k| k == kernel))
@@ -212,7 +212,7 @@ impl GuestConfig {
 }
 
 /// The name of the guest command that judges a tracer (`capring check --tracer …`).
-pub const CHECK_COMMAND: &str = "check";
+pub(crate) const CHECK_COMMAND: &str = "check";
 
 impl GuestConfig {
     /// The command that judges the tracer of `profile` (a guest path) instead of the

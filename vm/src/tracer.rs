@@ -86,7 +86,7 @@ pub struct Search {
 
 /// Where a program named `spec` in `profile_dir` is, as the guest's capring would find it:
 /// `None` for a project binary of the guest's `/bin`.
-pub fn resolve_program(
+pub(crate) fn resolve_program(
     spec: &str,
     profile_dir: &Path,
     guest_bins: &[String],
@@ -228,7 +228,7 @@ pub fn known_cases(dir: &Path) -> Result<Vec<KnownCase>> {
 
 /// A verdict of `results.json` (`pass`, `fail`, `unsupported`, `not_applicable`) spelled as
 /// in `[[expect]]`.
-pub fn expect_spelling(verdict: &str) -> &str {
+pub(crate) fn expect_spelling(verdict: &str) -> &str {
     match verdict {
         "unsupported" => "fail-unsupported",
         "not_applicable" => "n/a",
