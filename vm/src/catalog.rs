@@ -149,7 +149,7 @@ impl Catalog {
     }
 
     /// A mirror by name (which must exist), with `CAPRING_VM_MIRROR_<NAME>` overriding its URI.
-    pub(crate) fn mirror_named(&self, name: &str) -> Mirror {
+    pub fn mirror_named(&self, name: &str) -> Mirror {
         let mut m = self.mirror[name].clone();
         let var = format!(
             "CAPRING_VM_MIRROR_{}",
@@ -184,7 +184,7 @@ impl Catalog {
     }
 
     /// `debian trixie (http://deb.debian.org/debian)`.
-    pub(crate) fn describe_suite(&self, mirror: &str, suite: &str) -> String {
+    pub fn describe_suite(&self, mirror: &str, suite: &str) -> String {
         let m = self.mirror_named(mirror);
         format!("{mirror} {suite} ({})", m.uri)
     }
