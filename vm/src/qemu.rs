@@ -596,16 +596,11 @@ pub fn qemu_children() -> Vec<u32> {
     out
 }
 
-/// The QEMU to use: `$CAPRING_VM_QEMU` if set, else the first `qemu-system-x86_64` on
-/// `PATH`; `None` when there is neither.
+/// The QEMU to use: `$CAPRING_VM_QEMU` if set, else the first executable
+/// `qemu-system-x86_64` on `PATH`; `None` when there is neither.
 pub fn find_qemu() -> Option<PathBuf> {
-    let name = "qemu-system-x86_64";
     if let Some(p) = std::env::var_os("CAPRING_VM_QEMU") {
         return Some(PathBuf::from(p));
     }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| Path::new(p).is_file())
-    })
+    which::which("qemu-system-x86_64").ok()
 }

@@ -68,6 +68,11 @@ fn repository_catalog_and_lock_are_valid() {
         !all.is_empty(),
         "vm/kernels.toml names no series for --kernel all"
     );
+    assert!(
+        all.windows(2)
+            .all(|w| compare(&w[0], &w[1]) == Ordering::Less),
+        "oldest first: {all:?}"
+    );
     for s in &all {
         let e = l
             .kernel
@@ -174,13 +179,14 @@ fn debian_versions() {
     assert_eq!(compare("1_0", "0.1"), Ordering::Less);
     assert_eq!(compare("0.1", "1_0"), Ordering::Greater);
     assert_eq!(compare("1_0", "1_1"), Ordering::Less);
+    // Series order is numeric per component (not the kernel list: that is vm/kernels.toml's).
     assert_eq!(
         sorted_series(
-            ["7.2", "6.12", "5.15", "5.10", "6.1", "5.4"]
+            ["10.0", "4.19", "2.6.32", "4.9", "3.2"]
                 .map(String::from)
                 .into_iter()
         ),
-        ["5.4", "5.10", "5.15", "6.1", "6.12", "7.2"]
+        ["2.6.32", "3.2", "4.9", "4.19", "10.0"]
     );
 }
 
