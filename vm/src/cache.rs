@@ -125,8 +125,8 @@ impl Drop for FileLock {
     }
 }
 
-/// The directory kernel images (and keyrings, apt roots) are cached in, shared by every run
-/// on the machine (`target/vm-cache`, or `$CAPRING_VM_CACHE`).
+/// The directory kernel images (and keyrings, apt roots) are cached in: `$CAPRING_VM_CACHE`,
+/// else `target/vm-test/cache` ([`crate::session::Paths::cache`]). Runs may share it.
 pub struct KernelCache {
     /// The cache directory.
     pub root: PathBuf,
