@@ -10,10 +10,13 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+/// The accelerator a VM runs under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Accel {
+    /// Hardware virtualisation through `/dev/kvm`.
     Kvm,
+    /// QEMU's translator (pure emulation: slower, available everywhere).
     Tcg,
 }
 
@@ -26,10 +29,14 @@ impl std::fmt::Display for Accel {
     }
 }
 
+/// What `--accel` asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccelChoice {
+    /// KVM when a probe boot proves it works on this host, else TCG.
     Auto,
+    /// KVM, or an error when `/dev/kvm` cannot be opened.
     Kvm,
+    /// TCG.
     Tcg,
 }
 
@@ -48,7 +55,7 @@ impl std::str::FromStr for AccelChoice {
 }
 
 /// Whether `/dev/kvm` can be opened read-write.
-pub fn kvm_openable() -> Result<(), String> {
+pub(crate) fn kvm_openable() -> Result<(), String> {
     std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -57,13 +64,16 @@ pub fn kvm_openable() -> Result<(), String> {
         .map_err(|e| format!("/dev/kvm: {e}"))
 }
 
-pub fn boot_id() -> String {
+/// This host boot's id (`/proc/sys/kernel/random/boot_id`; empty if unreadable): a KVM
+/// verdict holds until the next reboot.
+pub(crate) fn boot_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
 }
 
-pub fn qemu_version(qemu: &Path) -> String {
+/// The first line of `qemu --version` (empty if it cannot run): a new QEMU gets a new probe.
+pub(crate) fn qemu_version(qemu: &Path) -> String {
     std::process::Command::new(qemu)
         .arg("--version")
         .output()
@@ -73,21 +83,27 @@ pub fn qemu_version(qemu: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// The remembered outcome of `--accel auto` (`accel.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Verdict {
+pub(crate) struct Verdict {
+    /// [`boot_id`] when it was decided.
     pub boot_id: String,
+    /// [`qemu_version`] when it was decided.
     pub qemu_version: String,
+    /// The accelerator chosen.
     pub accel: Accel,
+    /// Why, for the user.
     pub reason: String,
 }
 
 /// The remembered verdict, if it was made on this host boot with this QEMU.
-pub fn cached(path: &Path, boot_id: &str, qemu_version: &str) -> Option<Verdict> {
+pub(crate) fn cached(path: &Path, boot_id: &str, qemu_version: &str) -> Option<Verdict> {
     let v: Verdict = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
     (v.boot_id == boot_id && v.qemu_version == qemu_version).then_some(v)
 }
 
-pub fn store(path: &Path, v: &Verdict) {
+/// Remembers `v` in `path`, best effort (a failure only costs a probe next time).
+pub(crate) fn store(path: &Path, v: &Verdict) {
     if let Some(d) = path.parent() {
         let _ = std::fs::create_dir_all(d);
     }

@@ -27,10 +27,15 @@ fn count_network_request() {
 /// One package stanza of a `Packages` index.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PackageInfo {
+    /// `Package:`.
     pub package: String,
+    /// `Version:` (a Debian version).
     pub version: String,
+    /// `Filename:`, the pool path relative to the mirror URI.
     pub filename: String,
+    /// `Size:` of the .deb in bytes (0 when missing or unparsable).
     pub size: u64,
+    /// `SHA256:` of the .deb, as the index spells it.
     pub sha256: String,
 }
 
@@ -72,14 +77,15 @@ pub fn parse_packages(text: &str) -> Vec<PackageInfo> {
 
 /// The newest package (by Debian version, then name) whose name matches the glob `pattern`,
 /// with a pool file, a SHA256 and at least `min_size` bytes.
-pub fn newest_matching<'a>(
+pub(crate) fn newest_matching<'a>(
     pkgs: &'a [PackageInfo],
     pattern: &str,
     min_size: u64,
 ) -> Option<&'a PackageInfo> {
+    let matcher = crate::catalog::glob_matcher(pattern);
     pkgs.iter()
         .filter(|p| {
-            crate::catalog::glob_match(pattern, &p.package)
+            matcher.is_match(&p.package)
                 && !p.sha256.is_empty()
                 && !p.filename.is_empty()
                 && p.size >= min_size
@@ -90,12 +96,20 @@ pub fn newest_matching<'a>(
         })
 }
 
-pub struct AptRoot {
+/// A private apt configuration for one suite of one mirror, under the cache
+/// (`<cache>/apt/<mirror>-<suite>`): its own sources list, lists and archives, so the
+/// host's apt configuration is neither used nor changed, and apt still verifies the
+/// suite's signature.
+pub(crate) struct AptRoot {
+    /// Its directory.
     pub dir: PathBuf,
+    /// The mirror (URI already overridden from the environment).
     pub mirror: Mirror,
     /// The keyring file that signs the suite (`signed-by`), resolved from `mirror.keyring`.
     pub keyring: PathBuf,
+    /// The suite.
     pub suite: String,
+    /// Show apt's output.
     pub verbose: bool,
 }
 
@@ -178,6 +192,8 @@ fn apt_errors(text: &str) -> String {
 }
 
 impl AptRoot {
+    /// The apt root of `suite` of `mirror` (named `mirror_name`) under `cache_root`; nothing
+    /// is written until it is used.
     pub fn new(
         cache_root: &Path,
         mirror_name: &str,
@@ -250,6 +266,7 @@ impl AptRoot {
         c
     }
 
+    /// `URI SUITE`, for messages.
     pub fn describe(&self) -> String {
         format!("{} {}", self.mirror.uri, self.suite)
     }
@@ -320,7 +337,7 @@ impl AptRoot {
     }
 
     /// Whether the local index already knows `pkg=version` (no network).
-    pub fn knows(&self, pkg: &str, version: &str) -> bool {
+    pub(crate) fn knows(&self, pkg: &str, version: &str) -> bool {
         if self.prepare().is_err() {
             return false;
         }

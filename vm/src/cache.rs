@@ -7,7 +7,6 @@
 
 use std::fs::{self, File};
 use std::io::Read;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -19,31 +18,44 @@ use crate::deb;
 use crate::error::{Error, IoCtx, Result};
 
 /// Environment variable overriding the cache directory.
-pub const CACHE_ENV: &str = "CAPRING_VM_CACHE";
+pub(crate) const CACHE_ENV: &str = "CAPRING_VM_CACHE";
 
+/// `stamp.json` of a cache entry, written last: an entry without one was interrupted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stamp {
+pub(crate) struct Stamp {
+    /// The package the image came from.
     pub package: String,
+    /// Its Debian version.
     pub version: String,
+    /// SHA256 of the .deb (the entry's directory name).
     pub deb_sha256: String,
+    /// SHA256 of `vmlinuz` as extracted; checked before every boot.
     pub vmlinuz_sha256: String,
+    /// Size of `vmlinuz` in bytes (a truncated file is named as such).
     pub vmlinuz_size: u64,
+    /// The kernel release (`uname -r` of the image).
     pub release: String,
 }
 
 /// A kernel image ready to boot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelImage {
+    /// The bzImage to boot.
     pub vmlinuz: PathBuf,
+    /// The kernel's build config (`/boot/config-*` of the package), when it had one.
     pub config: Option<PathBuf>,
+    /// The kernel release (`6.1.0-50-cloud-amd64`; `unknown` for a local image without one).
     pub release: String,
+    /// SHA256 of `vmlinuz` (hex).
     pub vmlinuz_sha256: String,
 }
 
 /// What the cache holds for one lock entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheState {
+    /// Present, its stamp matching the entry and its vmlinuz hash and size the stamp's.
     Valid(KernelImage),
+    /// No directory for the entry.
     Missing,
     /// Present but unusable (the reason); must be deleted before use.
     Corrupt(String),
@@ -52,6 +64,7 @@ pub enum CacheState {
 /// Result of [`KernelCache::ensure`].
 #[derive(Debug, Clone)]
 pub struct Ensured {
+    /// The verified image.
     pub image: KernelImage,
     /// apt calls that went to the network for this kernel (0 on a cache hit).
     pub network_requests: u64,
@@ -59,7 +72,8 @@ pub struct Ensured {
     pub replaced_corrupt: Option<String>,
 }
 
-pub fn sha256_file(p: &Path) -> Result<(String, u64)> {
+/// SHA256 (hex) and size in bytes of a file, read in 64 KiB blocks.
+pub(crate) fn sha256_file(p: &Path) -> Result<(String, u64)> {
     let mut f = File::open(p).ctx(p)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
@@ -75,7 +89,8 @@ pub fn sha256_file(p: &Path) -> Result<(String, u64)> {
     Ok((hex(&h.finalize()), n))
 }
 
-pub fn sha256_bytes(b: &[u8]) -> String {
+/// SHA256 of `b`, as lower-case hex.
+pub(crate) fn sha256_bytes(b: &[u8]) -> String {
     hex(&Sha256::digest(b))
 }
 
@@ -83,10 +98,14 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// An exclusive `flock` held until drop.
+/// An exclusive advisory lock on a file ([`File::lock`], which is `flock(2)` on Linux), held
+/// until drop. Two `cargo xtask vm-test` runs sharing one cache (CI jobs, engineers on one
+/// machine) take it around each entry so that only one downloads and extracts it while the
+/// other waits and then finds a valid entry.
 pub(crate) struct FileLock(File);
 
 impl FileLock {
+    /// Opens (creating if needed) `p` and blocks until this process holds its exclusive lock.
     pub(crate) fn exclusive(p: &Path) -> Result<Self> {
         let f = File::options()
             .create(true)
@@ -94,23 +113,24 @@ impl FileLock {
             .write(true)
             .open(p)
             .ctx(p)?;
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(Error::io(p, std::io::Error::last_os_error()));
-        }
+        f.lock().ctx(p)?;
         Ok(FileLock(f))
     }
 }
 
 impl Drop for FileLock {
     fn drop(&mut self) {
-        unsafe {
-            libc::flock(self.0.as_raw_fd(), libc::LOCK_UN);
-        }
+        // Closing the file would release the lock too; unlocking first says so explicitly.
+        let _ = self.0.unlock();
     }
 }
 
+/// The directory kernel images (and keyrings, apt roots) are cached in: `$CAPRING_VM_CACHE`,
+/// else `target/vm-test/cache` ([`crate::session::Paths::cache`]). Runs may share it.
 pub struct KernelCache {
+    /// The cache directory.
     pub root: PathBuf,
+    /// Show apt's output while fetching.
     pub verbose: bool,
 }
 
@@ -127,6 +147,7 @@ impl KernelCache {
         }
     }
 
+    /// The entry of the package with this SHA256: `<root>/kernels/<deb_sha256>`.
     pub fn kernel_dir(&self, deb_sha256: &str) -> PathBuf {
         self.root.join("kernels").join(deb_sha256)
     }
@@ -228,7 +249,7 @@ impl KernelCache {
     /// A private apt root for `suite` of mirror `mirror_name`, its keyring resolved: a file
     /// as is, a package through [`crate::keyring::ensure`] (fetched, verified and cached
     /// like a kernel). `series` names the kernel in errors.
-    pub fn apt_root(
+    pub(crate) fn apt_root(
         &self,
         catalog: &Catalog,
         lock: &Lock,
@@ -352,4 +373,25 @@ pub fn local_image(path: &Path) -> Result<KernelImage> {
         release: deb::bzimage_release(&data).unwrap_or_else(|| "unknown".into()),
         vmlinuz_sha256: sha256_bytes(&data),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// While one [`FileLock`] is held, another open file description of the same path cannot
+    /// take the lock; once it is dropped, it can.
+    #[test]
+    fn file_lock_excludes_until_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("entry.lock");
+        let held = FileLock::exclusive(&p).unwrap();
+        let other = File::options().write(true).open(&p).unwrap();
+        assert!(matches!(
+            other.try_lock(),
+            Err(std::fs::TryLockError::WouldBlock)
+        ));
+        drop(held);
+        other.try_lock().expect("lock is free after drop");
+    }
 }

@@ -12,8 +12,12 @@ use crate::error::{Error, IoCtx, Result};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Mirror {
+    /// The archive root (`http://deb.debian.org/debian`); `CAPRING_VM_MIRROR_<NAME>`
+    /// overrides it ([`Catalog::mirror_named`]).
     pub uri: String,
+    /// What verifies the archive's signed `Release` file.
     pub keyring: Keyring,
+    /// Archive components searched (default `["main"]`).
     #[serde(default = "default_components")]
     pub components: Vec<String>,
 }
@@ -41,8 +45,11 @@ impl From<&str> for Keyring {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyringPackage {
+    /// The mirror the package comes from (its own keyring must be a file).
     pub mirror: String,
+    /// The suite of that mirror.
     pub suite: String,
+    /// The package name (exact, no pattern).
     pub package: String,
     /// Path of the keyring inside the package (as in `dpkg -c`, without `./`).
     pub file: String,
@@ -64,7 +71,9 @@ fn yes() -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
+    /// The suite searched (`bookworm`, `focal-updates`).
     pub suite: String,
+    /// The name of a `[mirror.NAME]` table.
     pub mirror: String,
     /// Package-name pattern; `*` matches any run of characters.
     pub package: String,
@@ -81,21 +90,28 @@ pub struct Source {
     pub all: bool,
 }
 
+/// `vm/kernels.toml`: the one list of kernel series, and the mirrors they come from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Catalog {
+    /// Apt sources by name (`[mirror.debian]`).
     #[serde(default)]
     pub mirror: BTreeMap<String, Mirror>,
+    /// Kernel series by name (`[kernel."6.1"]`); the name is what `--kernel` takes.
     #[serde(default)]
     pub kernel: BTreeMap<String, Source>,
 }
 
 impl Catalog {
+    /// Reads and checks `path` ([`Self::parse`]).
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).ctx(path)?;
         Self::parse(&text).map_err(|m| Error::parse(path, m))
     }
 
+    /// Parses a catalog and checks what TOML cannot: every series names a known mirror, and a
+    /// keyring package comes from a known mirror whose own keyring is a file, at a relative
+    /// path inside the package. The error is one line.
     pub fn parse(text: &str) -> std::result::Result<Self, String> {
         let c: Catalog = toml::from_str(text).map_err(|e| one_line(&e.to_string()))?;
         for (name, m) in &c.mirror {
@@ -132,11 +148,6 @@ impl Catalog {
         Ok(c)
     }
 
-    /// The mirror of a source, with `CAPRING_VM_MIRROR_<NAME>` overriding its URI.
-    pub fn mirror_for(&self, src: &Source) -> Mirror {
-        self.mirror_named(&src.mirror)
-    }
-
     /// A mirror by name (which must exist), with `CAPRING_VM_MIRROR_<NAME>` overriding its URI.
     pub fn mirror_named(&self, name: &str) -> Mirror {
         let mut m = self.mirror[name].clone();
@@ -167,6 +178,7 @@ impl Catalog {
         )
     }
 
+    /// Where a series comes from, for messages ([`Self::describe_suite`]).
     pub fn describe(&self, src: &Source) -> String {
         self.describe_suite(&src.mirror, &src.suite)
     }
@@ -178,47 +190,62 @@ impl Catalog {
     }
 }
 
+/// Series names oldest first, in Debian version order (`5.4` before `5.10`).
 pub fn sorted_series(it: impl Iterator<Item = String>) -> Vec<String> {
     let mut v: Vec<String> = it.collect();
     v.sort_by(|a, b| crate::debver::compare(a, b));
     v
 }
 
+/// Collapses a multi-line message (toml's errors quote the source) into one line.
 pub(crate) fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Glob match where `*` matches any (possibly empty) run of characters.
-pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == name;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
-        return false;
-    }
-    let mut rest = &name[first.len()..name.len() - last.len()];
-    for p in &parts[1..parts.len() - 1] {
-        match rest.find(p) {
-            Some(i) => rest = &rest[i + p.len()..],
-            None => return false,
+/// Compiles a package-name pattern of `vm/kernels.toml`, where `*` matches any (possibly
+/// empty) run of characters and every other character, `?`, `[`, `{` and `\` included,
+/// stands for itself. The matcher is compiled once and applied to every package of a
+/// `Packages` index (tens of thousands of names).
+pub fn glob_matcher(pattern: &str) -> globset::GlobMatcher {
+    let mut glob = String::with_capacity(pattern.len());
+    for (i, literal) in pattern.split('*').enumerate() {
+        // `**` would mean "any directories" to globset; a run of stars is one star here.
+        if i > 0 && !glob.ends_with('*') {
+            glob.push('*');
         }
+        glob.push_str(&globset::escape(literal));
     }
-    true
+    globset::GlobBuilder::new(&glob)
+        .literal_separator(false)
+        .backslash_escape(false)
+        .build()
+        .expect("an escaped pattern whose only operator is `*` is a valid glob")
+        .compile_matcher()
+}
+
+/// Whether `name` matches `pattern` (see [`glob_matcher`]; compile it once when matching many
+/// names).
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    glob_matcher(pattern).is_match(name)
 }
 
 /// One locked kernel package.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LockEntry {
+    /// The mirror it was found in.
     pub mirror: String,
+    /// The suite it was found in.
     pub suite: String,
+    /// The exact package name (`linux-image-6.1.0-50-cloud-amd64-unsigned`).
     pub package: String,
+    /// Its Debian version; `apt-get download` asks for exactly this one.
     pub version: String,
     /// Path of the .deb relative to the mirror URI.
     pub filename: String,
+    /// Size of the .deb in bytes (sizes the download's progress bar).
     pub size: u64,
+    /// SHA256 of the .deb (64 lower-case hex digits); also the name of its cache entry.
     pub sha256: String,
 }
 
@@ -237,9 +264,12 @@ impl LockEntry {
     }
 }
 
+/// `vm/kernels.lock`: the exact package of each series (and of each keyring package), so
+/// that every machine boots the same kernels until `cargo xtask kernels update`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Lock {
+    /// By series name.
     #[serde(default)]
     pub kernel: BTreeMap<String, LockEntry>,
     /// Keyring packages, by the name of the mirror whose keyring they hold.
@@ -247,7 +277,8 @@ pub struct Lock {
     pub keyring: BTreeMap<String, LockEntry>,
 }
 
-pub const LOCK_HEADER: &str = "# Generated by `cargo xtask kernels update` from vm/kernels.toml. Do not edit by hand.\n# Each entry pins the exact package (name, version, pool filename, SHA256) of one kernel\n# series, or of the keyring of a mirror whose keyring comes from a package ([keyring.NAME]).\n\n";
+/// The comment block every rendered lock starts with.
+const LOCK_HEADER: &str = "# Generated by `cargo xtask kernels update` from vm/kernels.toml. Do not edit by hand.\n# Each entry pins the exact package (name, version, pool filename, SHA256) of one kernel\n# series, or of the keyring of a mirror whose keyring comes from a package ([keyring.NAME]).\n\n";
 
 impl Lock {
     /// A missing lock file is an empty lock.
@@ -259,6 +290,8 @@ impl Lock {
         }
     }
 
+    /// Parses a lock and checks each entry's SHA256 (64 hex digits) and pool filename
+    /// (relative, no `..`); the error is one line.
     pub fn parse(text: &str) -> std::result::Result<Self, String> {
         let l: Lock = toml::from_str(text).map_err(|e| one_line(&e.to_string()))?;
         let entries = l.kernel.iter().map(|(s, e)| ("kernel", s, e));
@@ -276,11 +309,13 @@ impl Lock {
         Ok(l)
     }
 
+    /// The lock file's text: the header, then the entries as TOML.
     pub fn render(&self) -> String {
         let body = toml::to_string_pretty(self).unwrap_or_default();
         format!("{LOCK_HEADER}{body}")
     }
 
+    /// Writes [`Self::render`] to `path` atomically (temporary file, then rename).
     pub fn save(&self, path: &Path) -> Result<()> {
         let tmp = path.with_extension("lock.tmp");
         std::fs::write(&tmp, self.render()).ctx(&tmp)?;

@@ -24,14 +24,14 @@ use crate::initramfs::{EntryKind, Initramfs};
 
 /// Guest paths the agent mounts over or writes to: a host file placed there would be hidden
 /// or sent back as a result.
-pub const RESERVED: &[&str] = &["proc", "sys", "dev", "tmp", "results", "init"];
+pub(crate) const RESERVED: &[&str] = &["proc", "sys", "dev", "tmp", "results", "init"];
 
 /// Links followed on one path before giving up (the kernel's own limit).
 const MAX_LINKS: usize = 40;
 
 /// Parses `ldd`'s output: the absolute paths it resolved (libraries and the interpreter).
 /// A library it could not find is an error naming it; a static program needs nothing.
-pub fn parse_ldd(text: &str) -> std::result::Result<Vec<PathBuf>, String> {
+pub(crate) fn parse_ldd(text: &str) -> std::result::Result<Vec<PathBuf>, String> {
     let mut out = Vec::new();
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
         if line.contains("statically linked") || line.contains("not a dynamic executable") {
@@ -59,7 +59,7 @@ pub fn parse_ldd(text: &str) -> std::result::Result<Vec<PathBuf>, String> {
 }
 
 /// The interpreter of a `#!` script (its first word), if `head` starts like one.
-pub fn shebang(head: &[u8]) -> Option<PathBuf> {
+pub(crate) fn shebang(head: &[u8]) -> Option<PathBuf> {
     let rest = head.strip_prefix(b"#!")?;
     let line = rest.split(|&b| b == b'\n').next()?;
     let line = std::str::from_utf8(line).ok()?;

@@ -9,9 +9,12 @@ use std::path::Path;
 
 use crate::error::{Error, IoCtx, Result};
 
+/// What the cache keeps of a kernel package.
 #[derive(Debug, Clone)]
 pub struct Extracted {
+    /// The bzImage.
     pub vmlinuz: Vec<u8>,
+    /// The kernel's build config, when the package ships one.
     pub config: Option<Vec<u8>>,
     /// `uname -r` of the kernel, from the vmlinuz file name.
     pub release: String,
@@ -137,6 +140,6 @@ pub fn bzimage_release(data: &[u8]) -> Option<String> {
 }
 
 /// Whether `data` starts like an x86 bzImage.
-pub fn is_bzimage(data: &[u8]) -> bool {
+pub(crate) fn is_bzimage(data: &[u8]) -> bool {
     data.len() >= 0x210 && &data[0x202..0x206] == b"HdrS"
 }

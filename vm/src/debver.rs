@@ -1,74 +1,28 @@
-//! Debian version comparison (`dpkg --compare-versions` semantics).
+//! Debian version ordering (`dpkg --compare-versions` semantics), through the `debversion`
+//! crate.
+//!
+//! `cargo xtask kernels update` uses it to pick the newest package of a series from a
+//! `Packages` index (`6.1.176-1` after `6.1.158-1`, `1.0~rc1` before `1.0`), and the catalog
+//! uses it to list series oldest first (`5.4` before `5.10`). The same ordering also breaks
+//! ties between package names, which are not versions but follow its grammar
+//! (`linux-image-6.1.0-9-…` before `linux-image-6.1.0-10-…`).
 
 use std::cmp::Ordering;
 
-fn split(v: &str) -> (u64, &str, &str) {
-    let (epoch, rest) = match v.split_once(':') {
-        Some((e, r)) if e.chars().all(|c| c.is_ascii_digit()) => (e.parse().unwrap_or(0), r),
-        _ => (0, v),
-    };
-    match rest.rsplit_once('-') {
-        Some((u, r)) => (epoch, u, r),
-        None => (epoch, rest, ""),
-    }
-}
+use debversion::Version;
 
-fn order(c: Option<u8>) -> i32 {
-    match c {
-        None => 0,
-        Some(b'~') => -1,
-        Some(c) if c.is_ascii_digit() => 0,
-        Some(c) if c.is_ascii_alphabetic() => c as i32,
-        Some(c) => c as i32 + 256,
-    }
-}
-
-fn cmp_part(a: &str, b: &str) -> Ordering {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() || j < b.len() {
-        // non-digit prefix
-        while (i < a.len() && !a[i].is_ascii_digit()) || (j < b.len() && !b[j].is_ascii_digit()) {
-            let ac = order(a.get(i).copied().filter(|c| !c.is_ascii_digit()));
-            let bc = order(b.get(j).copied().filter(|c| !c.is_ascii_digit()));
-            if ac != bc {
-                return ac.cmp(&bc);
-            }
-            if i < a.len() && !a[i].is_ascii_digit() {
-                i += 1;
-            }
-            if j < b.len() && !b[j].is_ascii_digit() {
-                j += 1;
-            }
-        }
-        // digit run
-        let si = i;
-        while i < a.len() && a[i].is_ascii_digit() {
-            i += 1;
-        }
-        let sj = j;
-        while j < b.len() && b[j].is_ascii_digit() {
-            j += 1;
-        }
-        let na = std::str::from_utf8(&a[si..i])
-            .unwrap_or("0")
-            .trim_start_matches('0');
-        let nb = std::str::from_utf8(&b[sj..j])
-            .unwrap_or("0")
-            .trim_start_matches('0');
-        let o = na.len().cmp(&nb.len()).then_with(|| na.cmp(nb));
-        if o != Ordering::Equal {
-            return o;
-        }
-    }
-    Ordering::Equal
-}
-
-/// Compares two Debian version strings.
+/// Compares two Debian version strings as dpkg does: epoch, then upstream version, then
+/// Debian revision, each part alternating non-digit runs (`~` sorts before everything, even
+/// the end of the string; letters before other characters) and numeric runs.
+///
+/// A string that is not a Debian version (dpkg would refuse it, e.g. one with `_` or
+/// whitespace) sorts before every valid one, and such strings among themselves by bytes, so
+/// the order stays total and a malformed index entry is never picked as the newest.
 pub fn compare(a: &str, b: &str) -> Ordering {
-    let (ea, ua, ra) = split(a);
-    let (eb, ub, rb) = split(b);
-    ea.cmp(&eb)
-        .then_with(|| cmp_part(ua, ub))
-        .then_with(|| cmp_part(ra, rb))
+    match (a.parse::<Version>(), b.parse::<Version>()) {
+        (Ok(va), Ok(vb)) => va.cmp(&vb),
+        (Ok(_), Err(_)) => Ordering::Greater,
+        (Err(_), Ok(_)) => Ordering::Less,
+        (Err(_), Err(_)) => a.cmp(b),
+    }
 }

@@ -9,11 +9,16 @@ use crate::catalog::one_line;
 use crate::error::{Error, IoCtx, Result};
 use crate::settings::GuestCommand;
 
+/// One `[[command]]` of the guest config: a template that becomes a
+/// [`GuestCommand`] per kernel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommandSpec {
+    /// Name in START/EXIT lines and the report (non-empty, no whitespace).
     pub name: String,
+    /// Program (an absolute guest path) and arguments; `{vcpus}` is replaced.
     pub argv: Vec<String>,
+    /// The agent kills the command after this many seconds (default 300).
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
     /// When `--scenario GLOB` is given, `[scenario_flag, GLOB]` is appended.
@@ -34,7 +39,7 @@ pub struct CommandSpec {
 
 impl CommandSpec {
     /// Whether this command runs on the kernel labelled `kernel`.
-    pub fn runs_on(&self, kernel: &str) -> bool {
+    pub(crate) fn runs_on(&self, kernel: &str) -> bool {
         self.kernels
             .as_ref()
             .is_none_or(|ks| ks.iter().any(|k| k == kernel))
@@ -48,8 +53,11 @@ impl CommandSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeatureBuild {
+    /// The cargo package.
     pub package: String,
+    /// Its features to enable (at least one).
     pub features: Vec<String>,
+    /// The binaries to build with them (at least one).
     pub bins: Vec<String>,
 }
 
@@ -78,6 +86,7 @@ fn default_results() -> String {
     "/results".into()
 }
 
+/// `vm/guest.toml` (or `--guest-config`): what goes into the guest and what it runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GuestConfig {
@@ -90,10 +99,13 @@ pub struct GuestConfig {
     /// Binaries that need cargo features (built after `packages`).
     #[serde(default, rename = "build")]
     pub feature_builds: Vec<FeatureBuild>,
+    /// Guest directory whose files are sent back after each command (default `/results`).
     #[serde(default = "default_results")]
     pub results_dir: String,
+    /// Extra environment of every command, as `[name, value]` pairs.
     #[serde(default)]
     pub env: Vec<(String, String)>,
+    /// The `[[command]]` entries, in run order.
     #[serde(default, rename = "command")]
     pub commands: Vec<CommandSpec>,
     /// Virtual CPUs of the guest (1–8). Bare boots in `cargo xtask bench vm` use the same.
@@ -106,11 +118,15 @@ fn default_vcpus() -> u32 {
 }
 
 impl GuestConfig {
+    /// Reads and checks `path` ([`Self::parse`]).
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).ctx(path)?;
         Self::parse(&text).map_err(|m| Error::parse(path, m))
     }
 
+    /// Parses a guest config and checks what TOML cannot: command names without whitespace,
+    /// absolute `argv[0]`, 1–8 vCPUs, plain binary names, `[[build]]` entries that name their
+    /// features and binaries, no `kernels = []`. The error is one line.
     pub fn parse(text: &str) -> std::result::Result<Self, String> {
         let g: GuestConfig = toml::from_str(text).map_err(|e| one_line(&e.to_string()))?;
         for c in &g.commands {
@@ -196,7 +212,7 @@ impl GuestConfig {
 }
 
 /// The name of the guest command that judges a tracer (`capring check --tracer …`).
-pub const CHECK_COMMAND: &str = "check";
+pub(crate) const CHECK_COMMAND: &str = "check";
 
 impl GuestConfig {
     /// The command that judges the tracer of `profile` (a guest path) instead of the

@@ -22,8 +22,11 @@ enum Node {
 /// What a path is in an archive being built.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKind {
+    /// A directory (mode 0755).
     Dir,
+    /// A regular file.
     File,
+    /// A symbolic link to this target.
     Symlink(String),
 }
 
@@ -42,6 +45,7 @@ fn norm(path: &str) -> Result<String> {
 }
 
 impl Initramfs {
+    /// An empty archive.
     pub fn new() -> Self {
         Self::default()
     }
@@ -158,10 +162,12 @@ impl Initramfs {
         Ok(self)
     }
 
+    /// Number of entries (directories, files and links).
     pub fn len(&self) -> usize {
         self.nodes.len()
     }
 
+    /// Whether there are no entries.
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
     }
@@ -194,6 +200,8 @@ impl Initramfs {
         cpio::newc::trailer(w)
     }
 
+    /// The archive as bytes ([`Self::write`] into memory). Concatenated cpio archives are one
+    /// initramfs to the kernel, so per-run settings are appended to a shared base.
     pub fn to_bytes(&self) -> Vec<u8> {
         self.write(Vec::new()).unwrap_or_default()
     }

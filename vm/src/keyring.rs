@@ -36,7 +36,9 @@ struct Stamp {
 /// What the cache holds for one keyring lock entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyringState {
+    /// The cached keyring file, its hash matching the stamp.
     Valid(PathBuf),
+    /// Not cached yet.
     Missing,
     /// Present but unusable (the reason); deleted before a new fetch.
     Corrupt(String),

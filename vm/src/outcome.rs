@@ -6,13 +6,19 @@ use serde::Serialize;
 
 use crate::protocol::{decode_qemu_status, DebugExit};
 
+/// The verdict on one VM run, as `vm-test`'s table shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Outcome {
+    /// DONE ok, every command accepted, and QEMU exited by itself.
     Pass,
+    /// The guest ran but something failed: a command, the protocol, the exit code.
     Fail,
+    /// The guest kernel died (a console panic marker, or QEMU gone without DONE).
     KernelPanic,
+    /// No HELLO before the boot deadline.
     BootTimeout,
+    /// HELLO, but no DONE before the test deadline.
     TestTimeout,
 }
 
@@ -39,11 +45,14 @@ pub enum Deadline {
     Exit,
 }
 
+/// What the runner saw, from which [`classify`] decides the outcome.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Evidence {
+    /// The agent said HELLO.
     pub hello: bool,
     /// `Some(ok)` once a DONE line was accepted.
     pub done: Option<bool>,
+    /// Rejected protocol lines (their messages), in order.
     pub protocol_errors: Vec<String>,
     /// Commands whose EXIT was not `code=0`.
     pub failed_commands: Vec<String>,
@@ -51,6 +60,7 @@ pub struct Evidence {
     pub console_panic: Option<String>,
     /// QEMU's exit status if it exited by itself (`None`: we killed it).
     pub qemu_status: Option<i32>,
+    /// The host deadline that fired, if one did.
     pub deadline: Option<Deadline>,
 }
 
@@ -122,7 +132,9 @@ pub fn classify(e: &Evidence) -> (Outcome, String) {
     }
 }
 
-/// Console lines that mean the guest kernel died or hung.
+/// Whether a console line means the guest kernel died or hung: a panic, an RCU stall dump, or
+/// the second soft-lockup report (`soft_lockups` counts them across calls; one can be a
+/// slow TCG host).
 pub fn console_marker(line: &str, soft_lockups: &mut u32) -> bool {
     if line.contains("Kernel panic") || line.contains("RCU grace-period kthread stack dump") {
         return true;

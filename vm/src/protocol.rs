@@ -30,12 +30,17 @@ pub fn deflate(data: &[u8]) -> Vec<u8> {
 /// How a guest command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitStatus {
+    /// It exited with this code (`code=N` on the wire).
     Code(i32),
+    /// A signal killed it (`signal=N`, the signal number).
     Signal(i32),
+    /// The agent killed its process group after the command's `timeout_secs` (`timeout`).
     Timeout,
 }
 
 impl ExitStatus {
+    /// Exit code 0 (a command's own `ok_codes` are judged by
+    /// [`crate::settings::GuestCommand::accepts`]).
     pub fn success(self) -> bool {
         self == ExitStatus::Code(0)
     }
@@ -70,32 +75,53 @@ impl std::str::FromStr for ExitStatus {
 /// One protocol message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
+    /// `HELLO <release> <clocksource>`: the agent is up (PID 1, file systems mounted,
+    /// settings read). Starts the test deadline on the host.
     Hello {
+        /// `uname -r` of the guest kernel.
         release: String,
+        /// The guest's current clocksource (`unknown` when not readable).
         clocksource: String,
     },
+    /// `INFO <text>`: something worth showing about the guest (a failed mount, a fallback).
     Info(String),
+    /// `START <name>`: the command of that name starts; OUT and ERR lines belong to it.
     Start {
+        /// The command's name ([`crate::settings::GuestCommand::name`]).
         name: String,
     },
+    /// `OUT <line>`: one line of the running command's stdout (without the newline).
     Out(String),
+    /// `ERR <line>`: one line of its stderr, or an error of the agent about it.
     Err(String),
+    /// `FILE <path> <base64>`: the next bytes (at most [`FILE_CHUNK`]) of a result file.
     File {
+        /// Path relative to the results directory ([`safe_relpath`]).
         path: String,
+        /// The decoded bytes of this line.
         chunk: Vec<u8>,
     },
     /// The file is complete: `size` bytes were sent in `FILE` chunks; when `deflated`, those
     /// bytes are a zlib stream ([`deflate`]) of the file.
     FileEnd {
+        /// Path relative to the results directory.
         path: String,
+        /// Bytes sent in FILE chunks (compressed ones when `deflated`).
         size: u64,
+        /// The chunks are a zlib stream (`FILEEND <path> <size> deflate`).
         deflated: bool,
     },
+    /// `EXIT <name> <status>`: the command ended (its result files were sent before).
     Exit {
+        /// The command's name.
         name: String,
+        /// How it ended.
         status: ExitStatus,
     },
+    /// `DONE ok|fail`: every command ran; `ok` when each exited with a status it accepts.
+    /// Nothing may follow.
     Done {
+        /// Whether every command passed.
         ok: bool,
     },
 }
@@ -134,24 +160,35 @@ impl Event {
 /// A protocol line that carried the right nonce but could not be accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
+    /// A known verb with missing or unparsable arguments (the whole line).
     #[error("malformed protocol line: {0:?}")]
     Malformed(String),
+    /// A verb this host does not know (an agent of another version?).
     #[error("unknown protocol verb {0:?}")]
     UnknownVerb(String),
+    /// A second DONE.
     #[error("second DONE line (only one is allowed)")]
     DuplicateDone,
+    /// Any other line after DONE (the line).
     #[error("protocol line after DONE: {0:?}")]
     AfterDone(String),
+    /// A FILE or FILEEND path that is absolute or climbs out ([`safe_relpath`]).
     #[error("FILE path {0:?} is not a plain relative path")]
     BadPath(String),
+    /// A FILE chunk that is not base64 (the path).
     #[error("FILE {0}: chunk is not valid base64")]
     BadBase64(String),
+    /// A deflated file that does not inflate, or inflates beyond [`MAX_INFLATED`] (the path).
     #[error("FILE {0}: not a valid zlib stream (or inflates beyond the limit)")]
     BadDeflate(String),
+    /// FILEEND announced another size than the FILE chunks delivered (lost or garbled lines).
     #[error("FILE {path}: announced {announced} bytes, received {received}")]
     SizeMismatch {
+        /// The file.
         path: String,
+        /// Bytes FILEEND announced.
         announced: u64,
+        /// Bytes the FILE chunks held.
         received: u64,
     },
 }
@@ -246,39 +283,45 @@ pub fn parse_line(nonce: &str, line: &str) -> Result<Option<Event>, ProtocolErro
 /// What happened to one guest command.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommandRecord {
+    /// Its name (from START, or from an EXIT without START).
     pub name: String,
+    /// How it ended; `None` while running, or when the guest died first.
     pub exit: Option<ExitStatus>,
+    /// Its OUT lines, in order.
     pub stdout: Vec<String>,
+    /// Its ERR lines, in order.
     pub stderr: Vec<String>,
 }
 
-/// Accumulates a protocol stream.
+/// Accumulates a protocol stream: what the host knows about the guest run so far.
 #[derive(Debug, Clone, Default)]
 pub struct Transcript {
     nonce: String,
+    /// `(release, clocksource)` from HELLO.
     pub hello: Option<(String, String)>,
+    /// INFO texts, in order.
     pub infos: Vec<String>,
+    /// Every command seen, in START order.
     pub commands: Vec<CommandRecord>,
     /// Completed files (a FILEEND with the right size was seen).
     pub files: BTreeMap<String, Vec<u8>>,
     /// Files whose FILEEND has not arrived yet.
     pub partial_files: BTreeMap<String, Vec<u8>>,
+    /// `Some(ok)` once DONE arrived.
     pub done: Option<bool>,
+    /// Every line that was rejected, in order.
     pub errors: Vec<ProtocolError>,
     /// Lines that were not protocol lines for our nonce.
     pub ignored_lines: usize,
 }
 
 impl Transcript {
+    /// An empty transcript that accepts only lines carrying `nonce`.
     pub fn new(nonce: &str) -> Self {
         Transcript {
             nonce: nonce.to_string(),
             ..Default::default()
         }
-    }
-
-    pub fn nonce(&self) -> &str {
-        &self.nonce
     }
 
     /// Feeds one line; protocol errors are also recorded in `self.errors`.
@@ -290,6 +333,7 @@ impl Transcript {
         r
     }
 
+    /// [`Self::feed`] without recording the error.
     fn feed_inner(&mut self, line: &str) -> Result<Option<Event>, ProtocolError> {
         let Some(ev) = parse_line(&self.nonce, line)? else {
             self.ignored_lines += 1;

@@ -17,17 +17,13 @@ use crate::outcome::{classify, console_marker, Deadline, Evidence, Outcome};
 use crate::protocol::{Event, ExitStatus, Transcript};
 
 /// Kills QEMU on drop: SIGTERM, then SIGKILL after 2 s.
-pub struct QemuGuard {
+pub(crate) struct QemuGuard {
     child: Option<Child>,
 }
 
 impl QemuGuard {
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
-    }
-
     /// `Some(status)` once QEMU exited by itself (a signal death gives -signal).
-    pub fn try_wait(&mut self) -> Option<i32> {
+    pub(crate) fn try_wait(&mut self) -> Option<i32> {
         let c = self.child.as_mut()?;
         match c.try_wait() {
             Ok(Some(st)) => {
@@ -38,13 +34,17 @@ impl QemuGuard {
         }
     }
 
-    pub fn kill(&mut self) {
+    /// Stops QEMU (SIGTERM, so it can flush its serial files; SIGKILL if it is still there
+    /// 2 s later) and reaps it. Does nothing if it already exited or was killed.
+    pub(crate) fn kill(&mut self) {
         let Some(mut c) = self.child.take() else {
             return;
         };
         if let Ok(Some(_)) = c.try_wait() {
             return;
         }
+        // SAFETY: kill(2) takes no pointers; the pid is our own unreaped child (try_wait above
+        // did not reap it), so it cannot name another process.
         unsafe {
             libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
         }
@@ -66,18 +66,27 @@ impl Drop for QemuGuard {
     }
 }
 
+/// Everything one QEMU run needs (built by [`crate::session`] from its options and the
+/// guest settings).
 #[derive(Debug, Clone)]
-pub struct VmConfig {
+pub(crate) struct VmConfig {
+    /// The `qemu-system-x86_64` binary.
     pub qemu: PathBuf,
+    /// The bzImage booted with `-kernel`.
     pub kernel: PathBuf,
+    /// The initramfs (agent, suite, settings) booted with `-initrd`.
     pub initrd: PathBuf,
+    /// KVM or TCG.
     pub accel: Accel,
+    /// Guest memory in MiB (`-m`).
     pub memory_mb: u32,
     /// Virtual CPUs (`-smp`); under TCG each is one host thread (MTTCG).
     pub cpus: u32,
+    /// Kernel command-line words appended after ours (`--append`).
     pub extra_append: Vec<String>,
     /// Per-kernel output directory (emptied first).
     pub out_dir: PathBuf,
+    /// The token every protocol line must carry ([`crate::settings::GuestSettings::nonce`]).
     pub nonce: String,
     /// Spawn → HELLO.
     pub boot_timeout: Duration,
@@ -85,38 +94,59 @@ pub struct VmConfig {
     pub test_timeout: Duration,
     /// Echo protocol lines as they arrive.
     pub verbose: bool,
+    /// Name of the run in messages and the report (the kernel series, or `probe`).
     pub label: String,
     /// Exit codes other than 0 that count as success, per command name
     /// ([`crate::settings::GuestCommand::ok_codes`]).
     pub ok_codes: std::collections::BTreeMap<String, Vec<i32>>,
 }
 
+/// What one VM run produced; written to `<out_dir>/vm-result.json` (without the
+/// transcript) and summarised per kernel by `cargo xtask vm-test`.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
+    /// Name of the run (the kernel series, or `probe`).
     pub label: String,
+    /// The verdict ([`classify`]).
     pub outcome: Outcome,
+    /// One line saying why (e.g. `DONE ok, isa-debug-exit ok`, `failed: check (code=2)`).
     pub reason: String,
+    /// The accelerator the run used.
     pub accel: Accel,
+    /// `uname -r` of the guest, from HELLO (`None` if the agent never said it).
     pub release: Option<String>,
+    /// The guest's current clocksource, from HELLO (TCG timing depends on it).
     pub clocksource: Option<String>,
     /// Spawn → HELLO.
     pub boot_secs: Option<f64>,
     /// HELLO → DONE.
     pub run_secs: Option<f64>,
+    /// Spawn → QEMU gone, in seconds.
     pub total_secs: f64,
+    /// What the outcome was decided from.
     pub evidence: Evidence,
+    /// `(command name, exit status)` in the order the guest ran them; the status as in EXIT
+    /// lines (`code=0`, `signal=9`, `timeout`) or `no EXIT`.
     pub commands: Vec<(String, String)>,
+    /// Files the guest sent, relative to the run's output directory (`results/…`).
     pub files: Vec<String>,
     /// TAP summary over all command stdout: (ok, not ok).
     pub tap: Option<(usize, usize)>,
+    /// The agent's INFO lines (facts about the guest worth showing, in order).
     pub infos: Vec<String>,
+    /// The last 40 lines of the guest console (ttyS0), for a failure message.
     pub console_tail: Vec<String>,
+    /// Everything parsed from the protocol port, with command output and files.
     #[serde(skip)]
     pub transcript: Transcript,
 }
 
 impl VmConfig {
-    pub fn args(&self) -> Result<Vec<String>> {
+    /// QEMU's command line: a q35 machine without default devices, the kernel and initramfs,
+    /// the console on the first serial port and the protocol on the second (both into files
+    /// of `out_dir`), and isa-debug-exit for the guest's verdict. Paths must not contain `,`
+    /// (QEMU's option separator).
+    pub(crate) fn args(&self) -> Result<Vec<String>> {
         let console = self.out_dir.join("console.log");
         let proto = self.out_dir.join("protocol.log");
         for p in [&console, &proto, &self.kernel, &self.initrd] {
@@ -242,6 +272,69 @@ struct Watch {
 impl Watch {
     const TAIL_LINES: usize = 40;
 
+    /// Nothing seen yet; follows the two logs of `cfg.out_dir`.
+    fn new(cfg: &VmConfig) -> Self {
+        Watch {
+            console: Tail::new(cfg.out_dir.join("console.log")),
+            proto: Tail::new(cfg.out_dir.join("protocol.log")),
+            transcript: Transcript::new(&cfg.nonce),
+            ev: Evidence::default(),
+            soft_lockups: 0,
+            hello_at: None,
+            done_at: None,
+            panic_at: None,
+            tail: VecDeque::new(),
+        }
+    }
+
+    /// Polls both logs every 20 ms until QEMU exits by itself (its status goes into the
+    /// evidence) or a deadline fires (then QEMU is killed and the logs read to the end).
+    /// Calls `on_hello` when HELLO arrives; returns whether it did.
+    fn follow(
+        &mut self,
+        cfg: &VmConfig,
+        guard: &mut QemuGuard,
+        started: Instant,
+        on_hello: &mut dyn FnMut(),
+    ) -> bool {
+        let mut hello_called = false;
+        loop {
+            let status = guard.try_wait();
+            self.poll(cfg, status.is_some());
+            if self.hello_at.is_some() && !hello_called {
+                hello_called = true;
+                on_hello();
+            }
+            if let Some(st) = status {
+                self.ev.qemu_status = Some(st);
+                return hello_called;
+            }
+            self.ev.deadline = self.deadline(cfg, started, Instant::now());
+            if self.ev.deadline.is_some() {
+                guard.kill();
+                self.poll(cfg, true);
+                return hello_called;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The deadline that has passed at `now`, if any: no HELLO within `boot_timeout` of the
+    /// start, no DONE within `test_timeout` of HELLO, QEMU still up 5 s after DONE, or a
+    /// console panic marker 3 s old (the kernel will not power off by itself).
+    fn deadline(&self, cfg: &VmConfig, started: Instant, now: Instant) -> Option<Deadline> {
+        let by_phase = match (self.hello_at, self.done_at) {
+            (None, _) if now - started > cfg.boot_timeout => Some(Deadline::Boot),
+            (Some(h), None) if now - h > cfg.test_timeout => Some(Deadline::Test),
+            (_, Some(d)) if now - d > Duration::from_secs(5) => Some(Deadline::Exit),
+            _ => None,
+        };
+        let panicked = self
+            .panic_at
+            .is_some_and(|p| now - p > Duration::from_secs(3));
+        by_phase.or(panicked.then_some(Deadline::Test))
+    }
+
     /// Reads the new lines of both logs (all of them when `flush`, e.g. once QEMU is gone).
     fn poll(&mut self, cfg: &VmConfig, flush: bool) {
         for l in self.console.poll(flush) {
@@ -281,82 +374,20 @@ impl Watch {
 
 /// Boots the VM and returns its report; QEMU never outlives this call.
 /// `on_hello` is called once, when the agent says HELLO (or the run ends).
-pub fn run(cfg: &VmConfig, on_hello: &mut dyn FnMut()) -> Result<RunReport> {
-    if cfg.out_dir.exists() {
-        fs::remove_dir_all(&cfg.out_dir).ctx(&cfg.out_dir)?;
-    }
-    fs::create_dir_all(&cfg.out_dir).ctx(&cfg.out_dir)?;
-    for f in ["console.log", "protocol.log"] {
-        let p = cfg.out_dir.join(f);
-        File::create(&p).ctx(&p)?;
-    }
-    let qlog_path = cfg.out_dir.join("qemu.log");
-    let qlog = File::create(&qlog_path).ctx(&qlog_path)?;
-    let qlog2 = qlog.try_clone().ctx(&qlog_path)?;
-    let args = cfg.args()?;
-    let mut cmd = Command::new(&cfg.qemu);
-    cmd.args(&args)
-        .stdin(Stdio::null())
-        .stdout(qlog)
-        .stderr(qlog2);
-    unsafe {
-        cmd.pre_exec(|| {
-            // QEMU dies with the thread that started it, whatever happens to us.
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
+pub(crate) fn run(cfg: &VmConfig, on_hello: &mut dyn FnMut()) -> Result<RunReport> {
+    let qlog_path = prepare_out_dir(&cfg.out_dir)?;
     let started = Instant::now();
-    let child = cmd.spawn().map_err(|e| Error::Command {
-        cmd: cfg.qemu.display().to_string(),
-        detail: e.to_string(),
-    })?;
-    let mut guard = QemuGuard { child: Some(child) };
-    let mut watch = Watch {
-        console: Tail::new(cfg.out_dir.join("console.log")),
-        proto: Tail::new(cfg.out_dir.join("protocol.log")),
-        transcript: Transcript::new(&cfg.nonce),
-        ev: Evidence::default(),
-        soft_lockups: 0,
-        hello_at: None,
-        done_at: None,
-        panic_at: None,
-        tail: VecDeque::new(),
-    };
-    let mut hello_called = false;
-    loop {
-        let status = guard.try_wait();
-        watch.poll(cfg, status.is_some());
-        if watch.hello_at.is_some() && !hello_called {
-            hello_called = true;
-            on_hello();
-        }
-        if let Some(st) = status {
-            watch.ev.qemu_status = Some(st);
-            break;
-        }
-        let now = Instant::now();
-        let ev = &mut watch.ev;
-        match (watch.hello_at, watch.done_at) {
-            (None, _) if now - started > cfg.boot_timeout => ev.deadline = Some(Deadline::Boot),
-            (Some(h), None) if now - h > cfg.test_timeout => ev.deadline = Some(Deadline::Test),
-            (_, Some(d)) if now - d > Duration::from_secs(5) => ev.deadline = Some(Deadline::Exit),
-            _ => {}
-        }
-        if watch
-            .panic_at
-            .is_some_and(|p| now - p > Duration::from_secs(3))
-            && ev.deadline.is_none()
-        {
-            ev.deadline = Some(Deadline::Test);
-        }
-        if ev.deadline.is_some() {
-            guard.kill();
-            watch.poll(cfg, true);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let mut guard = spawn(cfg, &qlog_path)?;
+    let mut watch = Watch::new(cfg);
+    let hello_called = watch.follow(cfg, &mut guard, started, on_hello);
+    guard.kill();
+    if !hello_called {
+        on_hello();
     }
+    if let Some(e) = qemu_failure(cfg, &watch, &qlog_path) {
+        return Err(e);
+    }
+    let total = started.elapsed();
     let Watch {
         transcript,
         mut ev,
@@ -365,83 +396,11 @@ pub fn run(cfg: &VmConfig, on_hello: &mut dyn FnMut()) -> Result<RunReport> {
         done_at,
         ..
     } = watch;
-    guard.kill();
-    if !hello_called {
-        on_hello();
-    }
-    // QEMU itself failed (bad option, accelerator unavailable…): not a guest outcome.
-    if let (false, Some(st)) = (transcript.hello.is_some(), ev.qemu_status) {
-        let console_empty = fs::metadata(cfg.out_dir.join("console.log"))
-            .map(|m| m.len() == 0)
-            .unwrap_or(true);
-        if st != 0
-            && crate::protocol::decode_qemu_status(st) == crate::protocol::DebugExit::None
-            && console_empty
-        {
-            let log = fs::read_to_string(&qlog_path).unwrap_or_default();
-            let first = log
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("no output")
-                .trim()
-                .to_string();
-            return Err(Error::Command {
-                cmd: format!(
-                    "{} (exit status {st}, log {})",
-                    cfg.qemu.display(),
-                    qlog_path.display()
-                ),
-                detail: first,
-            });
-        }
-    }
-    let total = started.elapsed();
     ev.hello = transcript.hello.is_some();
     ev.done = transcript.done;
-    ev.failed_commands = transcript
-        .commands
-        .iter()
-        .filter(|c| {
-            let accepted = |s: ExitStatus| {
-                s.success()
-                    || matches!(s, ExitStatus::Code(code)
-                        if cfg.ok_codes.get(&c.name).is_some_and(|ok| ok.contains(&code)))
-            };
-            c.exit.is_some_and(|s| !accepted(s)) || c.exit.is_none() && transcript.done.is_some()
-        })
-        .map(|c| {
-            format!(
-                "{} ({})",
-                c.name,
-                c.exit
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| "no EXIT".into())
-            )
-        })
-        .collect();
+    ev.failed_commands = failed_commands(cfg, &transcript);
     let (outcome, reason) = classify(&ev);
-
-    // Files sent by the guest go to <out>/results/.
-    let mut files = Vec::new();
-    for (rel, data) in &transcript.files {
-        let p = cfg.out_dir.join("results").join(rel);
-        if let Some(d) = p.parent() {
-            fs::create_dir_all(d).ctx(d)?;
-        }
-        fs::write(&p, data).ctx(&p)?;
-        files.push(format!("results/{rel}"));
-    }
-    let mut ok = 0;
-    let mut not_ok = 0;
-    for c in &transcript.commands {
-        for l in &c.stdout {
-            if l.starts_with("ok ") || l == "ok" {
-                ok += 1;
-            } else if l.starts_with("not ok") {
-                not_ok += 1;
-            }
-        }
-    }
+    let files = save_files(&cfg.out_dir, &transcript)?;
     let report = RunReport {
         label: cfg.label.clone(),
         outcome,
@@ -459,26 +418,155 @@ pub fn run(cfg: &VmConfig, on_hello: &mut dyn FnMut()) -> Result<RunReport> {
         commands: transcript
             .commands
             .iter()
-            .map(|c| {
-                (
-                    c.name.clone(),
-                    c.exit
-                        .map(|s| s.to_string())
-                        .unwrap_or_else(|| "no EXIT".into()),
-                )
-            })
+            .map(|c| (c.name.clone(), exit_text(c.exit)))
             .collect(),
         files,
-        tap: (ok + not_ok > 0).then_some((ok, not_ok)),
+        tap: tap_summary(&transcript),
         infos: transcript.infos.clone(),
         console_tail: tail.into(),
         transcript,
     };
-    let p = cfg.out_dir.join("vm-result.json");
-    let mut f = File::create(&p).ctx(&p)?;
-    let body = serde_json::to_string_pretty(&report).map_err(|e| Error::Other(e.to_string()))?;
-    f.write_all(body.as_bytes()).ctx(&p)?;
+    write_report(&cfg.out_dir, &report)?;
     Ok(report)
+}
+
+/// Empties `out_dir` and creates the two serial logs QEMU appends to; returns the path of
+/// `qemu.log` (QEMU's own stdout and stderr).
+fn prepare_out_dir(out_dir: &Path) -> Result<PathBuf> {
+    if out_dir.exists() {
+        fs::remove_dir_all(out_dir).ctx(out_dir)?;
+    }
+    fs::create_dir_all(out_dir).ctx(out_dir)?;
+    for f in ["console.log", "protocol.log"] {
+        let p = out_dir.join(f);
+        File::create(&p).ctx(&p)?;
+    }
+    Ok(out_dir.join("qemu.log"))
+}
+
+/// Starts QEMU with [`VmConfig::args`], its output in `qlog_path`, set to die with the
+/// thread that started it.
+fn spawn(cfg: &VmConfig, qlog_path: &Path) -> Result<QemuGuard> {
+    let qlog = File::create(qlog_path).ctx(qlog_path)?;
+    let qlog2 = qlog.try_clone().ctx(qlog_path)?;
+    let args = cfg.args()?;
+    let mut cmd = Command::new(&cfg.qemu);
+    cmd.args(&args)
+        .stdin(Stdio::null())
+        .stdout(qlog)
+        .stderr(qlog2);
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl(2),
+    // which is async-signal-safe; it touches no memory of the parent (no allocation, no
+    // locks).
+    unsafe {
+        cmd.pre_exec(|| {
+            // QEMU dies with the thread that started it, whatever happens to us.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| Error::Command {
+        cmd: cfg.qemu.display().to_string(),
+        detail: e.to_string(),
+    })?;
+    Ok(QemuGuard { child: Some(child) })
+}
+
+/// QEMU itself failed (bad option, accelerator unavailable…), which is not a guest outcome:
+/// no HELLO, a non-zero exit status that is not an isa-debug-exit code, and an empty
+/// console. The error carries the first line of `qemu.log`.
+fn qemu_failure(cfg: &VmConfig, watch: &Watch, qlog_path: &Path) -> Option<Error> {
+    let st = watch.ev.qemu_status?;
+    if watch.transcript.hello.is_some() {
+        return None;
+    }
+    let console_empty = fs::metadata(cfg.out_dir.join("console.log"))
+        .map(|m| m.len() == 0)
+        .unwrap_or(true);
+    if st == 0
+        || crate::protocol::decode_qemu_status(st) != crate::protocol::DebugExit::None
+        || !console_empty
+    {
+        return None;
+    }
+    let log = fs::read_to_string(qlog_path).unwrap_or_default();
+    let first = log
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("no output")
+        .trim()
+        .to_string();
+    Some(Error::Command {
+        cmd: format!(
+            "{} (exit status {st}, log {})",
+            cfg.qemu.display(),
+            qlog_path.display()
+        ),
+        detail: first,
+    })
+}
+
+/// `name (status)` of every command that exited with a status it does not accept (0 or one
+/// of its `ok_codes`), or that never said EXIT although the agent said DONE.
+fn failed_commands(cfg: &VmConfig, transcript: &Transcript) -> Vec<String> {
+    let accepted = |name: &str, s: ExitStatus| {
+        s.success()
+            || matches!(s, ExitStatus::Code(code)
+                if cfg.ok_codes.get(name).is_some_and(|ok| ok.contains(&code)))
+    };
+    transcript
+        .commands
+        .iter()
+        .filter(|c| {
+            c.exit.is_some_and(|s| !accepted(&c.name, s))
+                || c.exit.is_none() && transcript.done.is_some()
+        })
+        .map(|c| format!("{} ({})", c.name, exit_text(c.exit)))
+        .collect()
+}
+
+/// An EXIT status as the report shows it (`no EXIT` when the command never ended).
+fn exit_text(exit: Option<ExitStatus>) -> String {
+    exit.map(|s| s.to_string())
+        .unwrap_or_else(|| "no EXIT".into())
+}
+
+/// Writes the files the guest sent to `<out_dir>/results/`; returns their paths relative to
+/// `out_dir`.
+fn save_files(out_dir: &Path, transcript: &Transcript) -> Result<Vec<String>> {
+    let mut files = Vec::new();
+    for (rel, data) in &transcript.files {
+        let p = out_dir.join("results").join(rel);
+        if let Some(d) = p.parent() {
+            fs::create_dir_all(d).ctx(d)?;
+        }
+        fs::write(&p, data).ctx(&p)?;
+        files.push(format!("results/{rel}"));
+    }
+    Ok(files)
+}
+
+/// `(ok, not ok)` counts of TAP result lines over the stdout of all commands; `None` when the
+/// commands printed no TAP at all.
+fn tap_summary(transcript: &Transcript) -> Option<(usize, usize)> {
+    let mut ok = 0;
+    let mut not_ok = 0;
+    for l in transcript.commands.iter().flat_map(|c| &c.stdout) {
+        if l.starts_with("ok ") || l == "ok" {
+            ok += 1;
+        } else if l.starts_with("not ok") {
+            not_ok += 1;
+        }
+    }
+    (ok + not_ok > 0).then_some((ok, not_ok))
+}
+
+/// Writes `<out_dir>/vm-result.json`.
+fn write_report(out_dir: &Path, report: &RunReport) -> Result<()> {
+    let p = out_dir.join("vm-result.json");
+    let mut f = File::create(&p).ctx(&p)?;
+    let body = serde_json::to_string_pretty(report).map_err(|e| Error::Other(e.to_string()))?;
+    f.write_all(body.as_bytes()).ctx(&p)
 }
 
 /// Children of this process whose command name starts with `qemu-system`.
@@ -508,15 +596,11 @@ pub fn qemu_children() -> Vec<u32> {
     out
 }
 
-/// True if `path` is an executable QEMU.
+/// The QEMU to use: `$CAPRING_VM_QEMU` if set, else the first executable
+/// `qemu-system-x86_64` on `PATH`; `None` when there is neither.
 pub fn find_qemu() -> Option<PathBuf> {
-    let name = "qemu-system-x86_64";
     if let Some(p) = std::env::var_os("CAPRING_VM_QEMU") {
         return Some(PathBuf::from(p));
     }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| Path::new(p).is_file())
-    })
+    which::which("qemu-system-x86_64").ok()
 }

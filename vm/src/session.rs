@@ -14,21 +14,29 @@ use crate::initramfs::Initramfs;
 use crate::qemu::{self, RunReport, VmConfig};
 use crate::settings::{GuestCommand, GuestSettings, SETTINGS_PATH};
 
+/// The target the guest binaries are built for: static, so the initramfs needs no libc.
 pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 
 /// Well-known locations of one workspace.
 #[derive(Debug, Clone)]
 pub struct Paths {
+    /// The workspace root.
     pub workspace: PathBuf,
+    /// Cargo's target directory (`$CARGO_TARGET_DIR`, relative to the workspace, or
+    /// `target`).
     pub target: PathBuf,
     /// `target/vm-test`.
     pub out_root: PathBuf,
+    /// `vm/kernels.toml`.
     pub catalog: PathBuf,
+    /// `vm/kernels.lock`.
     pub lock: PathBuf,
+    /// `vm/guest.toml`, the default guest config.
     pub guest: PathBuf,
 }
 
 impl Paths {
+    /// The locations of the workspace at `workspace`.
     pub fn new(workspace: &Path) -> Self {
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .filter(|v| !v.is_empty())
@@ -49,10 +57,12 @@ impl Paths {
         }
     }
 
+    /// The kernel cache: `$CAPRING_VM_CACHE`, else `target/vm-test/cache`.
     pub fn cache(&self) -> KernelCache {
         KernelCache::from_env(self.out_root.join("cache"))
     }
 
+    /// Where the release musl build puts binary `name`.
     pub fn musl_bin(&self, name: &str) -> PathBuf {
         self.target.join(MUSL_TARGET).join("release").join(name)
     }
@@ -61,11 +71,14 @@ impl Paths {
 /// What `--kernel` named.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KernelSpec {
+    /// A series of `vm/kernels.toml` (booted from its locked package).
     Series(String),
+    /// A bzImage on this machine.
     Local(PathBuf),
 }
 
 impl KernelSpec {
+    /// The name of its output directory and table row: the series, or `local-<file name>`.
     pub fn label(&self) -> String {
         match self {
             KernelSpec::Series(s) => s.clone(),
@@ -146,8 +159,11 @@ pub fn resolve(
 /// A kernel ready to boot.
 #[derive(Debug, Clone)]
 pub struct PreparedKernel {
+    /// [`KernelSpec::label`].
     pub label: String,
+    /// The verified image and how it was obtained.
     pub ensured: Ensured,
+    /// The lock entry of a series (`None` for a local image).
     pub entry: Option<LockEntry>,
 }
 
@@ -267,6 +283,7 @@ pub fn settings_archive(s: &GuestSettings) -> Result<Vec<u8>> {
 }
 
 /// A fresh random nonce.
+/// A fresh protocol nonce: 16 hex digits from `/dev/urandom`.
 pub fn nonce() -> String {
     let mut b = [0u8; 8];
     if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
@@ -279,12 +296,17 @@ pub fn nonce() -> String {
 /// Options for one VM run.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
+    /// The QEMU binary.
     pub qemu: PathBuf,
+    /// The accelerator.
     pub accel: Accel,
+    /// Spawn → HELLO deadline ([`default_boot_timeout`] unless `--boot-timeout`).
     pub boot_timeout: Duration,
     /// Slack added to the commands' own budget for the host deadline.
     pub test_slack: Duration,
+    /// Echo protocol lines as they arrive.
     pub verbose: bool,
+    /// Kernel command-line words added by `--append`.
     pub extra_append: Vec<String>,
     /// Virtual CPUs (`vcpus` in vm/guest.toml).
     pub cpus: u32,
@@ -301,6 +323,7 @@ pub fn memory_for(initramfs_bytes: u64) -> u32 {
 }
 
 impl RunOptions {
+    /// Defaults: the accelerator's boot timeout, 15 s slack, 1 vCPU, 512 MiB.
     pub fn new(qemu: PathBuf, accel: Accel) -> Self {
         RunOptions {
             qemu,
@@ -315,6 +338,7 @@ impl RunOptions {
     }
 }
 
+/// Spawn → HELLO deadline: 20 s under TCG, 10 s under KVM (`--boot-timeout` overrides it).
 pub fn default_boot_timeout(a: Accel) -> Duration {
     match a {
         Accel::Tcg => Duration::from_secs(20),
@@ -370,6 +394,7 @@ pub fn run_vm(
     r
 }
 
+/// Guest settings with a fresh nonce and no drill.
 pub fn settings(
     commands: Vec<GuestCommand>,
     results_dir: &str,

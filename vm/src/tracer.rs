@@ -23,7 +23,9 @@ pub const GUEST_PATH: &str = "/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr
 /// One `[[expect]]` entry of a profile.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Expect {
+    /// The scenario name.
     pub scenario: String,
+    /// The clause id.
     pub clause: String,
     /// `pass`, `fail`, `fail-unsupported` or `n/a`.
     pub verdict: String,
@@ -68,6 +70,7 @@ pub struct TracerFiles {
     pub programs: Vec<PathBuf>,
     /// Other files to copy (the profile, its catalog).
     pub data: Vec<PathBuf>,
+    /// The profile's `[[expect]]` entries: the verdicts the guest must give.
     pub expectations: Vec<Expect>,
 }
 
@@ -83,7 +86,7 @@ pub struct Search {
 
 /// Where a program named `spec` in `profile_dir` is, as the guest's capring would find it:
 /// `None` for a project binary of the guest's `/bin`.
-pub fn resolve_program(
+pub(crate) fn resolve_program(
     spec: &str,
     profile_dir: &Path,
     guest_bins: &[String],
@@ -188,8 +191,11 @@ impl TracerFiles {
 /// (`subjects.toml` next to the profile, `[[disagreement]]`; `subject` is a profile name or `*`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct KnownCase {
+    /// The profile name it applies to, or `*` for every one.
     pub subject: String,
+    /// The scenario name.
     pub scenario: String,
+    /// The clause id.
     pub clause: String,
     /// The verdict capring gives instead.
     pub capring: String,
@@ -222,7 +228,7 @@ pub fn known_cases(dir: &Path) -> Result<Vec<KnownCase>> {
 
 /// A verdict of `results.json` (`pass`, `fail`, `unsupported`, `not_applicable`) spelled as
 /// in `[[expect]]`.
-pub fn expect_spelling(verdict: &str) -> &str {
+pub(crate) fn expect_spelling(verdict: &str) -> &str {
     match verdict {
         "unsupported" => "fail-unsupported",
         "not_applicable" => "n/a",
@@ -233,12 +239,15 @@ pub fn expect_spelling(verdict: &str) -> &str {
 /// One expectation the guest did not meet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mismatch {
+    /// The scenario name.
     pub scenario: String,
+    /// The clause id.
     pub clause: String,
     /// What the profile (or a known disagreement) says.
     pub expected: String,
     /// What the guest said (`None`: the clause was not judged although its scenario ran).
     pub got: Option<String>,
+    /// The guest's `observed` text for the clause (empty when it was not judged).
     pub observed: String,
 }
 

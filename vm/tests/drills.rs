@@ -47,10 +47,9 @@ fn env() -> &'static Env {
 struct Serial(#[allow(dead_code)] std::fs::File);
 
 fn serial(paths: &Paths) -> Serial {
-    use std::os::unix::io::AsRawFd;
     std::fs::create_dir_all(&paths.out_root).unwrap();
     let f = std::fs::File::create(paths.out_root.join("drills.lock")).unwrap();
-    assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
+    f.lock().unwrap();
     Serial(f)
 }
 

@@ -68,6 +68,11 @@ fn repository_catalog_and_lock_are_valid() {
         !all.is_empty(),
         "vm/kernels.toml names no series for --kernel all"
     );
+    assert!(
+        all.windows(2)
+            .all(|w| compare(&w[0], &w[1]) == Ordering::Less),
+        "oldest first: {all:?}"
+    );
     for s in &all {
         let e = l
             .kernel
@@ -130,6 +135,25 @@ fn globs() {
     assert!(glob_match("a*b*c", "abc"));
     assert!(!glob_match("a*b*c", "acb"));
     assert!(glob_match("exact", "exact"));
+    assert!(!glob_match("exact", "exactly"));
+    assert!(!glob_match("exact", "inexact"));
+    // `*` matches the empty run and any characters, `/` included; a run of stars is one star.
+    assert!(glob_match("a*", "a"));
+    assert!(glob_match("*", ""));
+    assert!(glob_match("a*b", "a/x/b"));
+    assert!(glob_match("a**b", "axyb"));
+    assert!(!glob_match("a**b", "axy"));
+    // Every other glob operator of globset stands for itself.
+    assert!(glob_match("linux-?", "linux-?"));
+    assert!(!glob_match("linux-?", "linux-x"));
+    assert!(glob_match("a[bc]*", "a[bc]d"));
+    assert!(!glob_match("a[bc]*", "ab"));
+    assert!(glob_match("{a,b}*", "{a,b}x"));
+    assert!(!glob_match("{a,b}*", "ax"));
+    assert!(glob_match("a\\*", "a\\x"));
+    assert!(!glob_match("a\\*", "a*"));
+    // Case matters (package names are lower case; a pattern that is not matches nothing).
+    assert!(!glob_match("Linux-*", "linux-image"));
 }
 
 #[test]
@@ -140,13 +164,29 @@ fn debian_versions() {
     assert_eq!(compare("6.12.117-1", "6.12.117-1"), Ordering::Equal);
     assert_eq!(compare("5.10.223-1", "5.10.223-1+deb11u1"), Ordering::Less);
     assert_eq!(compare("1.0a", "1.0+"), Ordering::Less);
+    // Ubuntu ABI numbers compare as numbers, backports sort before the release they follow.
+    assert_eq!(compare("5.4.0-216.236", "5.4.0-99.112"), Ordering::Greater);
+    assert_eq!(compare("6.12.57-1~bpo12+1", "6.12.57-1"), Ordering::Less);
+    // The tie-break between package names of one version: numeric runs as numbers.
+    assert_eq!(
+        compare(
+            "linux-image-6.1.0-9-cloud-amd64",
+            "linux-image-6.1.0-10-cloud-amd64"
+        ),
+        Ordering::Less
+    );
+    // Not a Debian version (dpkg refuses `_`): below every valid one, never the newest.
+    assert_eq!(compare("1_0", "0.1"), Ordering::Less);
+    assert_eq!(compare("0.1", "1_0"), Ordering::Greater);
+    assert_eq!(compare("1_0", "1_1"), Ordering::Less);
+    // Series order is numeric per component (not the kernel list: that is vm/kernels.toml's).
     assert_eq!(
         sorted_series(
-            ["7.2", "6.12", "5.15", "5.10", "6.1", "5.4"]
+            ["10.0", "4.19", "2.6.32", "4.9", "3.2"]
                 .map(String::from)
                 .into_iter()
         ),
-        ["5.4", "5.10", "5.15", "6.1", "6.12", "7.2"]
+        ["2.6.32", "3.2", "4.9", "4.19", "10.0"]
     );
 }
 

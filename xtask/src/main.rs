@@ -80,6 +80,7 @@ enum Cmd {
     },
 }
 
+/// The flags of `cargo xtask vm-test` (also used by `bench vm`).
 #[derive(clap::Args, Clone)]
 pub struct VmTestArgs {
     /// A kernel series of vm/kernels.toml (comma-separated for several), `all`, or
@@ -181,6 +182,7 @@ fn parse_accel(s: &str) -> Result<AccelChoice, String> {
     s.parse()
 }
 
+/// The workspace root (the parent of xtask/), so commands work from any directory.
 pub fn workspace() -> PathBuf {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     here.parent().map(PathBuf::from).unwrap_or(here)
@@ -188,6 +190,8 @@ pub fn workspace() -> PathBuf {
 
 fn main() -> ExitCode {
     // Behave like a normal CLI when piped into `head`.
+    // SAFETY: at the top of main, before any thread exists; restoring the default SIGPIPE
+    // action installs no handler, so nothing can run in signal context.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }

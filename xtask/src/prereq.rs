@@ -7,14 +7,13 @@ use std::process::Command;
 use anyhow::{bail, Result};
 use capring_vm::session::MUSL_TARGET;
 
+/// The executable `bin` on `PATH`, as a shell would find it.
 fn on_path(bin: &str) -> Option<PathBuf> {
-    let paths = std::env::var_os("PATH")?;
-    std::env::split_paths(&paths)
-        .map(|d| d.join(bin))
-        .find(|p| p.is_file())
+    which::which(bin).ok()
 }
 
 fn can_apt_install() -> bool {
+    // SAFETY: geteuid(2) takes no arguments and always succeeds.
     let root = unsafe { libc::geteuid() } == 0;
     root && Path::new("/etc/debian_version").exists() && on_path("apt-get").is_some()
 }

@@ -114,6 +114,8 @@ fn guest_binaries(
     Ok(out)
 }
 
+/// Builds the agent and the guest binaries, packs the shared part of the initramfs and makes
+/// sure every kernel of `--kernel` is in the cache: everything before the first boot.
 fn prepare(a: &VmTestArgs) -> Result<Prepared> {
     let paths = Paths::new(&workspace());
     let catalog = Catalog::load(&paths.catalog)?;
@@ -138,15 +140,42 @@ fn prepare(a: &VmTestArgs) -> Result<Prepared> {
     if !a.no_build {
         build_guest_packages(&paths, &guest)?;
     }
+    let (base, tracer, memory_mb) = pack_initramfs(&paths, a, &guest, &agent)?;
+    let mut cache = paths.cache();
+    cache.verbose = a.verbose;
+    let mut kernels = Vec::new();
+    for spec in &specs {
+        kernels.push(prepare_kernel(spec, &catalog, &lock, &cache)?);
+    }
+    Ok(Prepared {
+        paths,
+        kernels,
+        base,
+        guest,
+        qemu,
+        tracer,
+        memory_mb,
+    })
+}
+
+/// The initramfs every kernel boots (agent, guest binaries, fixtures/, the measured tables
+/// and, with `--tracer`, the tracer's files), the tracer's files, and the guest memory in MiB
+/// that initramfs needs.
+fn pack_initramfs(
+    paths: &Paths,
+    a: &VmTestArgs,
+    guest: &GuestConfig,
+    agent: &std::path::Path,
+) -> Result<(Vec<u8>, Option<TracerFiles>, u32)> {
     let config_path = a
         .guest_config
         .clone()
         .unwrap_or_else(|| paths.guest.clone());
-    let bins = guest_binaries(&paths, &guest, &config_path)?;
+    let bins = guest_binaries(paths, guest, &config_path)?;
     let fixtures = paths.workspace.join("fixtures");
-    let mut fs = session::base_fs(&agent, &bins, Some(&fixtures))?;
+    let mut fs = session::base_fs(agent, &bins, Some(&fixtures))?;
     let tracer = match &a.tracer {
-        Some(profile) => Some(add_tracer(&mut fs, profile, &a.guest_file, &guest)?),
+        Some(profile) => Some(add_tracer(&mut fs, profile, &a.guest_file, guest)?),
         None => None,
     };
     // The measured tables `capring check` judges the Required ring against, where it looks
@@ -171,37 +200,33 @@ fn prepare(a: &VmTestArgs) -> Result<Prepared> {
         },
         base.len() as f64 / (1 << 20) as f64
     );
+    Ok((base, tracer, memory_mb))
+}
 
-    let mut cache = paths.cache();
-    cache.verbose = a.verbose;
-    let mut kernels = Vec::new();
-    for spec in &specs {
-        let k = session::prepare_kernel(spec, &catalog, &lock, &cache)?;
-        let how = match (&k.entry, k.ensured.network_requests) {
-            (None, _) => "local image".to_string(),
-            (Some(_), 0) => "cached".to_string(),
-            (Some(_), n) => format!("fetched, {n} network requests"),
-        };
-        let pkg = k
-            .entry
-            .as_ref()
-            .map(|e| format!("{} {}", e.package, e.version))
-            .unwrap_or_default();
-        eprintln!(
-            "kernel {}: {} {pkg} ({how})",
-            k.label, k.ensured.image.release
-        );
-        kernels.push(k);
-    }
-    Ok(Prepared {
-        paths,
-        kernels,
-        base,
-        guest,
-        qemu,
-        tracer,
-        memory_mb,
-    })
+/// Resolves one `--kernel` entry to a verified image in the cache (fetching it if needed) and
+/// says on stderr where it came from.
+fn prepare_kernel(
+    spec: &KernelSpec,
+    catalog: &Catalog,
+    lock: &Lock,
+    cache: &capring_vm::cache::KernelCache,
+) -> Result<PreparedKernel> {
+    let k = session::prepare_kernel(spec, catalog, lock, cache)?;
+    let how = match (&k.entry, k.ensured.network_requests) {
+        (None, _) => "local image".to_string(),
+        (Some(_), 0) => "cached".to_string(),
+        (Some(_), n) => format!("fetched, {n} network requests"),
+    };
+    let pkg = k
+        .entry
+        .as_ref()
+        .map(|e| format!("{} {}", e.package, e.version))
+        .unwrap_or_default();
+    eprintln!(
+        "kernel {}: {} {pkg} ({how})",
+        k.label, k.ensured.image.release
+    );
+    Ok(k)
 }
 
 /// Copies a tracer's profile, catalog, programs and their libraries (and `--guest-file`s)
@@ -478,9 +503,53 @@ fn print_failure_details(r: &RunReport, out: &std::path::Path) {
     }
 }
 
+/// One kernel's result: its label, and its report or why there is none.
+type Row = (String, Result<RunReport, String>);
+
+/// `cargo xtask vm-test`: boots every kernel of `--kernel`, runs the guest commands and judges
+/// the outcomes, snapshots and expected verdicts. Returns the process exit code (0: all
+/// passed).
 pub fn vm_test(a: &VmTestArgs) -> Result<u8> {
     let p = prepare(a)?;
     let accel = choose_accel(&p, a.accel, a.verbose)?;
+    let opts = run_options(&p, a, accel);
+    let drill = match a.drill.as_deref() {
+        Some("panic") => Some(Drill::Panic),
+        Some("hang") => Some(Drill::Hang),
+        _ => None,
+    };
+    let per_kernel = p
+        .kernels
+        .iter()
+        .map(|k| commands(&p, a, &k.label))
+        .collect::<Result<Vec<_>>>()?;
+    let rows = boot_all(&p, a, &opts, drill, &per_kernel);
+
+    for (label, r) in &rows {
+        if let Ok(r) = r {
+            print_failure_details(r, &kernel_out(&p, label));
+        }
+    }
+    print_table(&rows, &per_kernel);
+    write_summary(&p, a, &rows);
+    let all_pass = rows
+        .iter()
+        .all(|(_, r)| matches!(r, Ok(r) if r.outcome == Outcome::Pass));
+    let snapshots_ok = if a.run.is_none() && a.drill.is_none() {
+        check_snapshots(a, &p, &rows)?
+    } else {
+        true
+    };
+    let verdicts_ok = a.run.is_some() || check_expectations(&p, &rows)?;
+    Ok(if all_pass && snapshots_ok && verdicts_ok {
+        0
+    } else {
+        1
+    })
+}
+
+/// The QEMU options shared by every kernel of the run, from the flags and the prepared guest.
+fn run_options(p: &Prepared, a: &VmTestArgs, accel: Accel) -> RunOptions {
     let mut opts = RunOptions::new(p.qemu.clone(), accel);
     if let Some(b) = a.boot_timeout {
         opts.boot_timeout = Duration::from_secs(b);
@@ -488,22 +557,22 @@ pub fn vm_test(a: &VmTestArgs) -> Result<u8> {
     opts.verbose = a.verbose;
     opts.extra_append = a.append.clone();
     opts.memory_mb = p.memory_mb;
-    let vcpus = p.guest.vcpus;
-    let drill = match a.drill.as_deref() {
-        Some("panic") => Some(Drill::Panic),
-        Some("hang") => Some(Drill::Hang),
-        _ => None,
-    };
+    opts.cpus = p.guest.vcpus;
+    opts
+}
 
-    // Staggered start: the next VM starts only after the previous one said
-    // HELLO (or ended), and at most `jobs` run at once.
+/// Boots every kernel with its commands, staggered: the next VM starts only after the
+/// previous one said HELLO (or ended), and at most `--jobs` run at once. Rows come back in
+/// kernel order.
+fn boot_all(
+    p: &Prepared,
+    a: &VmTestArgs,
+    opts: &RunOptions,
+    drill: Option<Drill>,
+    per_kernel: &[Vec<GuestCommand>],
+) -> Vec<Row> {
     let jobs = a.jobs as usize;
-    let per_kernel = p
-        .kernels
-        .iter()
-        .map(|k| commands(&p, a, &k.label))
-        .collect::<Result<Vec<_>>>()?;
-    let mut rows: Vec<(String, Result<RunReport, String>)> = Vec::new();
+    let vcpus = opts.cpus;
     std::thread::scope(|scope| {
         let (hello_tx, hello_rx) = mpsc::channel::<()>();
         let (done_tx, done_rx) = mpsc::channel::<(usize, Result<RunReport, String>)>();
@@ -516,12 +585,10 @@ pub fn vm_test(a: &VmTestArgs) -> Result<u8> {
                 }
                 running -= 1;
             }
-            let cmds = per_kernel[i].clone();
-            let mut s = session::settings(cmds, &p.guest.results_dir, guest_env(&p));
+            let mut s =
+                session::settings(per_kernel[i].clone(), &p.guest.results_dir, guest_env(p));
             s.drill = drill;
-            let (p, mut opts, hello_tx, done_tx) =
-                (&p, opts.clone(), hello_tx.clone(), done_tx.clone());
-            opts.cpus = vcpus;
+            let (hello_tx, done_tx) = (hello_tx.clone(), done_tx.clone());
             eprintln!(
                 "[{}] booting {} under {}, {} vCPU{}…",
                 k.label,
@@ -540,7 +607,7 @@ pub fn vm_test(a: &VmTestArgs) -> Result<u8> {
                     );
                     let _ = hello_tx.send(());
                 };
-                let r = run_one(p, k, &s, &opts, &mut on_hello).map_err(|e| format!("{e:#}"));
+                let r = run_one(p, k, &s, opts, &mut on_hello).map_err(|e| format!("{e:#}"));
                 let _ = hello_tx.send(());
                 let _ = done_tx.send((i, r));
             });
@@ -555,20 +622,22 @@ pub fn vm_test(a: &VmTestArgs) -> Result<u8> {
             }
             running -= 1;
         }
-        for (k, r) in p.kernels.iter().zip(results) {
-            rows.push((
-                k.label.clone(),
-                r.unwrap_or_else(|| Err("no result".into())),
-            ));
-        }
-    });
+        p.kernels
+            .iter()
+            .zip(results)
+            .map(|(k, r)| {
+                (
+                    k.label.clone(),
+                    r.unwrap_or_else(|| Err("no result".into())),
+                )
+            })
+            .collect()
+    })
+}
 
-    for (label, r) in &rows {
-        if let Ok(r) = r {
-            print_failure_details(r, &kernel_out(&p, label));
-        }
-    }
-    print_table(&rows, &per_kernel);
+/// Writes `summary.json` (every kernel's report or error) next to the per-kernel output
+/// directories and says where the artifacts are.
+fn write_summary(p: &Prepared, a: &VmTestArgs, rows: &[Row]) {
     let summary: Vec<serde_json::Value> = rows
         .iter()
         .map(|(l, r)| match r {
@@ -576,7 +645,7 @@ pub fn vm_test(a: &VmTestArgs) -> Result<u8> {
             Err(e) => serde_json::json!({"kernel": l, "error": e}),
         })
         .collect();
-    let artifacts = kernel_out(&p, "<kernel>");
+    let artifacts = kernel_out(p, "<kernel>");
     let _ = std::fs::write(
         artifacts.with_file_name("summary.json"),
         serde_json::to_string_pretty(&summary).unwrap_or_default(),
@@ -588,20 +657,6 @@ pub fn vm_test(a: &VmTestArgs) -> Result<u8> {
     if a.verbose {
         println!("network requests: {}", apt::network_requests());
     }
-    let all_pass = rows
-        .iter()
-        .all(|(_, r)| matches!(r, Ok(r) if r.outcome == Outcome::Pass));
-    let snapshots_ok = if a.run.is_none() && a.drill.is_none() {
-        check_snapshots(a, &p, &rows)?
-    } else {
-        true
-    };
-    let verdicts_ok = a.run.is_some() || check_expectations(&p, &rows)?;
-    Ok(if all_pass && snapshots_ok && verdicts_ok {
-        0
-    } else {
-        1
-    })
 }
 
 /// Compares each passing kernel's summaries with snapshots/ (a tracer's with

@@ -36,6 +36,8 @@ struct Channel {
 }
 
 impl Channel {
+    /// Writes one framed line (the nonce, then the event); a write error is ignored, as
+    /// nothing else could report it.
     fn emit(&self, ev: &Event) {
         let mut line = ev.to_line(&self.nonce);
         line.push('\n');
@@ -44,8 +46,12 @@ impl Channel {
         }
     }
 
+    /// Waits until the serial port has sent everything written so far (before leaving the
+    /// VM, which would cut the last lines off).
     fn drain(&self) {
         if let Ok(f) = self.out.lock() {
+            // SAFETY: tcdrain(3) only takes a file descriptor, which `f` keeps open for the
+            // duration of the call.
             unsafe {
                 libc::tcdrain(f.as_raw_fd());
             }
@@ -127,7 +133,11 @@ fn selftest(args: &[String]) -> i32 {
     exit
 }
 
+/// `uname -r` of the running kernel.
 fn uname_release() -> String {
+    // SAFETY: utsname is plain old data (arrays of c_char), so all-zero is a valid value;
+    // uname(2) fills it, and on success `release` is a NUL-terminated string inside `u`, which
+    // outlives the CStr borrowed from it.
     unsafe {
         let mut u: libc::utsname = std::mem::zeroed();
         if libc::uname(&mut u) != 0 {
@@ -139,6 +149,7 @@ fn uname_release() -> String {
     }
 }
 
+/// The kernel's current clocksource (`tsc`, `hpet`, …; TCG timing depends on it).
 fn clocksource() -> String {
     fs::read_to_string("/sys/devices/system/clocksource/clocksource0/current_clocksource")
         .map(|s| s.trim().to_string())
@@ -147,10 +158,13 @@ fn clocksource() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// Mounts `fstype` on `target` (created first), as mount(8) would.
 fn mount(src: &str, target: &str, fstype: &str, flags: libc::c_ulong) -> Result<(), String> {
     let _ = fs::create_dir_all(target);
     let c = |s: &str| CString::new(s).expect("static string without NUL");
     let (s, t, f) = (c(src), c(target), c(fstype));
+    // SAFETY: the three pointers are NUL-terminated strings owned by `s`, `t` and `f`, alive
+    // across the call; the data argument may be NULL.
     let r = unsafe { libc::mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), flags, std::ptr::null()) };
     if r == 0 {
         Ok(())
@@ -162,6 +176,8 @@ fn mount(src: &str, target: &str, fstype: &str, flags: libc::c_ulong) -> Result<
     }
 }
 
+/// Mounts the pseudo file systems the suite needs (proc, sys, dev, tmp, tracefs, debugfs,
+/// bpffs, cgroup2); returns one message per mount that failed (an older kernel may lack one).
 fn mount_all() -> Vec<String> {
     let nosuid = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     let table: &[(&str, &str, &str, libc::c_ulong)] = &[
@@ -182,6 +198,9 @@ fn mount_all() -> Vec<String> {
 
 /// Brings the loopback interface up (the kernel leaves it down without an init system).
 fn loopback_up() -> Result<(), String> {
+    // SAFETY: socket(2) and close(2) take no pointers; ifreq is plain old data, so all-zero is
+    // valid, and "lo" (2 bytes) fits in ifr_name (IFNAMSIZ = 16) with its NUL; both ioctls get
+    // a pointer to `ifr`, which lives across them and is the type SIOC[GS]IFFLAGS expect.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
         if fd < 0 {
@@ -208,6 +227,8 @@ fn loopback_up() -> Result<(), String> {
     Ok(())
 }
 
+/// Opens the protocol port `/dev/ttyS1` in raw mode, or `/dev/console` with a warning to
+/// report; with neither there is no way to speak to the host, so the VM is left at once.
 fn open_channel() -> (File, Option<String>) {
     let open = |p: &str| {
         OpenOptions::new()
@@ -218,6 +239,8 @@ fn open_channel() -> (File, Option<String>) {
     };
     match open("/dev/ttyS1") {
         Ok(f) => {
+            // SAFETY: termios is plain old data (all-zero is valid); every call gets `f`'s open
+            // descriptor and a pointer to `t`, which lives across them.
             unsafe {
                 let mut t: libc::termios = std::mem::zeroed();
                 if libc::tcgetattr(f.as_raw_fd(), &mut t) == 0 {
@@ -250,15 +273,11 @@ fn console_line(msg: &str) {
     }
 }
 
+/// PID 1's life: mount, read the settings, say HELLO, run the drill or the commands, say
+/// DONE and leave the VM with the verdict.
 fn run_init() -> ! {
     let mount_errors = mount_all();
-    let settings = fs::read_to_string(SETTINGS_PATH)
-        .map_err(|e| format!("cannot read {SETTINGS_PATH}: {e}"))
-        .and_then(|s| {
-            serde_json::from_str::<GuestSettings>(&s)
-                .map_err(|e| format!("bad {SETTINGS_PATH}: {e}"))
-        });
-    let settings = match settings {
+    let settings = match load_settings() {
         Ok(s) => s,
         Err(e) => {
             console_line(&e);
@@ -275,11 +294,8 @@ fn run_init() -> ! {
         clocksource: clocksource(),
     });
     console_line("HELLO sent");
-    if let Some(w) = channel_warning {
+    for w in channel_warning.into_iter().chain(mount_errors) {
         ch.emit(&Event::Info(w));
-    }
-    for e in mount_errors {
-        ch.emit(&Event::Info(e));
     }
     if let Err(e) = loopback_up() {
         ch.emit(&Event::Info(e));
@@ -289,16 +305,35 @@ fn run_init() -> ! {
 
     match settings.drill {
         Some(Drill::Panic) => drill_panic(&ch),
-        Some(Drill::Hang) => {
-            ch.emit(&Event::Info("drill: hang (never saying DONE)".into()));
-            ch.drain();
-            loop {
-                std::thread::sleep(Duration::from_secs(3600));
-            }
-        }
+        Some(Drill::Hang) => drill_hang(&ch),
         None => {}
     }
+    let first_failure = run_commands(&ch, &settings);
+    ch.emit(&Event::Done {
+        ok: first_failure.is_none(),
+    });
+    ch.drain();
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe {
+        libc::sync();
+    }
+    leave_vm(match first_failure {
+        None => DEBUG_EXIT_OK,
+        Some(c) => debug_exit_fail(c),
+    });
+}
 
+/// Reads and parses [`SETTINGS_PATH`]; the error is one line for the console.
+fn load_settings() -> Result<GuestSettings, String> {
+    let text = fs::read_to_string(SETTINGS_PATH)
+        .map_err(|e| format!("cannot read {SETTINGS_PATH}: {e}"))?;
+    serde_json::from_str::<GuestSettings>(&text).map_err(|e| format!("bad {SETTINGS_PATH}: {e}"))
+}
+
+/// Runs every command in order between START and EXIT lines, sending the new result files
+/// after each. Returns the isa-debug-exit failure code of the first command whose status it
+/// does not accept: its exit code, 15 for a signal, 14 for a timeout (`None`: all passed).
+fn run_commands(ch: &Channel, settings: &GuestSettings) -> Option<i32> {
     let _ = fs::create_dir_all(&settings.results_dir);
     let mut sent = BTreeMap::new();
     let mut first_failure: Option<i32> = None;
@@ -306,8 +341,8 @@ fn run_init() -> ! {
         ch.emit(&Event::Start {
             name: cmd.name.clone(),
         });
-        let status = run_command(&ch, cmd, &settings);
-        send_files(&ch, Path::new(&settings.results_dir), &mut sent);
+        let status = run_command(ch, cmd, settings);
+        send_files(ch, Path::new(&settings.results_dir), &mut sent);
         ch.emit(&Event::Exit {
             name: cmd.name.clone(),
             status,
@@ -320,22 +355,24 @@ fn run_init() -> ! {
             });
         }
     }
-    ch.emit(&Event::Done {
-        ok: first_failure.is_none(),
-    });
-    ch.drain();
-    unsafe {
-        libc::sync();
-    }
-    leave_vm(match first_failure {
-        None => DEBUG_EXIT_OK,
-        Some(c) => debug_exit_fail(c),
-    });
+    first_failure
 }
 
+/// The hang drill: says so, then sleeps forever without DONE (the host's test deadline must
+/// fire).
+fn drill_hang(ch: &Channel) -> ! {
+    ch.emit(&Event::Info("drill: hang (never saying DONE)".into()));
+    ch.drain();
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// The panic drill: crashes the kernel through sysrq (the host must see KERNEL_PANIC).
 fn drill_panic(ch: &Channel) -> ! {
     ch.emit(&Event::Info("drill: panic (sysrq c)".into()));
     ch.drain();
+    // SAFETY: sync(2) takes no arguments and cannot fail.
     unsafe {
         libc::sync();
     }
@@ -347,6 +384,9 @@ fn drill_panic(ch: &Channel) -> ! {
 
 /// Writes to the isa-debug-exit port; falls back to power-off. Never returns.
 fn leave_vm(value: u8) -> ! {
+    // SAFETY: sync, ioperm and reboot take no pointers. The `out` instruction runs only after
+    // ioperm granted this process ports 0xf4..0xf8, where QEMU's isa-debug-exit device sits
+    // (`-device isa-debug-exit,iobase=0xf4`); it touches no memory, stack or flags.
     unsafe {
         libc::sync();
         if libc::syscall(
@@ -368,6 +408,9 @@ fn leave_vm(value: u8) -> ! {
     }
 }
 
+/// Forwards the lines of a command's stdout (or stderr when `err`) as OUT (ERR) events from a
+/// thread of its own, until end of file; then signals `done`. Once `muted` is set (the
+/// command's EXIT was sent), further lines are dropped.
 fn forward<R: Read + Send + 'static>(
     r: R,
     ch: Channel,
@@ -403,32 +446,13 @@ fn forward<R: Read + Send + 'static>(
     })
 }
 
+/// Runs one command in a process group of its own, its output forwarded line by line, and
+/// returns how it ended; after `timeout_secs` the whole group is killed.
 fn run_command(ch: &Channel, cmd: &GuestCommand, s: &GuestSettings) -> ExitStatus {
-    let Some(prog) = cmd.argv.first() else {
-        ch.emit(&Event::Err(format!(
-            "command {} has an empty argv",
-            cmd.name
-        )));
-        return ExitStatus::Code(127);
-    };
-    let mut c = Command::new(prog);
-    c.args(&cmd.argv[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .env("PATH", "/bin:/sbin:/usr/bin")
-        .env("HOME", "/tmp")
-        .env("RUST_BACKTRACE", "1")
-        .env("CAPRING_RESULTS", &s.results_dir)
-        .current_dir("/")
-        .process_group(0);
-    for (k, v) in &s.env {
-        c.env(k, v);
-    }
-    let mut child = match c.spawn() {
-        Ok(ch) => ch,
-        Err(e) => {
-            ch.emit(&Event::Err(format!("cannot start {prog}: {e}")));
+    let mut child = match spawn_command(cmd, s) {
+        Ok(c) => c,
+        Err(msg) => {
+            ch.emit(&Event::Err(msg));
             return ExitStatus::Code(127);
         }
     };
@@ -445,36 +469,8 @@ fn run_command(ch: &Channel, cmd: &GuestCommand, s: &GuestSettings) -> ExitStatu
         readers += 1;
     }
     drop(tx);
-    let deadline = Instant::now() + Duration::from_secs(cmd.timeout_secs.max(1));
-    let status = loop {
-        let mut st: libc::c_int = 0;
-        let r = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
-        if r == pid {
-            break if libc::WIFSIGNALED(st) {
-                ExitStatus::Signal(libc::WTERMSIG(st))
-            } else {
-                ExitStatus::Code(libc::WEXITSTATUS(st))
-            };
-        }
-        if r > 0 {
-            continue; // reaped an orphan re-parented to PID 1
-        }
-        if r < 0 {
-            break ExitStatus::Code(255);
-        }
-        if Instant::now() >= deadline {
-            unsafe {
-                libc::kill(-pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut st, 0);
-            }
-            ch.emit(&Event::Err(format!(
-                "vm-agent: {} killed after its {} s timeout",
-                cmd.name, cmd.timeout_secs
-            )));
-            break ExitStatus::Timeout;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_with_timeout(ch, cmd, pid);
+    // SAFETY: kill(2) takes no pointers; `-pid` names the command's own process group.
     // Leftover members of the group would keep the pipes open.
     unsafe {
         libc::kill(-pid, libc::SIGKILL);
@@ -490,6 +486,70 @@ fn run_command(ch: &Channel, cmd: &GuestCommand, s: &GuestSettings) -> ExitStatu
     status
 }
 
+/// Starts `cmd` with piped output, a fixed environment (`PATH`, `HOME`, `RUST_BACKTRACE`,
+/// `CAPRING_RESULTS`) plus the settings' `env`, in a new process group. The error is the
+/// line to send as ERR.
+fn spawn_command(cmd: &GuestCommand, s: &GuestSettings) -> Result<std::process::Child, String> {
+    let Some(prog) = cmd.argv.first() else {
+        return Err(format!("command {} has an empty argv", cmd.name));
+    };
+    let mut c = Command::new(prog);
+    c.args(&cmd.argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("PATH", "/bin:/sbin:/usr/bin")
+        .env("HOME", "/tmp")
+        .env("RUST_BACKTRACE", "1")
+        .env("CAPRING_RESULTS", &s.results_dir)
+        .current_dir("/")
+        .process_group(0);
+    for (k, v) in &s.env {
+        c.env(k, v);
+    }
+    c.spawn().map_err(|e| format!("cannot start {prog}: {e}"))
+}
+
+/// Waits for `pid`, reaping the orphans PID 1 inherits meanwhile; after the command's
+/// timeout kills its process group and says so on ERR.
+fn wait_with_timeout(ch: &Channel, cmd: &GuestCommand, pid: libc::pid_t) -> ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(cmd.timeout_secs.max(1));
+    loop {
+        let mut st: libc::c_int = 0;
+        // SAFETY: waitpid(2) writes the status into `st`, a live local.
+        let r = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+        if r == pid {
+            return if libc::WIFSIGNALED(st) {
+                ExitStatus::Signal(libc::WTERMSIG(st))
+            } else {
+                ExitStatus::Code(libc::WEXITSTATUS(st))
+            };
+        }
+        if r > 0 {
+            continue; // reaped an orphan re-parented to PID 1
+        }
+        if r < 0 {
+            return ExitStatus::Code(255);
+        }
+        if Instant::now() >= deadline {
+            // SAFETY: kill(2) takes no pointers (`-pid` is the command's process group);
+            // waitpid(2) writes into the live local `st`.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut st, 0);
+            }
+            ch.emit(&Event::Err(format!(
+                "vm-agent: {} killed after its {} s timeout",
+                cmd.name, cmd.timeout_secs
+            )));
+            return ExitStatus::Timeout;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Appends every regular file under `dir` to `out`, depth first in name order (symlinks
+/// are not followed).
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(rd) = fs::read_dir(dir) else { return };
     let mut entries: Vec<_> = rd.flatten().map(|e| e.path()).collect();
