@@ -572,24 +572,23 @@ fn child(
 fn child_setup(p: &Prepared, fds: ChildFds) -> Result<(), u32> {
     let [stdin_fd, out_w, err_w, _] = fds;
     let check = |ok: bool, stage: u32| if ok { Ok(()) } else { Err(stage) };
-    // SAFETY (whole function): every call below is a raw syscall or libc wrapper taking
-    // integers or pointers to locals that outlive it; none allocates or takes a lock.
+    // Every call below is a raw syscall or libc wrapper taking integers or pointers to locals
+    // that outlive it; none allocates or takes a lock.
     // 0: stdio (dup2 clears O_CLOEXEC on the new descriptor).
+    // SAFETY: integers only.
     check(stdin_fd < 0 || unsafe { libc::dup2(stdin_fd, 0) } >= 0, 0)?;
-    check(
-        unsafe { libc::dup2(out_w, 1) } >= 0 && unsafe { libc::dup2(err_w, 2) } >= 0,
-        0,
-    )?;
+    // SAFETY: integers only.
+    check(unsafe { libc::dup2(out_w, 1) } >= 0, 0)?;
+    // SAFETY: integers only.
+    check(unsafe { libc::dup2(err_w, 2) } >= 0, 0)?;
     // 1: default dispositions (Rust ignores SIGPIPE) and an empty signal mask.
     // SAFETY: an all-zero sigset_t is a valid value; sigemptyset then initialises it.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is a local sigset_t.
     unsafe { libc::sigemptyset(&mut set) };
     // SAFETY: `set` is initialised; the old mask is not wanted (null).
-    check(
-        unsafe { libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) } == 0,
-        1,
-    )?;
+    let masked = unsafe { libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) };
+    check(masked == 0, 1)?;
     for sig in (1..32).filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP) {
         // SAFETY: SIG_DFL is always a valid disposition.
         unsafe { libc::signal(sig, libc::SIG_DFL) };
@@ -599,10 +598,8 @@ fn child_setup(p: &Prepared, fds: ChildFds) -> Result<(), u32> {
     check(p.observe || unsafe { libc::setpgid(0, 0) } == 0, 2)?;
     // 3: die with the launching thread.
     // SAFETY: integers only.
-    check(
-        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } == 0,
-        3,
-    )?;
+    let deathsig = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    check(deathsig == 0, 3)?;
     // 4: bounding drops.
     for cap in &p.bounding {
         // SAFETY: integers only.
@@ -615,10 +612,8 @@ fn child_setup(p: &Prepared, fds: ChildFds) -> Result<(), u32> {
     // 7: hand ourselves to the tracer and wait until it has set its options.
     if p.observe {
         // SAFETY: integers only.
-        check(
-            unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) } == 0,
-            7,
-        )?;
+        let traced = unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) };
+        check(traced == 0, 7)?;
         // SAFETY: integers only.
         check(unsafe { libc::raise(libc::SIGSTOP) } == 0, 7)?;
     }
