@@ -14,7 +14,7 @@ use crate::run::{self, RunRecord, Skip, TracefsMount};
 use crate::scenario::{self, Scenario};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     Human,
     Json,
     Junit,
@@ -34,7 +34,7 @@ pub struct CheckArgs {
     pub scenarios: Option<PathBuf>,
     /// What to print on standard output.
     #[arg(long, value_enum, default_value = "human")]
-    pub format: Format,
+    pub(crate) format: Format,
     /// Also write results.json, report.tap, junit.xml, runs/<scenario>.json (each run's plan
     /// and timeline, readable back by `RunRecord::load`) and summaries/<scenario>.json (the
     /// per-kernel snapshot material) here.
@@ -52,7 +52,7 @@ pub struct CheckArgs {
     pub jobs: u16,
     /// Colour the human table: auto (only on a terminal), always, never.
     #[arg(long, value_enum, default_value = "auto", value_name = "WHEN")]
-    pub color: crate::report_cmd::ColorWhen,
+    pub(crate) color: crate::report_cmd::ColorWhen,
     /// Quiet: the human table shows only the failures that count (nothing when all pass);
     /// no progress or summary on stderr. Other formats are printed whole.
     #[arg(long, short)]
@@ -227,7 +227,7 @@ pub fn run_catalog(
     ))
 }
 
-pub fn write_outputs(dir: &Path, report: &Report, runs: &[ScenarioRun]) -> Result<()> {
+pub(crate) fn write_outputs(dir: &Path, report: &Report, runs: &[ScenarioRun]) -> Result<()> {
     let runs_dir = dir.join("runs");
     let sm = dir.join("summaries");
     for d in [&runs_dir, &sm] {

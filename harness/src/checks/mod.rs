@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::plan::Interface;
 use crate::run::RunRecord;
-pub use view::{tokens, View};
+pub(crate) use view::{tokens, View};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -61,13 +61,13 @@ pub const EBPF_CANDIDATES: [Cap; 10] = [
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     Human,
     Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Universe {
+pub(crate) enum Universe {
     /// The eBPF candidates and the catalog's declared needs.
     Candidates,
     /// Every usable capability.
@@ -88,7 +88,7 @@ pub struct MinimizeArgs {
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "human")]
-    pub format: Format,
+    pub(crate) format: Format,
     /// Search runs allowed per event set (the baseline, observed and Requested runs come on
     /// top: at most 2 + 2 per Requested need).
     #[arg(long, value_name = "N", default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
@@ -101,7 +101,7 @@ pub struct MinimizeArgs {
     pub paranoid: Option<i32>,
     /// Which capabilities the search chooses from.
     #[arg(long, value_enum, default_value = "candidates")]
-    pub universe: Universe,
+    pub(crate) universe: Universe,
     /// Seconds after which a run is a failure (default: 4 × the baseline run, at least 10).
     #[arg(long, value_name = "SECS")]
     pub run_timeout: Option<u64>,
@@ -554,7 +554,7 @@ fn event_sets(profile: &Profile, list: Option<&str>) -> Result<Vec<Vec<String>>,
 
 /// What one invocation measured.
 #[derive(Debug, serde::Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub table: Table,
     /// Every run of each event set (`a+b` for a set), in order.
     pub runs: BTreeMap<String, Vec<Trial>>,
