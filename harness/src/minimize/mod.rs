@@ -74,6 +74,7 @@ pub(crate) enum Universe {
     All,
 }
 
+/// `capring minimize`'s options (the subcommand's help text is in the binary).
 #[derive(Debug, clap::Args)]
 pub struct MinimizeArgs {
     /// The tracer profile (TOML; see harness/PROFILE.md).
@@ -581,6 +582,10 @@ fn input_error(message: impl std::fmt::Display) -> Result<i32> {
     Ok(2)
 }
 
+/// `capring minimize`: measures each event set and prints the table. Returns the exit code:
+/// 0 when every event set was measured, 1 when one could not be, 2 on bad input (after one
+/// line on stderr), 128 + the signal when capring was interrupted (the partial table is
+/// printed, nothing is written).
 pub fn execute(args: &MinimizeArgs) -> Result<i32> {
     let profile = match Profile::load(&args.tracer) {
         Ok(p) => p,

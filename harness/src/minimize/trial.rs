@@ -55,7 +55,8 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub fn of(profile: &Profile) -> Mode {
+    /// The mode a profile allows: its bypass flag, else its bypass variable, else plain.
+    pub(crate) fn of(profile: &Profile) -> Mode {
         if profile.capabilities.bypass_on.is_some() {
             Mode::BypassFlag
         } else if profile.environment.bypass.is_some() {
@@ -65,7 +66,8 @@ impl Mode {
         }
     }
 
-    pub fn describe(self) -> &'static str {
+    /// The mode in words, for the human table.
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             Mode::BypassFlag => "bypass flag",
             Mode::BypassEnv => "bypass variable",
