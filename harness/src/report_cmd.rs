@@ -40,6 +40,7 @@ impl ColorWhen {
     }
 }
 
+/// `capring report`'s options (the subcommand's help text is in the binary).
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
     /// A `capring check --out` directory (results.json, runs/<scenario>.json), or a directory

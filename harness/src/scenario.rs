@@ -63,7 +63,7 @@ pub enum Role {
 
 impl Role {
     /// Whether `event` of `catalog` is of this kind.
-    pub(crate) fn matches(self, catalog: &Catalog, event: &Event) -> bool {
+    pub fn matches(self, catalog: &Catalog, event: &Event) -> bool {
         let attach = catalog.attach_type(event);
         let requested = |w: When| event.requested.iter().any(|r| r.when == w);
         match self {

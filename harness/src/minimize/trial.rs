@@ -56,7 +56,7 @@ pub enum Mode {
 
 impl Mode {
     /// The mode a profile allows: its bypass flag, else its bypass variable, else plain.
-    pub(crate) fn of(profile: &Profile) -> Mode {
+    pub fn of(profile: &Profile) -> Mode {
         if profile.capabilities.bypass_on.is_some() {
             Mode::BypassFlag
         } else if profile.environment.bypass.is_some() {
@@ -67,7 +67,7 @@ impl Mode {
     }
 
     /// The mode in words, for the human table.
-    pub(crate) fn describe(self) -> &'static str {
+    pub fn describe(self) -> &'static str {
         match self {
             Mode::BypassFlag => "bypass flag",
             Mode::BypassEnv => "bypass variable",
