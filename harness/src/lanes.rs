@@ -3,7 +3,7 @@
 //!
 //! Why a module of its own: the HTML report and the Perfetto export draw the same picture
 //! (one lane per thread, grouped per process, coloured by ring, with credential calls,
-//! privileged calls and injected faults marked). Both read it from one [`Lanes`] built here
+//! privileged calls and injected faults marked). Both read it from one `Lanes` built here
 //! once, so the two outputs cannot disagree about where a ring starts or which call is
 //! marked. States come from [`Timeline::thread_states`], the rule the checks use.
 //!
