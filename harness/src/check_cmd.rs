@@ -14,13 +14,14 @@ use crate::run::{self, RunRecord, Skip, TracefsMount};
 use crate::scenario::{self, Scenario};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     Human,
     Json,
     Junit,
     Tap,
 }
 
+/// `capring check`'s options (the subcommand's help text is in the binary).
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
     /// The tracer profile (TOML; see harness/PROFILE.md).
@@ -34,7 +35,7 @@ pub struct CheckArgs {
     pub scenarios: Option<PathBuf>,
     /// What to print on standard output.
     #[arg(long, value_enum, default_value = "human")]
-    pub format: Format,
+    pub(crate) format: Format,
     /// Also write results.json, report.tap, junit.xml, runs/<scenario>.json (each run's plan
     /// and timeline, readable back by `RunRecord::load`) and summaries/<scenario>.json (the
     /// per-kernel snapshot material) here.
@@ -52,7 +53,7 @@ pub struct CheckArgs {
     pub jobs: u16,
     /// Colour the human table: auto (only on a terminal), always, never.
     #[arg(long, value_enum, default_value = "auto", value_name = "WHEN")]
-    pub color: crate::report_cmd::ColorWhen,
+    pub(crate) color: crate::report_cmd::ColorWhen,
     /// Quiet: the human table shows only the failures that count (nothing when all pass);
     /// no progress or summary on stderr. Other formats are printed whole.
     #[arg(long, short)]
@@ -66,6 +67,7 @@ pub struct CheckArgs {
     pub perfetto: Option<PathBuf>,
 }
 
+/// The scenario catalog at `path` (`--scenarios`), else the built-in one.
 pub fn load_scenarios(path: Option<&Path>) -> Result<Vec<Scenario>> {
     Ok(match path {
         None => scenario::builtin(),
@@ -80,7 +82,11 @@ pub fn load_scenarios(path: Option<&Path>) -> Result<Vec<Scenario>> {
 /// What one scenario gave: its plan (or why it has none) and, when it ran, the record.
 #[derive(Debug, Clone)]
 pub enum Outcome {
+    /// It could not be planned: unsupported by the profile, not applicable here, or bad
+    /// input.
     NoPlan(NoPlan),
+    /// It was planned and launched: the record, or why the run was skipped (boxed: a record
+    /// holds a whole timeline).
     Ran(Box<Result<RunRecord, Skip>>),
 }
 
@@ -161,16 +167,26 @@ pub fn run_scenario(profile: &Profile, s: &Scenario, base: &EnvFacts, observe: b
 /// Where [`run_catalog`] is: a scenario starts, or one finished (with its wall time and its
 /// verdicts).
 pub enum Progress<'a> {
+    /// A scenario is about to run.
     Start {
+        /// Its position among the selected scenarios, from 1.
         index: usize,
+        /// How many scenarios were selected.
         total: usize,
+        /// The scenario's name.
         name: &'a str,
     },
+    /// A scenario ran and was judged.
     Done {
+        /// Its position among the selected scenarios, from 1.
         index: usize,
+        /// How many scenarios were selected.
         total: usize,
+        /// The scenario's name.
         name: &'a str,
+        /// Planning, running and judging it took this long.
         elapsed: std::time::Duration,
+        /// Its clause results.
         results: &'a [ClauseResult],
     },
 }
@@ -227,7 +243,7 @@ pub fn run_catalog(
     ))
 }
 
-pub fn write_outputs(dir: &Path, report: &Report, runs: &[ScenarioRun]) -> Result<()> {
+pub(crate) fn write_outputs(dir: &Path, report: &Report, runs: &[ScenarioRun]) -> Result<()> {
     let runs_dir = dir.join("runs");
     let sm = dir.join("summaries");
     for d in [&runs_dir, &sm] {
@@ -343,6 +359,8 @@ fn write_pictures(args: &CheckArgs, report: &Report, runs: &[ScenarioRun]) -> Re
     Ok(())
 }
 
+/// `capring check`. Returns the exit code: 0 when no MUST clause failed unexpectedly, 1 when
+/// one did, 2 on bad input (after one line on stderr), 128 + the signal when interrupted.
 pub fn execute(args: &CheckArgs) -> Result<i32> {
     let profile = match Profile::load(&args.tracer) {
         Ok(p) => p,

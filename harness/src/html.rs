@@ -31,7 +31,7 @@ use crate::run::RunRecord;
 
 /// What the page header says.
 #[derive(Debug, Clone)]
-pub struct Meta {
+pub(crate) struct Meta {
     pub title: String,
     pub tracer: String,
     pub kernel: String,
@@ -53,7 +53,7 @@ impl Meta {
 
 /// One scenario's section: its timeline when it ran, else why not.
 #[derive(Debug, Clone)]
-pub struct ScenarioView {
+pub(crate) struct ScenarioView {
     pub name: String,
     pub description: String,
     pub command: Vec<String>,
@@ -89,7 +89,7 @@ impl ScenarioView {
 }
 
 /// The whole page. `results` may be empty (`observe`): then there is no matrix.
-pub fn page(meta: &Meta, results: &[ClauseResult], scenarios: &[ScenarioView]) -> String {
+pub(crate) fn page(meta: &Meta, results: &[ClauseResult], scenarios: &[ScenarioView]) -> String {
     let spec: Vec<Clause> = clauses::all();
     let used: Vec<&Clause> = spec
         .iter()

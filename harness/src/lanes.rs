@@ -3,7 +3,7 @@
 //!
 //! Why a module of its own: the HTML report and the Perfetto export draw the same picture
 //! (one lane per thread, grouped per process, coloured by ring, with credential calls,
-//! privileged calls and injected faults marked). Both read it from one [`Lanes`] built here
+//! privileged calls and injected faults marked). Both read it from one `Lanes` built here
 //! once, so the two outputs cannot disagree about where a ring starts or which call is
 //! marked. States come from [`Timeline::thread_states`], the rule the checks use.
 //!
@@ -28,7 +28,7 @@ use crate::timeline::{compact, entry_text, Event, Status, ThreadCaps, Timeline};
 /// The ring a thread's effective set is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Ring {
+pub(crate) enum Ring {
     Privileged,
     Required,
     Requested,
@@ -75,7 +75,7 @@ impl Ring {
 
 /// The effective set of each ring in one run.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RingSets {
+pub(crate) struct RingSets {
     /// P at start: E = P is the Privileged ring.
     pub start_permitted: Option<CapSet>,
     pub required: Option<CapSet>,
@@ -143,7 +143,7 @@ impl RingSets {
 
 /// The five capability sets of a thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Sets {
+pub(crate) struct Sets {
     pub effective: CapSet,
     pub permitted: CapSet,
     pub inheritable: CapSet,
@@ -186,7 +186,7 @@ impl Sets {
 
 /// A stretch of time a thread held the same sets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Segment {
+pub(crate) struct Segment {
     pub start_ns: u64,
     pub end_ns: u64,
     pub sets: Sets,
@@ -195,7 +195,7 @@ pub struct Segment {
 
 /// One thread.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Lane {
+pub(crate) struct Lane {
     pub pid: i32,
     pub tid: i32,
     /// The last name the thread was seen with.
@@ -207,7 +207,7 @@ pub struct Lane {
 
 /// One process and its threads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ProcessLanes {
+pub(crate) struct ProcessLanes {
     pub pid: i32,
     pub parent_tid: Option<i32>,
     pub comms: Vec<String>,
@@ -218,7 +218,7 @@ pub struct ProcessLanes {
 /// A call worth marking: it changes capabilities, needs a privilege, or failed by an
 /// injected fault.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Mark {
+pub(crate) struct Mark {
     pub t_ns: u64,
     pub pid: i32,
     pub tid: i32,
@@ -251,7 +251,7 @@ impl Mark {
 
 /// A failing clause and the moment it failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FailureMark {
+pub(crate) struct FailureMark {
     pub clause: String,
     pub t_ns: u64,
     /// The check named no moment: the mark stands at the end of the run.
@@ -264,7 +264,7 @@ pub struct FailureMark {
 }
 
 /// The failures among a scenario's results, placed in a run that lasted `end_ns`.
-pub fn failure_marks<'r>(
+pub(crate) fn failure_marks<'r>(
     results: impl IntoIterator<Item = &'r ClauseResult>,
     end_ns: u64,
 ) -> Vec<FailureMark> {
@@ -285,7 +285,7 @@ pub fn failure_marks<'r>(
 
 /// Every thread's lane and the marked calls of one run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Lanes {
+pub(crate) struct Lanes {
     pub processes: Vec<ProcessLanes>,
     pub marks: Vec<Mark>,
     /// The run's end (ns since launch): lanes still alive end here.

@@ -31,6 +31,7 @@ use seccompiler::{
 pub struct LaunchSpec {
     /// Program; without a `/` it is looked up in `PATH` (the child's `PATH` if `env_set` sets it).
     pub program: PathBuf,
+    /// Its arguments, without the program name (argv\[0\] is `program` as given).
     pub args: Vec<String>,
     /// Added to (or replacing in) the inherited environment.
     pub env_set: Vec<(String, String)>,
@@ -109,7 +110,9 @@ impl LaunchSpec {
 /// or those that match a pattern.
 #[derive(Debug, Clone)]
 pub struct EventLines {
+    /// The stream events come on; lines of the other stream are never events.
     pub stream: Stream,
+    /// A regex every event line matches (`None`: every non-empty line of `stream`).
     pub pattern: Option<regex::Regex>,
 }
 
@@ -162,6 +165,8 @@ impl std::fmt::Debug for Companion {
 }
 
 impl Companion {
+    /// `program args…`, not started yet; shared between the launcher and the observer's
+    /// threads, hence the `Arc`. A bare `program` is looked up in `PATH` when it starts.
     pub fn new(program: impl Into<PathBuf>, args: Vec<String>) -> Arc<Companion> {
         Arc::new(Companion {
             program: program.into(),
@@ -237,6 +242,8 @@ impl ExitInfo {
         }
     }
 
+    /// It exited by itself with code 0 (a run the harness stopped usually ends by signal
+    /// instead: see `stopped_by_harness`).
     pub fn success(&self) -> bool {
         self.code == Some(0)
     }
@@ -271,6 +278,7 @@ impl std::fmt::Display for ExitInfo {
     }
 }
 
+/// The signal's name (`SIGTERM`), or `signal N` for a number Linux does not name.
 pub fn signal_name(sig: i32) -> String {
     nix::sys::signal::Signal::try_from(sig)
         .map(|s| s.as_str().to_string())
@@ -280,30 +288,44 @@ pub fn signal_name(sig: i32) -> String {
 /// Why observing failed (the command itself failing is not an error: see [`ExitInfo`]).
 #[derive(Debug, thiserror::Error)]
 pub enum ObserveError {
+    /// The program has no `/` and is in no directory of `PATH`: its name.
     #[error("program '{0}' not found in PATH")]
     NotFound(String),
+    /// An argument or variable cannot be passed to exec: the text, lossily decoded.
     #[error("argument or environment contains a NUL byte: {0:?}")]
     Nul(String),
+    /// seccompiler refused the fault or tracing filter: its message.
     #[error("seccomp filter could not be compiled: {0}")]
     Filter(String),
+    /// A system call of the harness itself failed (pipe, thread spawn, …).
     #[error("{what}: {source}")]
     Os {
+        /// What the harness was doing.
         what: &'static str,
+        /// What the kernel said.
         #[source]
         source: std::io::Error,
     },
+    /// The child failed before exec, so the command never ran.
     #[error("child setup failed before exec at '{stage}': {source}")]
     ChildSetup {
+        /// The stage that failed (`dup2 stdio`, `install tracing seccomp filter`, `execve`, …).
         stage: &'static str,
+        /// The errno it reported through the setup pipe.
         #[source]
         source: std::io::Error,
     },
+    /// ptrace refused an operation the observer cannot do without.
     #[error("ptrace {what} on {tid}: {errno}")]
     Ptrace {
+        /// The operation (`setoptions`, `waitpid`).
         what: &'static str,
+        /// The thread it was about.
         tid: i32,
+        /// What the kernel said.
         errno: nix::errno::Errno,
     },
+    /// The child did not stop itself before exec (what it did instead).
     #[error("the child did not stop before exec as expected: {0}")]
     Handshake(String),
 }
@@ -572,24 +594,23 @@ fn child(
 fn child_setup(p: &Prepared, fds: ChildFds) -> Result<(), u32> {
     let [stdin_fd, out_w, err_w, _] = fds;
     let check = |ok: bool, stage: u32| if ok { Ok(()) } else { Err(stage) };
-    // SAFETY (whole function): every call below is a raw syscall or libc wrapper taking
-    // integers or pointers to locals that outlive it; none allocates or takes a lock.
+    // Every call below is a raw syscall or libc wrapper taking integers or pointers to locals
+    // that outlive it; none allocates or takes a lock.
     // 0: stdio (dup2 clears O_CLOEXEC on the new descriptor).
+    // SAFETY: integers only.
     check(stdin_fd < 0 || unsafe { libc::dup2(stdin_fd, 0) } >= 0, 0)?;
-    check(
-        unsafe { libc::dup2(out_w, 1) } >= 0 && unsafe { libc::dup2(err_w, 2) } >= 0,
-        0,
-    )?;
+    // SAFETY: integers only.
+    check(unsafe { libc::dup2(out_w, 1) } >= 0, 0)?;
+    // SAFETY: integers only.
+    check(unsafe { libc::dup2(err_w, 2) } >= 0, 0)?;
     // 1: default dispositions (Rust ignores SIGPIPE) and an empty signal mask.
     // SAFETY: an all-zero sigset_t is a valid value; sigemptyset then initialises it.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is a local sigset_t.
     unsafe { libc::sigemptyset(&mut set) };
     // SAFETY: `set` is initialised; the old mask is not wanted (null).
-    check(
-        unsafe { libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) } == 0,
-        1,
-    )?;
+    let masked = unsafe { libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) };
+    check(masked == 0, 1)?;
     for sig in (1..32).filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP) {
         // SAFETY: SIG_DFL is always a valid disposition.
         unsafe { libc::signal(sig, libc::SIG_DFL) };
@@ -599,10 +620,8 @@ fn child_setup(p: &Prepared, fds: ChildFds) -> Result<(), u32> {
     check(p.observe || unsafe { libc::setpgid(0, 0) } == 0, 2)?;
     // 3: die with the launching thread.
     // SAFETY: integers only.
-    check(
-        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } == 0,
-        3,
-    )?;
+    let deathsig = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    check(deathsig == 0, 3)?;
     // 4: bounding drops.
     for cap in &p.bounding {
         // SAFETY: integers only.
@@ -615,10 +634,8 @@ fn child_setup(p: &Prepared, fds: ChildFds) -> Result<(), u32> {
     // 7: hand ourselves to the tracer and wait until it has set its options.
     if p.observe {
         // SAFETY: integers only.
-        check(
-            unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) } == 0,
-            7,
-        )?;
+        let traced = unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) };
+        check(traced == 0, 7)?;
         // SAFETY: integers only.
         check(unsafe { libc::raise(libc::SIGSTOP) } == 0, 7)?;
     }

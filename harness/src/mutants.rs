@@ -19,19 +19,28 @@ use crate::check_cmd::{judge, run_scenario, Outcome};
 use crate::profile::Profile;
 use crate::scenario::Scenario;
 
+/// A clause a control fails besides the one it exists for (`also_fails`, `may_fail`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlsoFails {
+    /// The clause id.
     pub clause: String,
+    /// Why the fault makes it fail (or only sometimes).
     pub reason: String,
 }
 
+/// One negative control (`[[mutant]]` of `fixtures/mutants/mutants.toml`): the reference with
+/// one deliberate fault, and the clause that must catch it.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Mutant {
+    /// The fault's name, unique; the run passes it to the faulty build as `CAPRING_MUTANT`.
     pub name: String,
+    /// What the faulty tracer does, as its author would have written it.
     pub fault: String,
+    /// The scenario it runs in.
     pub scenario: String,
+    /// The clause the control exists for: it must fail.
     pub expected_clause: String,
     /// Other clauses this control fails in its scenario, and why.
     #[serde(default)]
@@ -51,11 +60,16 @@ struct File {
     mutant: Vec<Mutant>,
 }
 
+/// What running one control gave.
 #[derive(Debug, Clone, Serialize)]
 pub struct MutantResult {
+    /// The control.
     pub mutant: Mutant,
     /// Clauses that failed in the mutant's scenario.
     pub failed: Vec<String>,
+    /// The expected clause failed, the run proves something (no crash, no harness error),
+    /// and the other failures match the entry: every `also_fails` clause failed, and none
+    /// that is neither there nor in `may_fail`.
     pub caught: bool,
     /// What the expected clause itself said (verdict and observation).
     pub expected_verdict: String,
@@ -66,6 +80,7 @@ pub struct MutantResult {
     pub record: Option<Box<crate::run::RunRecord>>,
 }
 
+/// The controls of a catalog file, each clause it names checked against SPEC.md.
 pub fn load(path: &Path) -> Result<Vec<Mutant>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -212,6 +227,8 @@ pub fn run_all(
     Ok(out)
 }
 
+/// The human table of `capring mutants`: one row per control; a control not caught gets
+/// what its clause said and why it does not count.
 pub fn table(results: &[MutantResult]) -> String {
     let mut s = format!(
         "{:<28} {:<34} {:<7} failed clauses\n",

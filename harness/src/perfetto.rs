@@ -34,7 +34,7 @@ fn sets_args(sets: &Sets, cap_last_cap: u8) -> Map<String, Value> {
 
 /// What the trace is about, kept in `otherData`.
 #[derive(Debug, Clone, Default)]
-pub struct TraceInfo {
+pub(crate) struct TraceInfo {
     pub tracer: String,
     pub scenario: String,
     pub kernel: String,
@@ -42,7 +42,7 @@ pub struct TraceInfo {
 }
 
 /// The Chrome Trace Event document of one run.
-pub fn trace(lanes: &Lanes, failures: &[FailureMark], info: &TraceInfo) -> Value {
+pub(crate) fn trace(lanes: &Lanes, failures: &[FailureMark], info: &TraceInfo) -> Value {
     let mut events = metadata(lanes);
     for lane in lanes.lanes() {
         for s in &lane.segments {

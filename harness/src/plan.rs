@@ -28,13 +28,20 @@ use crate::timeline::{FaultKind, Stream};
 #[serde(tag = "expect", rename_all = "kebab-case")]
 pub enum Expectation {
     /// The scenario's values are bad input: the tracer must refuse them.
-    Usage { message: String },
+    Usage {
+        /// Why, as the seed grammar's parser says it (for reports; tracers word it their way).
+        message: String,
+    },
     /// What the oracle says the tracer does (help, run with rings, refuse to run).
     Outcome(Outcome),
     /// What the rules engine must do.
     Rules {
+        /// It keeps every capability it started with (`--allcaps`, or the bypass variable).
         allcaps: bool,
+        /// It must refuse the run: a `--capabilities` option is a usage error for it.
         rejected_flag: bool,
+        /// What it should warn about (an add or drop variable it ignores), in the oracle's
+        /// words.
         warnings: Vec<String>,
     },
 }
@@ -43,22 +50,33 @@ pub enum Expectation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Interface {
+    /// `--capabilities help` (`capabilities.help`).
     Help,
+    /// `--capabilities bypass=1` (`capabilities.bypass_on`).
     BypassFlag,
+    /// `--capabilities bypass=0` (`capabilities.bypass_off`).
     BypassOffFlag,
+    /// `CAPABILITIES_BYPASS` (`environment.bypass`).
     BypassEnv,
+    /// `--capabilities add=…` (`capabilities.add` or `add_each`).
     AddFlag,
+    /// `--capabilities drop=…` (`capabilities.drop` or `drop_each`).
     DropFlag,
+    /// `CAPABILITIES_ADD` (`environment.add`).
     AddEnv,
+    /// `CAPABILITIES_DROP` (`environment.drop`).
     DropEnv,
     /// Passing an arbitrary `--capabilities` value (the usage scenarios).
     RawValue,
     /// Choosing events.
     Events,
+    /// A rules engine next to the tracer (`[rules_engine]`).
     RulesEngine,
 }
 
 impl Interface {
+    /// What the tracer lacks, naming the profile key that would provide it (for "not
+    /// supported by this tracer (profile)" verdicts).
     pub fn describe(self) -> &'static str {
         match self {
             Interface::Help => "no capability listing (capabilities.help)",
@@ -83,45 +101,74 @@ impl Interface {
 /// How the end of configuration is recognised (serializable form of the profile's `[ready]`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Ready {
+    /// The rule.
     pub on: ReadyOn,
+    /// The stream `pattern` is looked for in.
     pub stream: Stream,
+    /// For [`ReadyOn::Pattern`]: the regex of the ready line.
     pub pattern: Option<String>,
+    /// For [`ReadyOn::Delay`]: milliseconds after launch.
     pub delay_ms: u64,
 }
 
 /// Everything one run needs, decided before launch.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Plan {
+    /// The profile's name, for reports.
     pub tracer: String,
     /// The scenario with its templates filled.
     pub scenario: Scenario,
+    /// The events the scenario's roles picked, and the capabilities filled into its
+    /// templates.
     pub chosen: Chosen,
     /// The facts the tracer will see (this machine's, adjusted for the scenario).
     pub facts: EnvFacts,
+    /// What the spec says the tracer (or rules engine) must do here.
     pub expectation: Expectation,
+    /// The profile's `level` is `strict`: "MUST in strict" clauses count as MUST.
     pub strict: bool,
     /// Program (resolved) and arguments.
     pub command: Vec<String>,
+    /// Variables set for the run: the profile's `env`, then the scenario's, spelled the
+    /// tracer's way.
     pub env_set: Vec<(String, String)>,
+    /// Variables removed from capring's environment: the seed's and the tracer's own
+    /// capability variables that the scenario does not set, so none leaks in.
     pub env_remove: Vec<String>,
+    /// Calls that fail with EPERM in the whole tree (the drop-failure scenarios).
     pub faults: Vec<FaultKind>,
+    /// Capabilities removed from the bounding set before exec.
     pub bounding_drop: CapSet,
+    /// perf_event_paranoid set for the run; `None` leaves it as it is.
     pub paranoid: Option<i32>,
     /// The workload, resolved, when the tracer is expected to run.
     pub workload: Option<Vec<String>>,
+    /// The harness ends the run after this many event lines (the scenario's `lines`);
+    /// `None` when the tracer ends by itself or is not expected to run.
     pub stop_after_events: Option<usize>,
+    /// The profile's `stop.ends_by_itself`: the run ends when the program does.
     pub ends_by_itself: bool,
+    /// The whole tree is killed after this: the readiness timeout plus 30 s for a run, 15 s
+    /// for a command expected to stop at once.
     pub timeout: Duration,
+    /// When configuration is over.
     pub ready: Ready,
+    /// The stream the event lines come on.
     pub event_stream: Stream,
+    /// The regex event lines match (`None`: every non-empty line).
     pub event_pattern: Option<String>,
-    /// Capabilities the scenario adds and drops (seed grammar, resolved), in force.
+    /// Capabilities the scenario adds (seed grammar, resolved: what is in force once the
+    /// command line has shadowed the environment).
     pub added: CapSet,
+    /// Capabilities the scenario drops (seed grammar, resolved), in force.
     pub dropped: CapSet,
-    /// Capabilities an environment variable named but the command line shadowed.
+    /// Capabilities `CAPABILITIES_ADD` named but the command line's add shadowed.
     pub shadowed_add: CapSet,
+    /// Capabilities `CAPABILITIES_DROP` named but the command line's drop shadowed.
     pub shadowed_drop: CapSet,
+    /// The profile's exit code for bad input.
     pub usage_code: i32,
+    /// The profile's exit code for capability errors.
     pub capability_code: i32,
     /// How this tracer spells bypass (its flag and variable), for messages that name it.
     pub bypass_spellings: Vec<String>,

@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::timeline::Stream;
 
+/// One tracer's profile, as read from its TOML file (keys in `harness/PROFILE.md`), with the
+/// catalog and patterns it names loaded and checked. Relative paths in it are relative to
+/// the file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
@@ -32,6 +35,7 @@ pub struct Profile {
     /// Environment set for every run of the tracer.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Which ring model the tracer follows (`ring_model`; default the seed's).
     #[serde(default)]
     pub ring_model: RingModel,
     /// `strict`: clauses SPEC.md marks "MUST in strict" count as MUST for this tracer.
@@ -44,20 +48,29 @@ pub struct Profile {
     /// its whole catalog).
     #[serde(default)]
     pub events: Option<EventsSpec>,
+    /// `[capabilities]`: the seed's `--capabilities` values on this tracer's command line.
     #[serde(default)]
     pub capabilities: CapabilitySpec,
+    /// `[environment]`: the seed's `CAPABILITIES_*` variables under this tracer's names.
     #[serde(default)]
     pub environment: EnvironmentSpec,
+    /// `[output]`: which lines of the output are events.
     #[serde(default)]
     pub output: OutputSpec,
+    /// `[ready]`: when configuration is over and the steady state begins.
     #[serde(default)]
     pub ready: ReadySpec,
+    /// `[stop]`: whether the program ends by itself.
     #[serde(default)]
     pub stop: StopSpec,
+    /// `[workload]`: what makes the events fire; absent for a program that makes its own.
     #[serde(default)]
     pub workload: Option<Workload>,
+    /// `[exit_codes]`: the tracer's codes for bad input and capability errors.
     #[serde(default)]
     pub exit_codes: ExitCodes,
+    /// `[rules_engine]`: the companion program that never needs capabilities; absent, the
+    /// rules scenarios are unsupported.
     #[serde(default)]
     pub rules_engine: Option<RulesEngine>,
     /// How the output shows that a Requested operation of the catalog worked, by operation
@@ -68,18 +81,25 @@ pub struct Profile {
     /// (default: `name`); a variant of a measured tracer names it.
     #[serde(default)]
     pub measured_as: Option<String>,
+    /// `[[expected_failure]]`: clauses this tracer is known to fail (reported as XFAIL).
     #[serde(default, rename = "expected_failure")]
     pub expected_failures: Vec<ExpectedFailure>,
     /// Verdicts recorded from the program's own behaviour (third-party subjects).
     #[serde(default, rename = "expect")]
     pub expectations: Vec<Expect>,
 
+    /// The file it was read from: relative paths in the profile are relative to its
+    /// directory. Not a key; set by [`Profile::parse`].
     #[serde(skip)]
     pub path: PathBuf,
+    /// The event catalog `catalog` names, loaded by [`Profile::parse`]; read it through
+    /// [`Profile::catalog`].
     #[serde(skip)]
     pub catalog_data: Option<Catalog>,
+    /// `output.event_pattern`, compiled by [`Profile::parse`].
     #[serde(skip)]
     pub event_pattern: Option<regex::Regex>,
+    /// `ready.pattern`, compiled by [`Profile::parse`].
     #[serde(skip)]
     pub ready_pattern: Option<regex::Regex>,
 }
@@ -88,6 +108,8 @@ fn default_catalog() -> String {
     "builtin".into()
 }
 
+/// The ring model a tracer follows (`ring_model`): which rings may hold the capabilities
+/// `--capabilities add=` adds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RingModel {
@@ -98,6 +120,7 @@ pub enum RingModel {
     TraceeHead,
 }
 
+/// Which clauses count as MUST for this tracer (`level`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LevelChoice {
@@ -108,6 +131,7 @@ pub enum LevelChoice {
     Strict,
 }
 
+/// `[events]`: how the tracer is told which events to trace.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventsSpec {
@@ -115,6 +139,7 @@ pub struct EventsSpec {
     /// `separator`. E.g. `["--events", "{list}"]`.
     #[serde(default)]
     pub select: Vec<String>,
+    /// Joins the names in `{list}` (default `,`).
     #[serde(default = "comma")]
     pub separator: String,
     /// Arguments per selected event, concatenated in selection order (for options that take
@@ -175,8 +200,10 @@ impl NameStyle {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CapabilitySpec {
+    /// How capability names are written (default `cap_kill`).
     #[serde(default)]
     pub names: NameStyle,
+    /// Joins a list of names in `{caps}` and in the add/drop variables (default `,`).
     #[serde(default = "comma")]
     pub separator: String,
     /// Lists the capabilities (`["--capabilities", "help"]`).
@@ -189,7 +216,9 @@ pub struct CapabilitySpec {
     pub add: Option<Vec<String>>,
     /// Adds one capability: repeated once per capability, `{cap}` = its name.
     pub add_each: Option<Vec<String>>,
+    /// Drops capabilities: `{caps}` = names joined by `separator`.
     pub drop: Option<Vec<String>>,
+    /// Drops one capability: repeated once per capability, `{cap}` = its name.
     pub drop_each: Option<Vec<String>>,
     /// Passes a seed-grammar value as is (`{value}`), for the usage scenarios.
     pub raw: Option<Vec<String>>,
@@ -199,9 +228,12 @@ pub struct CapabilitySpec {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnvBypass {
+    /// The variable's name (the seed's is `CAPABILITIES_BYPASS`).
     pub name: String,
+    /// The value that turns bypass on (default `1`).
     #[serde(default = "one")]
     pub on: String,
+    /// The value that turns it off (default `0`).
     #[serde(default = "zero")]
     pub off: String,
 }
@@ -217,11 +249,16 @@ fn zero() -> String {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnvironmentSpec {
+    /// The bypass variable (the seed's `CAPABILITIES_BYPASS`).
     pub bypass: Option<EnvBypass>,
+    /// The name of the variable that adds capabilities (the seed's `CAPABILITIES_ADD`); its
+    /// value is a list spelled by `[capabilities] names` and `separator`.
     pub add: Option<String>,
+    /// The name of the variable that drops capabilities (the seed's `CAPABILITIES_DROP`).
     pub drop: Option<String>,
 }
 
+/// `[output]`: which lines of the tracer's output are its events.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputSpec {
@@ -251,14 +288,20 @@ pub enum ReadyOn {
     Delay,
 }
 
+/// `[ready]`: when the tracer's configuration is over. The checks judge configuration and
+/// steady state apart, so this moment matters.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReadySpec {
+    /// The rule (default: the first event line).
     #[serde(default)]
     pub on: ReadyOn,
+    /// Where `pattern` is looked for (default stderr, where tracers report progress).
     #[serde(default = "stderr")]
     pub stream: Stream,
+    /// For `on = "pattern"`: the regex of the line that says the tracer is ready.
     pub pattern: Option<String>,
+    /// For `on = "delay"`: milliseconds after launch.
     #[serde(default)]
     pub delay_ms: u64,
     /// Seconds to wait for readiness (and the first events).
@@ -285,6 +328,7 @@ fn default_ready() -> u64 {
     30
 }
 
+/// `[stop]`: how a run of the tracer ends.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StopSpec {
@@ -294,6 +338,7 @@ pub struct StopSpec {
     pub ends_by_itself: bool,
 }
 
+/// `[workload]`: the commands that make the tracer's events fire.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Workload {
@@ -305,11 +350,16 @@ pub struct Workload {
     pub per_event: BTreeMap<String, Vec<String>>,
 }
 
+/// `[exit_codes]`: how the tracer says why it stopped. The usage and drop-failure clauses
+/// compare its exit code with these.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExitCodes {
+    /// The code for bad input (default 2).
     #[serde(default = "usage")]
     pub usage: i32,
+    /// The code for a capability error: a failed drop, a Required capability that is not
+    /// usable (default 3).
     #[serde(default = "capability")]
     pub capability: i32,
 }
@@ -336,14 +386,19 @@ impl Default for ExitCodes {
 pub struct RequestedProbe {
     /// Regex an event line matches when the operation worked (e.g. its digest is there).
     pub success: String,
+    /// `success`, compiled by [`Profile::parse`].
     #[serde(skip)]
     pub success_regex: Option<regex::Regex>,
 }
 
+/// `[rules_engine]`: the tracer's rules engine, which SPEC.md's `rules.*` clauses judge: no
+/// capabilities at all unless asked for every one, and no `--capabilities add=`/`drop=`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RulesEngine {
+    /// The engine's program, resolved like [`Profile::binary`]; it must accept `--input FILE`.
     pub binary: String,
+    /// The flag with which it keeps every capability it started with (default `--allcaps`).
     #[serde(default = "allcaps")]
     pub allcaps_flag: String,
     /// Flag through which add/drop would be passed (to check they are rejected).
@@ -359,7 +414,9 @@ fn allcaps() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectedFailure {
+    /// The clause id (`capring clauses` lists them).
     pub clause: String,
+    /// Why it fails, shown next to the XFAIL.
     pub reason: String,
     /// Only when the environment's feature key contains this text (e.g. `paranoid3`).
     #[serde(default)]
@@ -374,43 +431,71 @@ pub struct ExpectedFailure {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
+    /// The scenario's name.
     pub scenario: String,
+    /// The clause id.
     pub clause: String,
+    /// What capring must say.
     pub verdict: ExpectedVerdict,
+    /// Why, in words: the behaviour that earns this verdict.
     pub why: String,
+    /// Lines quoted from the strace excerpt; a test checks each is there.
     #[serde(default)]
     pub lines: Vec<String>,
 }
 
+/// A verdict as an `[[expect]]` entry spells it (`pass`, `fail`, `fail-unsupported`, `n/a`):
+/// one per [`Verdict`](crate::checks::Verdict).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ExpectedVerdict {
+    /// The clause holds.
     Pass,
+    /// A misbehaviour is observed.
     Fail,
+    /// The clause is about an interface the program does not have.
     FailUnsupported,
+    /// Nothing to judge in this scenario.
     #[serde(rename = "n/a")]
     NotApplicable,
 }
 
+/// Why a profile could not be used. Bad input: the message names the file (and line) and
+/// is printed as one line before exit code 2.
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
+    /// The file could not be read.
     #[error("{path}: {source}")]
     Read {
+        /// The profile's path, as given.
         path: String,
+        /// What reading it said.
         #[source]
         source: std::io::Error,
     },
+    /// Not TOML, an unknown key, or a value of the wrong type.
     #[error("{path}:{line}: {message}")]
     Syntax {
+        /// The profile's path, as given.
         path: String,
+        /// The 1-based line of the offending key or value.
         line: usize,
+        /// What is wrong, and a pointer to `harness/PROFILE.md`.
         message: String,
     },
+    /// Well-formed, but inconsistent: an unknown event or clause, a template without its
+    /// placeholder, an unreadable catalog, a bad regex.
     #[error("{path}: {message}")]
-    Invalid { path: String, message: String },
+    Invalid {
+        /// The profile's path, as given.
+        path: String,
+        /// What is wrong, naming the key.
+        message: String,
+    },
 }
 
 impl Profile {
+    /// Reads and parses the profile at `path` (see [`Profile::parse`]).
     pub fn load(path: &Path) -> Result<Profile, ProfileError> {
         let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read {
             path: path.display().to_string(),
@@ -419,6 +504,10 @@ impl Profile {
         Self::parse(&text, path)
     }
 
+    /// Parses a profile's TOML `text`; `path` is where it came from (relative paths are
+    /// resolved against its directory). Loads the catalog, compiles the patterns and checks
+    /// what the TOML types cannot (events known to the catalog, placeholders in templates,
+    /// clause ids).
     pub fn parse(text: &str, path: &Path) -> Result<Profile, ProfileError> {
         let shown = path.display().to_string();
         let mut profile: Profile = toml::from_str(text).map_err(|e| {
@@ -558,6 +647,11 @@ impl Profile {
         Ok(())
     }
 
+    /// The event catalog the profile names.
+    ///
+    /// # Panics
+    ///
+    /// On a `Profile` not made by [`Profile::parse`] (which always loads it).
     pub fn catalog(&self) -> &Catalog {
         self.catalog_data.as_ref().expect("set by parse")
     }

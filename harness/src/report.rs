@@ -15,13 +15,22 @@ use crate::checks::Verdict;
 /// The verdict of one clause in one scenario, after expected failures are applied.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClauseResult {
+    /// The scenario's name (or a recorded run's, when `capring report` judges a directory of
+    /// runs).
     pub scenario: String,
+    /// The clause id (`ring.required.exact`).
     pub clause: String,
+    /// MUST or SHOULD for this tracer (SHOULD clauses marked "MUST in strict" are MUST when
+    /// the profile is strict).
     pub level: Level,
+    /// What the check found, before expected failures are applied.
     pub verdict: Verdict,
     /// The profile expected this failure (reason given).
     pub expected_failure: Option<String>,
+    /// What the clause expected, in capability names (empty for N/A).
     pub expected: String,
+    /// What the run showed, naming pid/tid where it matters; for N/A, why there was nothing
+    /// to judge.
     pub observed: String,
     /// When in the run the clause failed (ns since launch), if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -39,6 +48,8 @@ impl ClauseResult {
         self.verdict == Verdict::Pass && self.expected_failure.is_some()
     }
 
+    /// The result as reports print it: `PASS`, `FAIL`, `XFAIL` (an expected failure),
+    /// `XPASS` (an expected failure that passed) or `N/A`. Unsupported counts as a failure.
     pub fn label(&self) -> &'static str {
         match (&self.verdict, self.expected_failure.is_some()) {
             (Verdict::Pass, false) => "PASS",
@@ -50,11 +61,17 @@ impl ClauseResult {
     }
 }
 
+/// Every clause result of one `capring check` (or `capring report`): what `results.json`
+/// holds and every format renders.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
+    /// The profile's name.
     pub tracer: String,
+    /// The environment's feature key (`EnvFacts::feature_key`), which names snapshots.
     pub feature_key: String,
+    /// `uname -r` of the kernel the runs saw.
     pub kernel: String,
+    /// One per (scenario, clause), in catalog order.
     pub results: Vec<ClauseResult>,
     /// capring was interrupted: the results are partial.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -62,6 +79,8 @@ pub struct Report {
 }
 
 impl Report {
+    /// The MUST results that fail and were not expected to: what makes `capring check`
+    /// exit 1.
     pub fn failed_must(&self) -> Vec<&ClauseResult> {
         self.results
             .iter()
@@ -69,6 +88,7 @@ impl Report {
             .collect()
     }
 
+    /// The SHOULD results that fail and were not expected to (reported, never fatal).
     pub fn failed_should(&self) -> Vec<&ClauseResult> {
         self.results
             .iter()
@@ -76,10 +96,12 @@ impl Report {
             .collect()
     }
 
+    /// How many results carry `label` (see [`ClauseResult::label`]).
     pub fn count(&self, label: &str) -> usize {
         self.results.iter().filter(|r| r.label() == label).count()
     }
 
+    /// One line: the tracer and the count of each label (`… 12 PASS, 1 FAIL (1 MUST), …`).
     pub fn summary(&self) -> String {
         format!(
             "{}{}: {} PASS, {} FAIL ({} MUST), {} XFAIL, {} XPASS, {} N/A",
@@ -98,6 +120,7 @@ impl Report {
         )
     }
 
+    /// The human table, whole and without colour.
     pub fn human(&self) -> String {
         self.table(TableStyle::default())
     }
@@ -160,6 +183,9 @@ impl Report {
         out
     }
 
+    /// TAP version 13, one test point per (scenario, clause): N/A is a SKIP; expected
+    /// failures and failing SHOULD clauses are TODO; a failure carries a YAML block with
+    /// what was expected and observed.
     pub fn tap(&self) -> String {
         let mut out = String::from("TAP version 13\n");
         let _ = writeln!(out, "1..{}", self.results.len());

@@ -22,7 +22,7 @@ use crate::Observation;
 
 /// When the human table is coloured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum ColorWhen {
+pub(crate) enum ColorWhen {
     /// Only on a terminal (and not with NO_COLOR set).
     #[default]
     Auto,
@@ -40,6 +40,7 @@ impl ColorWhen {
     }
 }
 
+/// `capring report`'s options (the subcommand's help text is in the binary).
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
     /// A `capring check --out` directory (results.json, runs/<scenario>.json), or a directory
@@ -48,10 +49,10 @@ pub struct ReportArgs {
     pub dir: PathBuf,
     /// What to print on standard output.
     #[arg(long, value_enum, default_value = "human")]
-    pub format: Format,
+    pub(crate) format: Format,
     /// Colour the human table: auto (only on a terminal), always, never.
     #[arg(long, value_enum, default_value = "auto", value_name = "WHEN")]
-    pub color: ColorWhen,
+    pub(crate) color: ColorWhen,
     /// Quiet: the human table shows only the failures that count (nothing when all pass);
     /// nothing else on stderr. Other formats are printed whole.
     #[arg(long, short)]
@@ -65,7 +66,12 @@ pub struct ReportArgs {
 }
 
 /// Prints the report on standard output in `format`.
-pub fn print_report(report: &Report, format: Format, color: ColorWhen, quiet: bool) -> Result<()> {
+pub(crate) fn print_report(
+    report: &Report,
+    format: Format,
+    color: ColorWhen,
+    quiet: bool,
+) -> Result<()> {
     let text = match format {
         Format::Human => report.table(TableStyle { paint: true, quiet }),
         Format::Json => serde_json::to_string_pretty(report)? + "\n",
@@ -79,7 +85,7 @@ pub fn print_report(report: &Report, format: Format, color: ColorWhen, quiet: bo
 }
 
 /// The sections of a check's scenarios, in catalog order.
-pub fn views_of_runs(runs: &[ScenarioRun]) -> Vec<ScenarioView> {
+pub(crate) fn views_of_runs(runs: &[ScenarioRun]) -> Vec<ScenarioView> {
     runs.iter()
         .map(|(s, outcome)| match outcome {
             Outcome::Ran(r) => match r.as_ref() {
@@ -102,7 +108,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Writes the HTML page of a report; says on stderr how big it is and how long rendering
 /// (the lanes of `views` included) took, unless `quiet`.
-pub fn write_html(
+pub(crate) fn write_html(
     path: &Path,
     report: &Report,
     views: impl FnOnce() -> Vec<ScenarioView>,
@@ -125,10 +131,14 @@ pub fn write_html(
 
 /// A run and the name the report gives it: its scenario, or its file's name when several
 /// runs of one scenario are reported together (a directory of negative controls).
-pub type NamedRun<'r> = (&'r str, &'r RunRecord);
+pub(crate) type NamedRun<'r> = (&'r str, &'r RunRecord);
 
 /// Writes `DIR/<name>.json`, one Perfetto trace per run.
-pub fn write_perfetto_dir(dir: &Path, report: &Report, records: &[NamedRun<'_>]) -> Result<()> {
+pub(crate) fn write_perfetto_dir(
+    dir: &Path,
+    report: &Report,
+    records: &[NamedRun<'_>],
+) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     for (name, rec) in records {
         let lanes = Lanes::of_record(rec);
@@ -150,7 +160,7 @@ pub fn write_perfetto_dir(dir: &Path, report: &Report, records: &[NamedRun<'_>])
 }
 
 /// The records of a check's runs, named by their scenarios.
-pub fn records_of_runs(runs: &[ScenarioRun]) -> Vec<NamedRun<'_>> {
+pub(crate) fn records_of_runs(runs: &[ScenarioRun]) -> Vec<NamedRun<'_>> {
     runs.iter()
         .filter_map(|(s, o)| match o {
             Outcome::Ran(r) => r.as_ref().as_ref().ok().map(|rec| (s.name.as_str(), rec)),
@@ -213,7 +223,7 @@ pub fn write_observation(
 
 /// Judges recorded runs again (no profile: no expected failures); each run's results carry
 /// its name.
-pub fn judge_records(records: &[(String, RunRecord)]) -> Report {
+pub(crate) fn judge_records(records: &[(String, RunRecord)]) -> Report {
     let results: Vec<ClauseResult> = records
         .iter()
         .flat_map(|(name, r)| {
@@ -252,7 +262,7 @@ pub fn judge_records(records: &[(String, RunRecord)]) -> Report {
 
 /// Why a directory cannot be reported on (bad input).
 #[derive(Debug, thiserror::Error)]
-pub enum DirError {
+pub(crate) enum DirError {
     #[error("{0}: no such directory or recorded run")]
     NotFound(PathBuf),
     #[error("{0}: neither results.json nor recorded runs (*.json, *.json.gz)")]
@@ -304,7 +314,7 @@ fn load_records(dir: &Path) -> Result<Vec<(String, RunRecord)>, DirError> {
 
 /// The report and the runs of a directory, the runs in the report's scenario order.
 /// A single recorded run (a file) is judged like a directory holding only it.
-pub fn load_dir(dir: &Path) -> Result<(Report, Vec<(String, RunRecord)>), DirError> {
+pub(crate) fn load_dir(dir: &Path) -> Result<(Report, Vec<(String, RunRecord)>), DirError> {
     if dir.is_file() {
         let rec = RunRecord::load(dir).map_err(|e| DirError::Unreadable {
             path: dir.to_path_buf(),

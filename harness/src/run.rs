@@ -16,10 +16,14 @@ use crate::scenario::Need;
 /// Everything one run produced: the plan it executed and what was observed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRecord {
+    /// What was decided before launch, expectation included.
     pub plan: Plan,
+    /// What the run did: timeline, output, exit.
     pub observation: Observation,
     /// The kernel's BPF program ids before and after the run.
     pub programs_before: BTreeSet<u32>,
+    /// The ids once the run's tree ended (for a run that runs alone, after up to 2 s for
+    /// the kernel to free its programs): a program of the run still here was left behind.
     pub programs_after: BTreeSet<u32>,
 }
 
@@ -44,8 +48,12 @@ impl RunRecord {
 /// Why a planned scenario could not run here.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Skip {
+    /// The machine cannot offer what the scenario needs (a tracefs that cannot be mounted,
+    /// a perf_event_paranoid that cannot be set): why.
     #[error("not applicable here: {0}")]
     NotApplicable(String),
+    /// The harness itself failed (launching, observing): the error. Judged as a failure of
+    /// every clause of the scenario.
     #[error("harness error: {0}")]
     Harness(String),
 }

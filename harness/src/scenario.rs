@@ -15,21 +15,28 @@ use capring_spec::caps::Cap;
 use capring_spec::catalog::{Catalog, Event, When};
 use serde::{Deserialize, Serialize};
 
-pub const BUILTIN: &str = include_str!("../../fixtures/scenarios/scenarios.toml");
+pub(crate) const BUILTIN: &str = include_str!("../../fixtures/scenarios/scenarios.toml");
 
+/// Which program a scenario runs (`target`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Target {
+    /// The tracer, with the profile's `args` and the scenario's options.
     #[default]
     Tracer,
+    /// The profile's rules engine (`[rules_engine]`), with the scenario's `rules_args`.
     Rules,
 }
 
+/// The calls a scenario makes fail with EPERM in every process of the tree (`faults`): how
+/// the drop-failure clauses get a drop to fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScenarioFaults {
+    /// Every `capset(2)` fails.
     #[serde(default)]
     pub capset_eperm: bool,
+    /// Every `prctl(PR_CAPBSET_DROP)` fails.
     #[serde(default)]
     pub capbset_drop_eperm: bool,
 }
@@ -55,6 +62,7 @@ pub enum Role {
 }
 
 impl Role {
+    /// Whether `event` of `catalog` is of this kind.
     pub fn matches(self, catalog: &Catalog, event: &Event) -> bool {
         let attach = catalog.attach_type(event);
         let requested = |w: When| event.requested.iter().any(|r| r.when == w);
@@ -89,6 +97,7 @@ const SPARE: [Cap; 4] = [Cap::KILL, Cap::LEASE, Cap::WAKE_ALARM, Cap::AUDIT_READ
 /// The events a scenario runs with, and the capabilities its templates stand for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Chosen {
+    /// The names of the events the run selects, from the tracer's catalog.
     pub events: Vec<String>,
     /// `{required}`: the first Required capability the chosen events declare.
     pub required: Option<Cap>,
@@ -118,19 +127,31 @@ impl Chosen {
     }
 }
 
+/// A condition of the machine without which a scenario cannot run (`needs`): missing, the
+/// scenario is not applicable, never a pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Need {
+    /// A mounted tracefs; the run mounts it when it can (checked at run time, since mounting
+    /// is not pure).
     Tracefs,
+    /// A cgroup v2 hierarchy.
     Cgroup2,
+    /// A usable cap_setpcap, so that the tracer can attempt a bounding-set drop.
     Setpcap,
 }
 
+/// One run of the catalog (`[[scenario]]`): the conditions imposed on it and the clauses
+/// that judge it. The keys are described at the top of `fixtures/scenarios/scenarios.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
+    /// Unique in its catalog: what `--scenario` globs match and `runs/<name>.json` is named
+    /// after.
     pub name: String,
+    /// One line for listings and reports.
     pub description: String,
+    /// Which program runs.
     #[serde(default)]
     pub target: Target,
     /// Events by role, picked from the tracer's catalog (see [`Role`]).
@@ -140,22 +161,34 @@ pub struct Scenario {
     /// `select`) = the profile's defaults; empty = none at all.
     #[serde(default)]
     pub events: Option<Vec<String>>,
+    /// `--capabilities` values in the seed grammar (`help`, `bypass=1`, `add={required}`),
+    /// templates included; the profile spells them for the tracer.
     #[serde(default)]
     pub cli: Vec<String>,
+    /// `CAPABILITIES_*` variables under the seed's names (templates included); the profile
+    /// maps the names for the tracer.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Calls made to fail.
     #[serde(default)]
     pub faults: ScenarioFaults,
+    /// Capability names (or templates) removed from the bounding set before exec.
     #[serde(default)]
     pub bounding_drop: Vec<String>,
+    /// perf_event_paranoid during the run (restored after).
     #[serde(default)]
     pub paranoid: Option<i32>,
+    /// The harness stops the tracer once it wrote this many event lines; `None`: the run
+    /// ends by itself or at the timeout.
     #[serde(default)]
     pub lines: Option<usize>,
+    /// Conditions the machine must offer.
     #[serde(default)]
     pub needs: Vec<Need>,
+    /// Arguments for the rules engine (`target = "rules"`), such as its allcaps flag.
     #[serde(default)]
     pub rules_args: Vec<String>,
+    /// The ids of the clauses judged on this run (each one known to SPEC.md).
     pub clauses: Vec<String>,
 }
 
@@ -241,7 +274,7 @@ impl Scenario {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ScenarioError {
+pub(crate) enum ScenarioError {
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
 }
@@ -252,7 +285,9 @@ struct File {
     scenario: Vec<Scenario>,
 }
 
-pub fn parse(text: &str, path: &Path) -> Result<Vec<Scenario>, ScenarioError> {
+/// A scenario catalog's TOML `text` (read from `path`, for messages), with unique names,
+/// known clauses and valid bounding-drop names.
+pub(crate) fn parse(text: &str, path: &Path) -> Result<Vec<Scenario>, ScenarioError> {
     let shown = path.display().to_string();
     let file: File = toml::from_str(text).map_err(|e| {
         let line = e

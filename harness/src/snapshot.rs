@@ -15,14 +15,19 @@ use crate::run::RunRecord;
 use crate::timeline::{compact, Call, Entry, Event, ThreadCaps};
 use capring_spec::oracle::Outcome;
 
+/// One credential call of the configuration phase (repeats folded into one, `×N`), and the
+/// acting thread's sets after it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Step {
     /// e.g. `capset(eff={cap_bpf, cap_perfmon} …)` or `prctl(PR_CAPBSET_DROP) ×40`.
     pub call: String,
+    /// `ok`, or the error by name (`-EPERM`).
     pub result: String,
     /// Compact: `all-{cap_sys_resource}` for "every capability but cap_sys_resource".
     pub effective: String,
+    /// The permitted set after the call, compact like `effective`.
     pub permitted: String,
+    /// The bounding set after the call, compact like `effective`.
     pub bounding: String,
     /// The other traced calls (bpf, perf_event_open, raw sockets…) made while this state was
     /// in force, with their results, counted: their order is not stable.
@@ -30,16 +35,28 @@ pub struct Step {
     pub calls: BTreeMap<String, usize>,
 }
 
+/// What `snapshots/` keeps of one run, per scenario and feature key (see the module docs
+/// for what is left out and why).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Summary {
+    /// The scenario's name.
     pub scenario: String,
+    /// The feature key of the facts the tracer saw (the scenario's adjustments included).
     pub feature_key: String,
     /// The events the scenario's roles chose from the catalog.
     pub events: Vec<String>,
+    /// How it ended, without times or pids: `stopped by the harness`, `exit 3`, `killed by
+    /// signal 9 (timeout)`.
     pub outcome: String,
+    /// The credential calls until configuration ended (the drop to E = ∅, or the first
+    /// event, whichever came first).
     pub configuration: Vec<Step>,
+    /// The distinct effective sets samples saw after the first event, compact; Requested
+    /// sets are left out (a sample may or may not catch one).
     pub steady_effective_sets: BTreeSet<String>,
+    /// The distinct permitted sets samples saw after the first event, compact.
     pub steady_permitted_sets: BTreeSet<String>,
+    /// The tracer wrote at least one event line.
     pub emitted_events: bool,
 }
 
@@ -110,6 +127,7 @@ fn add_step(configuration: &mut Vec<(Step, usize)>, e: &Entry, own: &ThreadCaps,
     }
 }
 
+/// The snapshot summary of a recorded run.
 pub fn summarize(r: &RunRecord) -> Summary {
     let plan = &r.plan;
     let last = plan.facts.cap_last_cap;

@@ -17,7 +17,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
+    /// It exited by itself with this code (0 to 255).
     Code(i32),
+    /// A signal killed it: the signal's number (rendered by name, `SIGKILL`).
     Signal(i32),
 }
 
@@ -30,16 +32,25 @@ impl fmt::Display for Status {
     }
 }
 
-/// A `prctl(2)` option the observer traces.
+/// A `prctl(2)` option the observer traces. Named options serialize as their uapi constant's
+/// name (`"PR_CAPBSET_DROP"`), [`PrctlOp::Other`] as its number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PrctlOp {
+    /// `PR_CAPBSET_DROP`: removes capability `arg` from the bounding set (needs cap_setpcap).
     CapbsetDrop,
+    /// `PR_CAP_AMBIENT_IS_SET`: asks whether capability `arg` is ambient; changes nothing.
     AmbientIsSet,
+    /// `PR_CAP_AMBIENT_RAISE`: adds capability `arg` to the ambient set (it must be in P and I).
     AmbientRaise,
+    /// `PR_CAP_AMBIENT_LOWER`: removes capability `arg` from the ambient set.
     AmbientLower,
+    /// `PR_CAP_AMBIENT_CLEAR_ALL`: empties the ambient set (`arg` is 0).
     AmbientClearAll,
+    /// `PR_SET_KEEPCAPS`: whether P survives leaving uid 0 (`arg` is 0 or 1).
     SetKeepcaps,
+    /// `PR_SET_SECUREBITS`: `arg` is the new securebits mask (rendered flag by flag).
     SetSecurebits,
+    /// Any other option, by its number (`arg` is its second argument).
     Other(u64),
 }
 
@@ -54,6 +65,8 @@ const PRCTL_NAMES: [(PrctlOp, &str); 7] = [
 ];
 
 impl PrctlOp {
+    /// The uapi constant's name (`PR_CAPBSET_DROP`), as serialized; `prctl option N` for
+    /// [`PrctlOp::Other`].
     pub fn name(self) -> String {
         match PRCTL_NAMES.iter().find(|(op, _)| *op == self) {
             Some((_, n)) => n.to_string(),
@@ -139,13 +152,21 @@ const BPF_CMDS: [&str; 37] = [
 ];
 
 impl BpfCmd {
+    /// `BPF_MAP_CREATE`: creates a map; the observer decodes its `map_type`.
     pub const MAP_CREATE: BpfCmd = BpfCmd(0);
+    /// `BPF_PROG_LOAD`: loads (and verifies) a program; the observer decodes its `prog_type`.
     pub const PROG_LOAD: BpfCmd = BpfCmd(5);
+    /// `BPF_PROG_ATTACH`: attaches a program to a cgroup or another target; events can fire.
     pub const PROG_ATTACH: BpfCmd = BpfCmd(8);
+    /// `BPF_RAW_TRACEPOINT_OPEN`: attaches a raw tracepoint (or tracing) program.
     pub const RAW_TRACEPOINT_OPEN: BpfCmd = BpfCmd(17);
+    /// `BPF_BTF_LOAD`: loads type information, usually a loader's first privileged call.
     pub const BTF_LOAD: BpfCmd = BpfCmd(18);
+    /// `BPF_LINK_CREATE`: attaches a program through a link (kprobes, cgroups, tracing).
     pub const LINK_CREATE: BpfCmd = BpfCmd(28);
 
+    /// The uapi name (`BPF_PROG_LOAD`), as serialized; `bpf cmd N` for a number newer than
+    /// this table, which reads back as the same number.
     pub fn name(self) -> String {
         BPF_CMDS
             .get(self.0 as usize)
@@ -191,8 +212,11 @@ impl<'de> Deserialize<'de> for BpfCmd {
 /// The data of a `capset(2)` call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CapData {
+    /// The effective set asked for: what the kernel checks from now on.
     pub effective: CapSet,
+    /// The permitted set asked for: what E and I may hold later (it can only shrink).
     pub permitted: CapSet,
+    /// The inheritable set asked for: what may pass on through exec.
     pub inheritable: CapSet,
 }
 
@@ -200,54 +224,85 @@ pub struct CapData {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "syscall", rename_all = "snake_case")]
 pub enum Call {
-    /// `target` is the pid in the header (0 = the caller); `data` is `None` when unreadable.
+    /// `capset(2)`: sets E, P and I of the calling thread.
     Capset {
+        /// The pid in the header; 0 (also when it is the caller's own tid) means the caller.
         target: i32,
+        /// The three sets asked for; `None` when the memory or the header's version was
+        /// unreadable.
         data: Option<CapData>,
     },
+    /// `prctl(2)`: the bounding and ambient sets, keepcaps, securebits.
     Prctl {
+        /// The option (first argument).
         op: PrctlOp,
         /// The capability or value argument.
         arg: u64,
     },
     /// setuid, setgid, setreuid, setregid, setresuid, setresgid, setfsuid, setfsgid.
     SetId {
+        /// Which one: the system call's name (`setresuid`).
         name: String,
+        /// The id arguments in order; -1 is the kernel's "leave unchanged" (`(uid_t)-1`).
         ids: Vec<i64>,
     },
+    /// `setgroups(2)`: replaces the supplementary groups.
     Setgroups {
+        /// The new groups (the first 64 at most; empty when unreadable).
         gids: Vec<u32>,
     },
-    /// An exec attempt (a successful one also gives an [`Event::Exec`] entry).
+    /// An exec attempt, `execve` or `execveat` (a successful one also gives an
+    /// [`Event::Exec`] entry).
     Execve {
+        /// The program as the caller named it (`?` when unreadable).
         path: String,
+        /// The arguments, program name first (the first 32; a longer list ends with `…`).
         argv: Vec<String>,
     },
+    /// `bpf(2)`: maps, programs, links, BTF.
     Bpf {
+        /// The command (first argument).
         cmd: BpfCmd,
+        /// `bpf_attr.prog_type` of a `BPF_PROG_LOAD` (uapi `enum bpf_prog_type`), when
+        /// readable.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         prog_type: Option<u32>,
+        /// `bpf_attr.map_type` of a `BPF_MAP_CREATE` (uapi `enum bpf_map_type`), when
+        /// readable.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         map_type: Option<u32>,
     },
+    /// `perf_event_open(2)`: a probe (tracepoint, kprobe, uprobe) or an output buffer.
     PerfEventOpen {
-        /// `perf_event_attr.type` (2 = tracepoint).
+        /// `perf_event_attr.type` (2 = tracepoint; `u32::MAX` when the attributes were
+        /// unreadable).
         kind: u32,
+        /// `perf_event_attr.config`: the tracepoint id, or the counter of a software event
+        /// (10 = `PERF_COUNT_SW_BPF_OUTPUT`).
         config: u64,
+        /// The `pid` argument: -1 is every process, which perf_event_paranoid restricts.
         target_pid: i32,
+        /// The `cpu` argument: -1 is any CPU.
         cpu: i32,
     },
-    /// Only raw and packet sockets are traced.
+    /// `socket(2)`; only raw and packet sockets are traced.
     Socket {
+        /// The address family (`AF_PACKET` = 17, `AF_INET` = 2, …).
         domain: i32,
+        /// The socket type with its flags (`SOCK_RAW` = 3 in the low four bits).
         kind: i32,
+        /// The protocol (for packet sockets the ethertype in network byte order).
         protocol: i32,
     },
     /// init_module / finit_module.
     ModuleLoad {
+        /// `finit_module`: the module file's path (`fd N` when unreadable);
+        /// `init_module`: `(image in memory)`.
         name: String,
     },
+    /// A traced system call the decoder has no variant for.
     Unknown {
+        /// Its x86_64 number.
         nr: i64,
     },
 }
@@ -472,19 +527,31 @@ impl FaultKind {
 #[serde(tag = "condition", rename_all = "snake_case")]
 pub enum Condition {
     /// Removed from the bounding set before exec (so a root exec lacks them in P too).
-    BoundingDrop { caps: CapSet },
+    BoundingDrop {
+        /// The capabilities removed.
+        caps: CapSet,
+    },
     /// Every such call of every process of the tree fails with EPERM.
-    Fault { fault: FaultKind },
+    Fault {
+        /// Which call fails.
+        fault: FaultKind,
+    },
     /// perf_event_paranoid set for the run.
-    Paranoid { value: i32 },
+    Paranoid {
+        /// The value written to `/proc/sys/kernel/perf_event_paranoid` (-1 to 2 upstream;
+        /// some distributions' kernels add stricter levels above 2).
+        value: i32,
+    },
 }
 
 /// Which output stream a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stream {
+    /// Standard output: where event lines are looked for unless the profile says otherwise.
     #[default]
     Stdout,
+    /// Standard error: usage and capability errors, warnings.
     Stderr,
 }
 
@@ -494,8 +561,11 @@ pub enum Stream {
 pub enum SampleCause {
     /// The command wrote its `n`th event line.
     EventLine {
+        /// How many event lines it had written with this one (the first is 1).
         n: usize,
     },
+    /// The periodic sample ([`LaunchSpec::sample_every`](crate::LaunchSpec::sample_every)),
+    /// which tells a ring held while waiting from a short operation.
     Periodic,
 }
 
@@ -506,50 +576,69 @@ pub enum Event {
     /// A traced system call returned: `result` is the raw kernel value (`-errno` on failure);
     /// `injected` when the harness made it fail (see [`FaultKind`]).
     Call {
+        /// The call, decoded from its arguments at entry.
         call: Call,
+        /// The kernel's return value: ≥ 0 on success, `-errno` on failure.
         result: i64,
+        /// The harness made it fail; the kernel never ran it.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         injected: bool,
     },
     /// An execve/execveat succeeded; the entry's threads show the sets after it. `former_tid`
     /// is the thread that called it when it was not the leader.
     Exec {
+        /// The program, as the exec call named it (`?` when the call was not seen).
         path: String,
+        /// Its arguments, program name first (empty when the call was not seen).
         argv: Vec<String>,
+        /// The thread that called exec, when it was not the leader (its tid is gone now).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         former_tid: Option<i32>,
     },
+    /// A new thread of the entry's process (`tid` is the new thread).
     ThreadStart {
+        /// The thread that created it, when the clone event was seen.
         from_tid: Option<i32>,
     },
+    /// A new process of the tree (`pid` is the child; the root has one too, at launch).
     ProcessStart {
+        /// The thread that forked it; `None` for the root (or when the fork was not seen).
         from_tid: Option<i32>,
+        /// Created by vfork: the parent is suspended until the child execs or exits.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         vfork: bool,
     },
     /// A thread is about to exit (ptrace exit stop): the threads show its last sets.
     Exiting {
+        /// The exit status ptrace announced, when it could be read.
         status: Option<Status>,
     },
+    /// A thread other than the leader ended (it was reaped).
     ThreadExit {
+        /// How it ended.
         status: Status,
     },
     /// A process ended (its leader was reaped).
     ProcessExit {
+        /// How it ended: what the process's parent would see.
         status: Status,
     },
     /// The harness sent a signal to the command (to end the run, or on an interrupt).
     Signal {
+        /// The signal's number (SIGTERM to the root, SIGKILL to the tree).
         signal: i32,
+        /// Why, in words (`"12 event lines read"`, `"capring was interrupted"`).
         reason: String,
     },
     /// A snapshot of every thread of every live process of the tree.
     Sample {
+        /// What triggered it.
         #[serde(flatten)]
         cause: SampleCause,
     },
     /// A condition imposed at launch.
     Condition {
+        /// Which one.
         #[serde(flatten)]
         condition: Condition,
     },
@@ -560,8 +649,12 @@ pub enum Event {
 pub struct Entry {
     /// CLOCK_MONOTONIC nanoseconds since launch.
     pub t_ns: u64,
+    /// The process (thread group id) the entry is about; the root's for samples, signals and
+    /// conditions, which are about the whole tree.
     pub pid: i32,
+    /// The thread that acted (called, started, exited); the root's for whole-tree entries.
     pub tid: i32,
+    /// What happened; serialized flat into the entry, tagged by `kind`.
     #[serde(flatten)]
     pub event: Event,
     /// Sets of all threads of the process (all live processes of the tree for samples),
@@ -598,6 +691,8 @@ impl Entry {
         self.call().is_some_and(|(_, r, _)| r >= 0)
     }
 
+    /// A [`Event::Sample`]: its threads cover every live process of the tree, not only
+    /// `pid`.
     pub fn is_sample(&self) -> bool {
         matches!(self.event, Event::Sample { .. })
     }
@@ -606,6 +701,7 @@ impl Entry {
 /// Everything seen about one process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProcessInfo {
+    /// Its pid (thread group id).
     pub pid: i32,
     /// The tid that forked it (None for the root).
     pub parent_tid: Option<i32>,
@@ -646,8 +742,11 @@ pub struct Timeline {
     /// The command line that was run (program first).
     #[serde(default)]
     pub command: Vec<String>,
+    /// The pid of the launched command, the root of the tree (0 in timelines written before
+    /// it was recorded).
     #[serde(default)]
     pub root_pid: i32,
+    /// Every entry, in time order once [`Timeline::sort`] ran (the observer sorts).
     pub entries: Vec<Entry>,
 }
 

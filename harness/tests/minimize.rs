@@ -42,11 +42,8 @@ fn essentials(e: &EventSetResult) -> String {
 #[test]
 fn the_host_measurement_matches_the_committed_table() {
     // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "capring minimize needs root (CI runs as root)"
-    );
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "capring minimize needs root (CI runs as root)");
     let out = std::env::temp_dir().join(format!("capring-minimize-{}", std::process::id()));
     let run = Command::new(env!("CARGO_BIN_EXE_capring"))
         .args(["minimize", "--tracer"])

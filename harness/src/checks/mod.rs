@@ -27,16 +27,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::plan::Interface;
 use crate::run::RunRecord;
-pub use view::{tokens, View};
+pub(crate) use view::{tokens, View};
 
+/// What a check found for one clause in one run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
+    /// The run did what the clause asks.
     Pass,
     /// A misbehaviour was observed.
     Fail,
     /// The clause is about an interface this tracer's profile does not have.
     Unsupported,
+    /// Nothing to judge: the run never reached the state the clause is about, where the
+    /// scenario allows that (the reason is in `observed`).
     NotApplicable,
 }
 
@@ -47,10 +51,16 @@ impl Verdict {
     }
 }
 
+/// One check's finding: the verdict and the evidence, in words a reader of the report can
+/// follow without the timeline.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Check {
+    /// The verdict.
     pub verdict: Verdict,
+    /// What the clause expected here, in capability names (empty for N/A).
     pub expected: String,
+    /// What the run showed, naming the pid/tid and call where it matters; for N/A, why
+    /// there was nothing to judge.
     pub observed: String,
     /// When in the run the clause failed (ns since launch), for reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -61,19 +61,20 @@ pub const EBPF_CANDIDATES: [Cap; 10] = [
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     Human,
     Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Universe {
+pub(crate) enum Universe {
     /// The eBPF candidates and the catalog's declared needs.
     Candidates,
     /// Every usable capability.
     All,
 }
 
+/// `capring minimize`'s options (the subcommand's help text is in the binary).
 #[derive(Debug, clap::Args)]
 pub struct MinimizeArgs {
     /// The tracer profile (TOML; see harness/PROFILE.md).
@@ -88,7 +89,7 @@ pub struct MinimizeArgs {
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "human")]
-    pub format: Format,
+    pub(crate) format: Format,
     /// Search runs allowed per event set (the baseline, observed and Requested runs come on
     /// top: at most 2 + 2 per Requested need).
     #[arg(long, value_name = "N", default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
@@ -101,7 +102,7 @@ pub struct MinimizeArgs {
     pub paranoid: Option<i32>,
     /// Which capabilities the search chooses from.
     #[arg(long, value_enum, default_value = "candidates")]
-    pub universe: Universe,
+    pub(crate) universe: Universe,
     /// Seconds after which a run is a failure (default: 4 × the baseline run, at least 10).
     #[arg(long, value_name = "SECS")]
     pub run_timeout: Option<u64>,
@@ -554,7 +555,7 @@ fn event_sets(profile: &Profile, list: Option<&str>) -> Result<Vec<Vec<String>>,
 
 /// What one invocation measured.
 #[derive(Debug, serde::Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub table: Table,
     /// Every run of each event set (`a+b` for a set), in order.
     pub runs: BTreeMap<String, Vec<Trial>>,
@@ -581,6 +582,10 @@ fn input_error(message: impl std::fmt::Display) -> Result<i32> {
     Ok(2)
 }
 
+/// `capring minimize`: measures each event set and prints the table. Returns the exit code:
+/// 0 when every event set was measured, 1 when one could not be, 2 on bad input (after one
+/// line on stderr), 128 + the signal when capring was interrupted (the partial table is
+/// printed, nothing is written).
 pub fn execute(args: &MinimizeArgs) -> Result<i32> {
     let profile = match Profile::load(&args.tracer) {
         Ok(p) => p,

@@ -43,12 +43,19 @@ pub enum RequestedVerdict {
     NotMeasured,
 }
 
+/// One Requested need of the catalog, measured: does the operation need its capability?
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestedResult {
+    /// The event that declares the need.
     pub event: String,
+    /// The operation's name in the catalog (`hash-exe`), also the profile's
+    /// `[requested.OP]` key.
     pub operation: String,
+    /// The capability the catalog says the operation needs.
     pub capability: Cap,
+    /// What the runs with and without it showed.
     pub verdict: RequestedVerdict,
+    /// One line: the sets tried and what each run showed, or why it was not measured.
     pub detail: String,
 }
 
@@ -69,6 +76,7 @@ pub struct Cost {
 /// The measurement of one event set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventSetResult {
+    /// The events run together (one, or a set written `a+b` on the command line).
     pub events: Vec<String>,
     /// When the tracer could not be measured at all (it does not work even with every
     /// capability, or the harness could not run it).
@@ -76,6 +84,8 @@ pub struct EventSetResult {
     pub failed: Option<String>,
     /// The capabilities the search chose from.
     pub universe: CapSet,
+    /// Set when the search had to widen the universe to every usable capability, saying
+    /// which candidates were not enough.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub universe_note: Option<String>,
     /// Every minimal sufficient set found, the preferred one first (SPEC.md
@@ -83,14 +93,17 @@ pub struct EventSetResult {
     pub minimal_sets: Vec<CapSet>,
     /// No other minimal set exists within the universe.
     pub exhaustive: bool,
+    /// Why the search stopped early (the run budget spent, an interrupt, a harness error).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped: Option<String>,
     /// In every minimal set found.
     pub needed_by_all: CapSet,
     /// The Required ring the tracer used when run normally with every capability.
     pub observed: Option<CapSet>,
+    /// Why there is no observed ring (no privileged call before readiness).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_note: Option<String>,
+    /// The oracle's prediction for these events on the measured facts.
     pub oracle: Prediction,
     /// The oracle with cap_bpf unusable (its cap_sys_admin fallback).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -101,14 +114,18 @@ pub struct EventSetResult {
     pub too_permissive: CapSet,
     /// The observed ring holds a minimal set.
     pub observed_sufficient: Option<bool>,
+    /// Each Requested need the events declare, measured on the preferred set.
     pub requested: Vec<RequestedResult>,
     /// Permission failures the tracer carried on after with the preferred set, which the run
     /// with every capability did not have (features it probed and went without).
     pub went_without: BTreeSet<String>,
+    /// How many runs it took.
     pub cost: Cost,
 }
 
 impl EventSetResult {
+    /// The preferred minimal set (SPEC.md `ring.required.preferred`); `None` when none was
+    /// found.
     pub fn preferred(&self) -> Option<CapSet> {
         self.minimal_sets.first().copied()
     }
@@ -136,15 +153,21 @@ impl EventSetResult {
 /// Everything `capring minimize` measured for one tracer in one environment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Table {
+    /// The profile's name: a check finds the table by it (or by the profile's
+    /// `measured_as`).
     pub tracer: String,
-    /// `uname -r` of the kernel measured.
+    /// `uname -r` of the kernel measured: the table judges only runs on this release.
     pub kernel: String,
+    /// The environment's feature key (`EnvFacts::feature_key`): the table judges only runs
+    /// whose key is the same, apart from its eBPF part (which capabilities are usable).
     pub feature_key: String,
     /// The facts of the measurement (the oracle's input, for the oracle test).
     pub facts: EnvFacts,
+    /// How the trials kept the tracer from managing its own capabilities.
     pub mode: Mode,
     /// Event lines a run had to deliver to work.
     pub lines: usize,
+    /// One measurement per event set asked about, in the order asked.
     pub entries: Vec<EventSetResult>,
 }
 
@@ -347,10 +370,12 @@ pub struct Measured {
     pub minimal_sets: Vec<CapSet>,
     /// Combined from per-event measurements (the event set itself was not measured).
     pub derived: bool,
+    /// Every measurement it comes from was exhaustive: no other minimal set exists.
     pub exhaustive: bool,
 }
 
 impl Measured {
+    /// The preferred minimal set the run's Required ring is judged against.
     pub fn preferred(&self) -> Option<CapSet> {
         self.minimal_sets.first().copied()
     }
@@ -363,17 +388,22 @@ pub enum Measurement {
     /// Nothing was looked up (records from before measured tables).
     #[default]
     NotLooked,
-    /// No table holds for this run; why.
+    /// No table holds for this run.
     Missing {
+        /// Why: no table for this tracer, kernel and feature key, or the table lacks the
+        /// run's events.
         why: String,
     },
+    /// A table holds: the minimal sets that judge the run.
     Found(Measured),
 }
 
 /// The tables of one directory, with the files they came from.
 #[derive(Debug, Clone, Default)]
 pub struct Tables {
+    /// Where they were read from (`snapshots/minimal-sets/`), for messages.
     pub dir: PathBuf,
+    /// Each table with its file name, in file-name order.
     pub tables: Vec<(String, Table)>,
 }
 

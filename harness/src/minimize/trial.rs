@@ -55,6 +55,7 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// The mode a profile allows: its bypass flag, else its bypass variable, else plain.
     pub fn of(profile: &Profile) -> Mode {
         if profile.capabilities.bypass_on.is_some() {
             Mode::BypassFlag
@@ -65,6 +66,7 @@ impl Mode {
         }
     }
 
+    /// The mode in words, for the human table.
     pub fn describe(self) -> &'static str {
         match self {
             Mode::BypassFlag => "bypass flag",
@@ -77,7 +79,7 @@ impl Mode {
 /// What a run was for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Purpose {
+pub(crate) enum Purpose {
     /// Every usable capability: the tracer must work here at all.
     Baseline,
     /// Run normally (no bypass) with every capability: the ring it really uses.
@@ -90,7 +92,7 @@ pub enum Purpose {
 
 /// One run and its verdict.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Trial {
+pub(crate) struct Trial {
     pub purpose: Purpose,
     /// The capabilities the tracer was given (P = E = bounding at exec).
     pub set: CapSet,
@@ -109,7 +111,7 @@ pub struct Trial {
 }
 
 /// The verdict's inputs besides the run itself.
-pub struct Criteria<'a> {
+pub(crate) struct Criteria<'a> {
     pub lines: usize,
     pub capability_code: i32,
     pub ends_by_itself: bool,
@@ -123,7 +125,7 @@ const EPERM: i64 = -(libc::EPERM as i64);
 const EACCES: i64 = -(libc::EACCES as i64);
 
 /// Permission failures of privileged calls, in time order: (time, signature).
-pub fn permission_failures(v: &View) -> Vec<(u64, String)> {
+pub(crate) fn permission_failures(v: &View) -> Vec<(u64, String)> {
     let last = v.plan().facts.cap_last_cap;
     v.calls()
         .filter(|(_, c, r, injected)| {
@@ -157,7 +159,7 @@ fn cause(v: &View, failures: &[(u64, String)]) -> String {
 }
 
 /// Judges one run by the criterion of the module docs.
-pub fn judge(rec: &RunRecord, set: CapSet, purpose: Purpose, c: &Criteria) -> Trial {
+pub(crate) fn judge(rec: &RunRecord, set: CapSet, purpose: Purpose, c: &Criteria) -> Trial {
     let v = View::new(rec);
     let obs = &rec.observation;
     let exit = &obs.exit;
@@ -218,7 +220,7 @@ pub fn judge(rec: &RunRecord, set: CapSet, purpose: Purpose, c: &Criteria) -> Tr
 
 /// The Required ring a run used: every E its threads had at a privileged call up to
 /// readiness (the union, when they differ).
-pub fn observed_required(rec: &RunRecord) -> Option<CapSet> {
+pub(crate) fn observed_required(rec: &RunRecord) -> Option<CapSet> {
     let v = View::new(rec);
     let ready = v.ready_at()?;
     let sets: Vec<CapSet> = v
@@ -231,7 +233,7 @@ pub fn observed_required(rec: &RunRecord) -> Option<CapSet> {
 
 /// What every trial of one event set shares.
 #[derive(Debug, Clone)]
-pub struct Setup {
+pub(crate) struct Setup {
     pub events: Vec<String>,
     pub mode: Mode,
     pub lines: usize,
@@ -239,7 +241,7 @@ pub struct Setup {
 }
 
 /// The scenario of one trial: `keep` = the capabilities the tracer gets (None: all).
-pub fn scenario(
+pub(crate) fn scenario(
     profile: &Profile,
     setup: &Setup,
     keep: Option<CapSet>,
@@ -291,7 +293,7 @@ pub fn scenario(
 }
 
 /// Plans and runs one trial; the record, or why the harness could not run it.
-pub fn launch(
+pub(crate) fn launch(
     profile: &Profile,
     scenario: &Scenario,
     base: &EnvFacts,

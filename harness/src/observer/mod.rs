@@ -45,6 +45,7 @@ use crate::timeline::{Condition, Entry, Event, SampleCause, Status, Stream, Time
 pub struct Line {
     /// Arrival time, ns since launch.
     pub t_ns: u64,
+    /// The stream it was written to.
     pub stream: Stream,
     /// Lossy UTF-8, without the newline.
     pub text: String,
@@ -56,7 +57,9 @@ pub struct Line {
 /// Everything one run produced.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Observation {
+    /// What every thread of the tree held, and when it changed.
     pub timeline: Timeline,
+    /// How the command (the root process) ended.
     pub exit: ExitInfo,
     /// Every line of stdout and stderr in arrival order (at most [`LINE_LIMIT`] per stream).
     pub lines: Vec<Line>,
@@ -66,6 +69,7 @@ pub struct Observation {
     /// Event lines seen, kept or not.
     #[serde(default)]
     pub event_count: usize,
+    /// The pid of the launched command, the root of the tree.
     pub root_pid: i32,
     /// Launch to the end of the last process.
     pub wall: Duration,
