@@ -21,6 +21,8 @@
 //! `g.failure[data-clause][data-t-ns]` (with `data-at="end"` when the check named no moment).
 
 use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
 
 use capring_spec::clauses::{self, Clause};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
@@ -28,6 +30,26 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 use crate::lanes::{failure_marks, FailureMark, Lane, Lanes, Mark, Ring};
 use crate::report::{ClauseResult, Report};
 use crate::run::RunRecord;
+
+/// Chromium set up to render these pages headless: as root, with no network of its own, no
+/// first-run dialogs and no scrollbars, its state in `profile` (a fresh directory per run).
+/// The browser test and `cargo xtask screenshots` both start it this way, so the pictures in
+/// `docs/` show what the test checked.
+pub fn headless_chromium(binary: &Path, profile: &Path) -> Command {
+    let mut cmd = Command::new(binary);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--hide-scrollbars",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()));
+    cmd
+}
 
 /// What the page header says.
 #[derive(Debug, Clone)]

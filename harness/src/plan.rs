@@ -256,7 +256,12 @@ pub fn plan(profile: &Profile, scenario: &Scenario, base: &EnvFacts) -> Result<P
     let chosen = scenario
         .choose(profile.catalog(), selectable, &profile.default_events())
         .map_err(NoPlan::NotApplicable)?;
-    let s = fill(scenario, &chosen)?;
+    let mut s = fill(scenario, &chosen)?;
+    for need in &profile.needs {
+        if !s.needs.contains(need) {
+            s.needs.push(*need);
+        }
+    }
     check_needs(&s, base)?;
     let bounding_drop = bounding_drop(&s, base)?;
     let facts = scenario_facts(base, bounding_drop, s.paranoid);

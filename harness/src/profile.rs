@@ -66,6 +66,11 @@ pub struct Profile {
     /// `[workload]`: what makes the events fire; absent for a program that makes its own.
     #[serde(default)]
     pub workload: Option<Workload>,
+    /// Conditions every run of this tracer needs, on top of each scenario's (`needs`, e.g.
+    /// `["tracefs"]` for a tracer that attaches tracepoints: capring then mounts tracefs
+    /// when it is missing, and calls the run not applicable when it cannot).
+    #[serde(default)]
+    pub needs: Vec<crate::scenario::Need>,
     /// `[exit_codes]`: the tracer's codes for bad input and capability errors.
     #[serde(default)]
     pub exit_codes: ExitCodes,

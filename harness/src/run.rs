@@ -70,34 +70,18 @@ pub struct TracefsMount;
 static MOUNTED_BY_US: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
 
 impl TracefsMount {
-    const DIR: &'static str = "/sys/kernel/tracing";
-
     fn ensure() -> Option<()> {
-        if Path::new(Self::DIR).join("events").is_dir() {
-            return Some(());
-        }
-        // SAFETY: mount(2) with static C strings.
-        let r = unsafe {
-            libc::mount(
-                c"nodev".as_ptr(),
-                c"/sys/kernel/tracing".as_ptr(),
-                c"tracefs".as_ptr(),
-                0,
-                std::ptr::null(),
-            )
-        };
-        if r == 0 {
+        let made = capring_spec::sys::mount_tracefs().ok()?;
+        if made {
             *MOUNTED_BY_US.lock().unwrap_or_else(|e| e.into_inner()) = true;
         }
-        Path::new(Self::DIR).join("events").is_dir().then_some(())
+        Some(())
     }
 
     /// Undoes a mount capring made (no-op otherwise). Called once a whole check ends.
     pub fn restore() {
         let mut mounted = MOUNTED_BY_US.lock().unwrap_or_else(|e| e.into_inner());
-        if *mounted {
-            // SAFETY: umount2(2) with a static C string.
-            unsafe { libc::umount2(c"/sys/kernel/tracing".as_ptr(), libc::MNT_DETACH) };
+        if *mounted && capring_spec::sys::unmount_tracefs().is_ok() {
             *mounted = false;
         }
     }

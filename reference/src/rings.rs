@@ -454,16 +454,6 @@ fn gettid() -> i32 {
     unsafe { libc::syscall(libc::SYS_gettid) as i32 }
 }
 
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 // ---------------------------------------------------------------------------------------------
 // The broadcast machinery (process-wide statics; the signal handler touches only these)
 // ---------------------------------------------------------------------------------------------
@@ -1448,7 +1438,7 @@ impl RingManager {
             (step.eff, step.prm)
         };
         log.append(&LogLine {
-            t_ns: monotonic_ns(),
+            t_ns: capring_spec::sys::monotonic_ns(),
             ring: step.ring,
             effective,
             permitted,

@@ -141,6 +141,50 @@ mod probe_impl {
         nix::unistd::Uid::effective().is_root()
     }
 
+    /// CLOCK_MONOTONIC in nanoseconds: the clock of the reference's ring log (`t_ns`) and of
+    /// the benchmarks that line their own readings up with it.
+    pub fn monotonic_ns() -> u64 {
+        // CLOCK_MONOTONIC exists on every kernel Linux has had since 2.6; a failure here
+        // would mean no clock at all.
+        let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .expect("CLOCK_MONOTONIC is readable");
+        ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+    }
+
+    /// Where tracefs lives: tracers that attach to tracepoints (bpftrace, perf-based
+    /// ones) need it mounted, and a fresh VM or container often has not.
+    pub const TRACEFS: &str = "/sys/kernel/tracing";
+
+    /// Mounts tracefs at [`TRACEFS`] unless it is already usable. `Ok(true)` when this call
+    /// made the mount (the caller undoes it with [`unmount_tracefs`]), `Ok(false)` when it
+    /// was already there.
+    pub fn mount_tracefs() -> io::Result<bool> {
+        let events = std::path::Path::new(TRACEFS).join("events");
+        if events.is_dir() {
+            return Ok(false);
+        }
+        nix::mount::mount(
+            Some("nodev"),
+            TRACEFS,
+            Some("tracefs"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )?;
+        if events.is_dir() {
+            Ok(true)
+        } else {
+            Err(io::Error::other(format!(
+                "{TRACEFS} mounted but has no events/"
+            )))
+        }
+    }
+
+    /// Detaches the tracefs mount [`mount_tracefs`] made.
+    pub fn unmount_tracefs() -> io::Result<()> {
+        nix::mount::umount2(TRACEFS, nix::mount::MntFlags::MNT_DETACH)?;
+        Ok(())
+    }
+
     /// `/proc/sys/kernel/cap_last_cap`: the highest capability the running kernel knows.
     pub fn cap_last_cap() -> io::Result<u8> {
         let text = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")?;
@@ -345,8 +389,9 @@ mod probe_impl {
 
 #[cfg(feature = "probe")]
 pub use probe_impl::{
-    cap_last_cap, capset_thread, errno_name, is_root, loaded_programs, own_thread, read_process,
-    read_thread, syscall_name, task_ids, tgid_of, thread_status, NAMES as SYSCALLS,
+    cap_last_cap, capset_thread, errno_name, is_root, loaded_programs, monotonic_ns, mount_tracefs,
+    own_thread, read_process, read_thread, syscall_name, task_ids, tgid_of, thread_status,
+    unmount_tracefs, NAMES as SYSCALLS, TRACEFS,
 };
 
 #[cfg(test)]

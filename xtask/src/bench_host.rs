@@ -282,19 +282,6 @@ pub fn harness(args: &HarnessArgs) -> Result<()> {
     Ok(())
 }
 
-/// CLOCK_MONOTONIC in ns: the clock of the ring log's `t_ns` (reference/src/rings.rs). A
-/// copy, not a call: xtask cannot depend on the reference crate, whose build script needs the
-/// clang that xtask itself installs.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 #[derive(clap::Args)]
 pub struct RingShareArgs {
     /// Seconds of exec storm.
@@ -378,7 +365,7 @@ fn run_with_ring_log(args: &RingShareArgs, log: &Path) -> Result<(u64, u64, Stri
         .stdout(Stdio::piped())
         .spawn()
         .context("starting ref-workload")?;
-    let t0 = monotonic_ns();
+    let t0 = capring_spec::sys::monotonic_ns();
     let tracer = Command::new(bin.join("ref-tracer"))
         .args(["--events", &args.events])
         .args(["--duration", &args.seconds.to_string()])
@@ -387,7 +374,7 @@ fn run_with_ring_log(args: &RingShareArgs, log: &Path) -> Result<(u64, u64, Stri
         .stderr(Stdio::piped())
         .output()
         .context("running ref-tracer")?;
-    let t1 = monotonic_ns();
+    let t1 = capring_spec::sys::monotonic_ns();
     let _ = workload.kill();
     let _ = workload.wait();
     let stderr = String::from_utf8_lossy(&tracer.stderr).into_owned();

@@ -36,18 +36,7 @@ const SHOTS: &[(&str, &str, u32, u32)] = &[
 fn shoot(chromium: &Path, page: &Path, png: &Path, size: (u32, u32), profile: &Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(profile);
     let url = format!("file://{}", page.canonicalize()?.display());
-    let out = Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--hide-scrollbars",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
+    let out = capring_harness::html::headless_chromium(chromium, profile)
         .arg(format!("--window-size={},{}", size.0, size.1))
         .arg(format!("--screenshot={}", png.display()))
         .arg(&url)

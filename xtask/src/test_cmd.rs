@@ -24,7 +24,6 @@
 //!    fixtures/tracers/third-party/bpftrace.toml` (its verdicts against the profile's
 //!    `[[expect]]`, its snapshots under snapshots/bpftrace/), unless `--no-vm`.
 
-use std::path::Path;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
@@ -64,24 +63,9 @@ fn run(what: &str, cmd: &mut Command) -> Result<()> {
 }
 
 fn mount_tracefs() {
-    let dir = Path::new("/sys/kernel/tracing");
-    if dir.join("events").is_dir() {
-        return;
-    }
-    // SAFETY: mount(2) with static C strings.
-    let r = unsafe {
-        libc::mount(
-            c"nodev".as_ptr(),
-            c"/sys/kernel/tracing".as_ptr(),
-            c"tracefs".as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if r != 0 {
+    if let Err(e) = capring_spec::sys::mount_tracefs() {
         eprintln!(
-            "xtask test: warning: cannot mount tracefs ({}); tests of perf tracepoints will fail",
-            std::io::Error::last_os_error()
+            "xtask test: warning: cannot mount tracefs ({e}); tests of perf tracepoints will fail"
         );
     }
 }

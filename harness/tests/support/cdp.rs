@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
@@ -40,18 +40,6 @@ pub fn chromium() -> PathBuf {
     })
 }
 
-/// The flags of a quiet, closed-network headless run as root.
-pub const FLAGS: &[&str] = &[
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--hide-scrollbars",
-];
-
 pub struct Cdp {
     child: Child,
     commands: std::fs::File,
@@ -78,10 +66,8 @@ impl Cdp {
         let (reply_read, reply_write) = std::io::pipe().expect("pipe");
         let (child_in, child_out) = (high(&cmd_read), high(&reply_write));
         let (fd_in, fd_out) = (child_in.as_raw_fd(), child_out.as_raw_fd());
-        let mut cmd = Command::new(chromium);
-        cmd.args(FLAGS)
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .arg("--remote-debugging-pipe")
+        let mut cmd = capring_harness::html::headless_chromium(chromium, profile);
+        cmd.arg("--remote-debugging-pipe")
             .arg("about:blank")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
