@@ -243,4 +243,8 @@ pub fn level(clause: &str, strict: bool) -> Level {
 }
 
 #[cfg(test)]
+mod fixtures;
+#[cfg(test)]
+mod handmade;
+#[cfg(test)]
 mod tests;

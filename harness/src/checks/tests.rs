@@ -3,181 +3,13 @@
 //! of the clauses no negative control exists for ([`HAND_MADE_FAILURES`]). The recorded
 //! runs (`harness/tests/recorded.rs`) test every check both ways on real tracers.
 
-use std::path::Path;
-use std::time::Duration;
-
 use capring_spec::caps::{Cap, CapSet};
 use capring_spec::facts::EnvFacts;
 
+use super::fixtures::*;
 use super::*;
-use crate::observer::{Line, Observation};
-use crate::plan::Plan;
-use crate::profile::Profile;
 use crate::run::RunRecord;
-use crate::scenario::{self, Scenario};
-use crate::timeline::{Call, CapData, Entry, Event, FaultKind, SampleCause, Stream, ThreadCaps};
-
-const PID: i32 = 100;
-const OTHER: i32 = 101;
-const MS: u64 = 1_000_000;
-
-/// A profile with every interface, whose binary exists everywhere.
-const PROFILE: &str = r#"
-name = "hand-made"
-binary = "/bin/sh"
-level = "strict"
-[events]
-select = ["--events", "{list}"]
-default = ["execve", "openat"]
-[capabilities]
-help = ["--capabilities", "help"]
-bypass_on = ["--capabilities", "bypass=1"]
-bypass_off = ["--capabilities", "bypass=0"]
-add = ["--capabilities", "add={caps}"]
-drop = ["--capabilities", "drop={caps}"]
-raw = ["--capabilities", "{value}"]
-[environment]
-bypass = { name = "CAPABILITIES_BYPASS" }
-add = "CAPABILITIES_ADD"
-drop = "CAPABILITIES_DROP"
-[rules_engine]
-binary = "/bin/sh"
-"#;
-
-fn caps(list: &[Cap]) -> CapSet {
-    list.iter().copied().collect()
-}
-
-fn required() -> CapSet {
-    caps(&[Cap::BPF, Cap::PERFMON])
-}
-
-fn plan_for(name: &str) -> Plan {
-    let profile = Profile::parse(PROFILE, Path::new("/tmp/hand-made.toml")).unwrap();
-    let s: Scenario = scenario::builtin()
-        .into_iter()
-        .find(|s| s.name == name)
-        .unwrap_or_else(|| panic!("no scenario {name}"));
-    crate::plan::plan(&profile, &s, &EnvFacts::example()).unwrap()
-}
-
-fn thread(tid: i32, effective: CapSet) -> ThreadCaps {
-    let mut t = ThreadCaps::empty(PID, tid);
-    t.comm = "tracer".into();
-    t.effective = effective;
-    t.permitted = effective;
-    t
-}
-
-fn entry(t_ms: u64, tid: i32, event: Event, threads: Vec<ThreadCaps>) -> Entry {
-    Entry {
-        t_ns: t_ms * MS,
-        pid: PID,
-        tid,
-        event,
-        threads,
-    }
-}
-
-/// A successful capset by `tid` at `t_ms` that leaves it with `effective`.
-fn capset(t_ms: u64, tid: i32, effective: CapSet) -> Entry {
-    let call = Call::Capset {
-        target: 0,
-        data: Some(CapData {
-            effective,
-            permitted: effective,
-            inheritable: CapSet::EMPTY,
-        }),
-    };
-    let event = Event::Call {
-        call,
-        result: 0,
-        injected: false,
-    };
-    entry(t_ms, tid, event, vec![thread(tid, effective)])
-}
-
-/// A successful BPF_PROG_LOAD by the leader with `effective`.
-fn load(t_ms: u64, effective: CapSet) -> Entry {
-    let call = Call::Bpf {
-        cmd: crate::timeline::BpfCmd::PROG_LOAD,
-        prog_type: Some(17),
-        map_type: None,
-    };
-    let event = Event::Call {
-        call,
-        result: 5,
-        injected: false,
-    };
-    entry(t_ms, PID, event, vec![thread(PID, effective)])
-}
-
-/// A periodic sample of the leader (and `other`, when given).
-fn sample(t_ms: u64, leader: CapSet, other: Option<CapSet>) -> Entry {
-    let mut threads = vec![thread(PID, leader)];
-    threads.extend(other.map(|e| thread(OTHER, e)));
-    let event = Event::Sample {
-        cause: SampleCause::Periodic,
-    };
-    entry(t_ms, PID, event, threads)
-}
-
-fn line(t_ms: u64, stream: Stream, text: &str, event: bool) -> Line {
-    Line {
-        t_ns: t_ms * MS,
-        stream,
-        text: text.into(),
-        event,
-    }
-}
-
-fn record(plan: Plan, entries: Vec<Entry>, lines: Vec<Line>, code: i32) -> RunRecord {
-    let event_count = lines.iter().filter(|l| l.event).count();
-    RunRecord {
-        plan,
-        observation: Observation {
-            timeline: crate::timeline::Timeline {
-                command: vec!["tracer".into()],
-                root_pid: PID,
-                entries,
-            },
-            exit: crate::launch::ExitInfo {
-                code: Some(code),
-                ..Default::default()
-            },
-            lines,
-            lines_dropped: 0,
-            event_count,
-            root_pid: PID,
-            wall: Duration::from_millis(1000),
-        },
-        programs_before: Default::default(),
-        programs_after: Default::default(),
-    }
-}
-
-/// Event lines at 10 ms, 20 ms, …
-fn events(n: u64) -> Vec<Line> {
-    (1..=n)
-        .map(|i| line(10 * i, Stream::Stdout, "{\"event\":1}", true))
-        .collect()
-}
-
-/// A well-behaved steady-state run: Required at 1 ms, loads, Unprivileged at 5 ms, events
-/// from 10 ms, samples every 100 ms.
-fn good_steady() -> Vec<Entry> {
-    let mut e = vec![
-        capset(1, PID, required()),
-        load(2, required()),
-        capset(5, PID, CapSet::EMPTY),
-    ];
-    e.extend((1..=5).map(|i| sample(100 * i, CapSet::EMPTY, Some(CapSet::EMPTY))));
-    e
-}
-
-fn verdict(clause: &str, r: &RunRecord) -> Check {
-    check(clause, r)
-}
+use crate::timeline::{Call, Event, FaultKind, Stream};
 
 #[test]
 fn every_clause_has_exactly_one_check() {
@@ -447,14 +279,6 @@ fn a_fault_the_tracer_never_hit_is_not_applicable() {
 }
 
 // ----- the clauses no negative control exists for: failing (and passing) here -------------
-
-fn usage_run(name: &str, code: i32, stderr: &[&str]) -> RunRecord {
-    let lines = stderr
-        .iter()
-        .map(|l| line(1, Stream::Stderr, l, false))
-        .collect();
-    record(plan_for(name), vec![], lines, code)
-}
 
 fn usage_exit_fails() -> Vec<RunRecord> {
     vec![
