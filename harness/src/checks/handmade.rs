@@ -469,6 +469,10 @@ const TABLE: &[Clause] = &[
         passing: &[
             case!(names_the_conflicting_capability, "names it: true"),
             case!(names_the_conflict_without_its_prefix, "names it: true"),
+            case!(
+                names_only_the_capability_both_added_and_dropped,
+                "names it: true"
+            ),
         ],
         failing: &[
             case!(rejects_the_conflict_without_naming_it, "names it: false"),
@@ -1397,6 +1401,13 @@ fn names_the_conflict_without_its_prefix() -> RunRecord {
         2,
         &["KILL is both added and dropped"],
     )
+}
+
+/// add=cap_kill,cap_lease with drop=cap_kill: only cap_kill is in conflict.
+fn names_only_the_capability_both_added_and_dropped() -> RunRecord {
+    let mut r = names_the_conflicting_capability();
+    r.plan.scenario.cli = vec!["add=cap_kill,cap_lease".into(), "drop=cap_kill".into()];
+    r
 }
 
 fn rejects_the_conflict_without_naming_it() -> RunRecord {
