@@ -538,7 +538,7 @@ const TABLE: &[Clause] = &[
         passing: &[case!(rules_rejects_add_in_one_line)],
         failing: &[
             case!(rules_accepts_add, "exit code 0"),
-            case!(rules_drops_then_rejects_add),
+            case!(rules_drops_then_rejects_add, "1 capability changes"),
         ],
     },
     Clause {
