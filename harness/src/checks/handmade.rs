@@ -294,12 +294,19 @@ const TABLE: &[Clause] = &[
     },
     Clause {
         id: "help.lists-kernel-caps",
-        passing: &[case!(lists_every_capability_by_number_and_name)],
+        passing: &[
+            case!(lists_every_capability_by_number_and_name),
+            case!(lists_an_older_kernels_capabilities),
+        ],
         failing: &[
             case!(writes_ebpf_where_cap_bpf_belongs, "missing {cap_bpf}"),
             case!(
                 lists_only_the_capabilities_up_to_cap_syslog,
                 "missing {cap_wake_alarm"
+            ),
+            case!(
+                lists_capabilities_an_older_kernel_lacks,
+                "beyond the kernel {cap_perfmon, cap_bpf, cap_checkpoint_restore}"
             ),
             case!(lists_then_loads_a_program, "1 privileged operations"),
             case!(exits_1_after_listing, "exit code 1"),
@@ -349,6 +356,7 @@ const TABLE: &[Clause] = &[
             case!(carries_on_after_its_capset_fails, "stopped by capring"),
             case!(loads_a_program_before_aborting, "1 programs loaded"),
             case!(aborts_with_the_usage_code, "exit code 2"),
+            case!(emits_events_before_aborting, "2 event lines"),
         ],
     },
     Clause {
@@ -1046,6 +1054,21 @@ fn lists_only_the_capabilities_up_to_cap_syslog() -> RunRecord {
     help_run(&listing(34), vec![], 0)
 }
 
+/// A kernel before 5.8: cap_audit_read (37) is its last capability.
+fn on_an_older_kernel(mut r: RunRecord) -> RunRecord {
+    r.plan.facts.cap_last_cap = 37;
+    r
+}
+
+fn lists_an_older_kernels_capabilities() -> RunRecord {
+    on_an_older_kernel(help_run(&listing(37), vec![], 0))
+}
+
+/// cap_perfmon, cap_bpf and cap_checkpoint_restore listed where the kernel has none of them.
+fn lists_capabilities_an_older_kernel_lacks() -> RunRecord {
+    on_an_older_kernel(help_run(&listing(40), vec![], 0))
+}
+
 fn lists_then_loads_a_program() -> RunRecord {
     help_run(&listing(40), vec![load(2, all())], 0)
 }
@@ -1137,6 +1160,12 @@ fn carries_on_after_its_capset_fails() -> RunRecord {
 
 fn loads_a_program_before_aborting() -> RunRecord {
     capset_fails(vec![load(2, all())], stderr(&[CAPSET_ABORT]), 3)
+}
+
+fn emits_events_before_aborting() -> RunRecord {
+    let mut lines = events(2);
+    lines.extend(stderr(&[CAPSET_ABORT]));
+    capset_fails(vec![], lines, 3)
 }
 
 fn aborts_with_the_usage_code() -> RunRecord {
