@@ -132,9 +132,12 @@ pub fn no_add_drop(v: &View) -> Check {
         .count();
     judge(
         v.exit_code() == Some(v.plan().usage_code) && lines.len() == 1 && changed == 0,
-        format!("exit {} with one line", v.plan().usage_code),
         format!(
-            "{}, {} stderr lines: {}",
+            "exit {} with one line, no capability change",
+            v.plan().usage_code
+        ),
+        format!(
+            "{}, {} stderr lines, {changed} capability changes: {}",
             v.exit_text(),
             lines.len(),
             lines.first().unwrap_or(&"")

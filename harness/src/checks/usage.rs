@@ -48,15 +48,18 @@ pub fn add_drop_conflict(v: &View) -> Check {
     let Expectation::Usage { .. } = &v.plan().expectation else {
         return na("not a usage-error scenario");
     };
-    let conflict: capring_spec::caps::CapSet = v
-        .plan()
-        .scenario
-        .cli
-        .iter()
-        .filter_map(|c| c.strip_prefix("add="))
-        .flat_map(|l| l.split(','))
-        .filter_map(|n| capring_spec::caps::parse_name(n).ok())
-        .collect();
+    let listed = |key: &str| -> capring_spec::caps::CapSet {
+        v.plan()
+            .scenario
+            .cli
+            .iter()
+            .filter_map(|c| c.strip_prefix(key))
+            .flat_map(|l| l.split(','))
+            .filter_map(|n| capring_spec::caps::parse_name(n).ok())
+            .collect()
+    };
+    // Only the capabilities both added and dropped are the conflict.
+    let conflict = listed("add=").intersection(listed("drop="));
     if conflict.is_empty() {
         return na("no capability is both added and dropped here");
     }
