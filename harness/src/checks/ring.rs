@@ -1,6 +1,8 @@
 //! SPEC.md "Rings": what E (and P, B, I, A) may be, in which phase, on every thread of the
 //! tracer's tree.
 
+use std::collections::BTreeMap;
+
 use capring_spec::caps::CapSet;
 use capring_spec::oracle::Rings;
 
@@ -480,19 +482,22 @@ pub fn unprivileged_most_of_time(v: &View) -> Check {
     if end <= t0 {
         return fail("≤ 1 % of steady-state time with E≠∅", v.no_steady_state());
     }
-    // Step function over the root thread's observed effective set.
-    let root = v.r.observation.root_pid;
-    let mut non_empty = 0u64;
-    let mut last: Option<(u64, bool)> = None;
-    for s in v.states().into_iter().filter(|s| s.thread.tid == root) {
-        let t = s.t.max(t0);
-        if let Some((lt, true)) = last {
-            non_empty += t.saturating_sub(lt);
+    // Step function over the whole tree: E≠∅ counts while any live thread of any process
+    // was last seen with a non-empty effective set (SPEC: the tracer is every process and
+    // every thread it has).
+    let mut raised: BTreeMap<i32, bool> = BTreeMap::new();
+    let (mut non_empty, mut last) = (0u64, t0);
+    for s in v.states() {
+        let t = s.t.clamp(t0, end);
+        if raised.values().any(|r| *r) {
+            non_empty += t - last;
         }
-        last = Some((t, !s.thread.effective.is_empty()));
+        last = t;
+        let up = !s.thread.is_dead() && !s.thread.effective.is_empty();
+        raised.insert(s.thread.tid, up);
     }
-    if let Some((lt, true)) = last {
-        non_empty += end.saturating_sub(lt);
+    if raised.values().any(|r| *r) {
+        non_empty += end - last;
     }
     let share = non_empty as f64 / (end - t0) as f64 * 100.0;
     judge(
