@@ -106,13 +106,8 @@ pub fn compare(
     if !summaries.is_dir() {
         return Ok(None);
     }
-    let mut files: Vec<_> = std::fs::read_dir(&summaries)
-        .with_context(|| format!("reading {}", summaries.display()))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    files.sort();
+    let files = capring_harness::snapshot::json_files(&summaries)
+        .with_context(|| format!("reading {}", summaries.display()))?;
     let mut c = Comparison::default();
     for path in files {
         let text = std::fs::read_to_string(&path)
@@ -194,13 +189,8 @@ fn compare_one(snap: &Path, value: &Value, policy: Policy) -> Result<One> {
 /// review (`INSTA_UPDATE=always` overwrites). True when every table matches (or was written).
 pub fn minimal_sets(kernel: &str, results: &Path, policy: Policy, require: bool) -> Result<bool> {
     let dir = results.join("minimal-sets");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .with_context(|| format!("[{kernel}] the guest returned no {}", dir.display()))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    files.sort();
+    let files = capring_harness::snapshot::json_files(&dir)
+        .with_context(|| format!("[{kernel}] the guest returned no {}", dir.display()))?;
     if files.is_empty() {
         println!("[{kernel}] minimal sets: the guest returned no table");
         return Ok(false);

@@ -413,13 +413,8 @@ impl Tables {
         use anyhow::Context;
         let mut tables = Vec::new();
         if dir.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-                .with_context(|| format!("reading {}", dir.display()))?
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "json"))
-                .collect();
-            files.sort();
+            let files = crate::snapshot::json_files(dir)
+                .with_context(|| format!("reading {}", dir.display()))?;
             for f in files {
                 let text = std::fs::read_to_string(&f)
                     .with_context(|| format!("reading {}", f.display()))?;
