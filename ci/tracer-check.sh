@@ -18,8 +18,8 @@
 #   --scenario GLOB    only scenarios matching GLOB (repeatable on the host, at most one with
 #                      --kernel; default: the whole catalog).
 #   --jobs N           scenarios run at once on the host (default 1; keep N <= CPUs).
-#   --kernel SERIES    also run the catalog inside QEMU on this kernel (5.10, 6.1, 6.12,
-#                      7.2; repeatable) with `cargo xtask vm-test --kernel K --tracer
+#   --kernel SERIES    also run the catalog inside QEMU on this kernel (a series of
+#                      capring's vm/kernels.toml: `cargo xtask kernels list`; repeatable) with `cargo xtask vm-test --kernel K --tracer
 #                      PROFILE`. Needs --capring pointing at a capring source directory.
 #
 # Needs root (capring follows the tracer with ptrace and changes machine-wide settings such
