@@ -222,8 +222,13 @@ pub fn run_all(
             }
             None => profile,
         };
-        out.push(run_one(p, m, scenarios, &base)?);
+        let result = run_one(p, m, scenarios, &base);
+        if result.is_err() {
+            crate::run::TracefsMount::restore();
+        }
+        out.push(result?);
     }
+    crate::run::TracefsMount::restore();
     Ok(out)
 }
 

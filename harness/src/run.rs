@@ -58,27 +58,29 @@ pub enum Skip {
     Harness(String),
 }
 
-/// Mounts tracefs if needed; true when it is usable. The mount is undone by
-/// [`TracefsMount::drop`] when capring made it.
-fn tracefs_ready() -> bool {
-    TracefsMount::ensure().is_some()
-}
-
-/// A tracefs mount capring made for the tracers, unmounted when the process's last user drops.
+/// A tracefs mount capring made for the tracers (scenarios or profiles that `need` it):
+/// made by the first run that needs it, undone by [`TracefsMount::restore`] once the whole
+/// command (check, minimize, mutants) ends, so a machine is left as it was found.
 pub struct TracefsMount;
 
 static MOUNTED_BY_US: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
 
 impl TracefsMount {
-    fn ensure() -> Option<()> {
-        let made = capring_spec::sys::mount_tracefs().ok()?;
-        if made {
-            *MOUNTED_BY_US.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        }
-        Some(())
+    /// Mounts tracefs if needed. The lock is held across the mount so that two scenarios
+    /// started together (`--jobs`) cannot stack two mounts, of which one would be left.
+    fn ensure() -> Result<(), String> {
+        let mut mounted = MOUNTED_BY_US.lock().unwrap_or_else(|e| e.into_inner());
+        let made = capring_spec::sys::mount_tracefs().map_err(|e| {
+            format!(
+                "tracefs is not mounted at {} and mounting it failed: {e}",
+                capring_spec::sys::TRACEFS
+            )
+        })?;
+        *mounted |= made;
+        Ok(())
     }
 
-    /// Undoes a mount capring made (no-op otherwise). Called once a whole check ends.
+    /// Undoes a mount capring made (no-op otherwise). Called once a whole command ends.
     pub fn restore() {
         let mut mounted = MOUNTED_BY_US.lock().unwrap_or_else(|e| e.into_inner());
         if *mounted && capring_spec::sys::unmount_tracefs().is_ok() {
@@ -122,10 +124,8 @@ impl Drop for ParanoidGuard {
 /// Runs one plan; `observe = false` launches the same run without ptrace (overhead
 /// benchmarks: the checks then lack a timeline).
 pub fn execute(plan: &Plan, observe: bool) -> Result<RunRecord, Skip> {
-    if plan.scenario.needs.contains(&Need::Tracefs) && !tracefs_ready() {
-        return Err(Skip::NotApplicable(
-            "tracefs is not mounted and cannot be mounted".into(),
-        ));
+    if plan.scenario.needs.contains(&Need::Tracefs) {
+        TracefsMount::ensure().map_err(Skip::NotApplicable)?;
     }
     let _paranoid = plan.paranoid.map(ParanoidGuard::set).transpose()?;
     let spec = plan.launch_spec(observe);

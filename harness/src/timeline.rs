@@ -819,15 +819,18 @@ impl Timeline {
     pub fn thread_states(&self) -> impl Iterator<Item = (u64, &ThreadCaps)> {
         self.entries
             .iter()
-            .filter(|e| !matches!(e.event, Event::Condition { .. }))
-            .flat_map(|e| {
-                let in_flight = matches!(e.call(), Some((Call::Capset { .. }, ..)));
-                e.threads
-                    .iter()
-                    .filter(move |t| !in_flight || t.tid == e.tid)
-                    .filter(|t| !t.is_dead())
-                    .map(move |t| (e.t_ns, t))
-            })
+            .flat_map(|e| Self::states_of(e).map(move |t| (e.t_ns, t)))
+    }
+
+    /// The thread states one entry records, by the rule of [`Timeline::thread_states`].
+    pub fn states_of(e: &Entry) -> impl Iterator<Item = &ThreadCaps> {
+        let condition = matches!(e.event, Event::Condition { .. });
+        let in_flight = matches!(e.call(), Some((Call::Capset { .. }, ..)));
+        e.threads
+            .iter()
+            .filter(move |_| !condition)
+            .filter(move |t| !in_flight || t.tid == e.tid)
+            .filter(|t| !t.is_dead())
     }
 
     /// The last known sets of a thread at or before `t_ns` (from any entry that listed it).

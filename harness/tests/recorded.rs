@@ -10,7 +10,7 @@
 //!   `fixtures/tracers/handmade/must-fail.toml` says.
 //!
 //! And then the point of it: every check must have been seen both passing and failing on
-//! these runs (or on the hand-made timelines of `checks::tests`), so no check is untested in
+//! these runs (or on the hand-made timelines of `checks::handmade`), so no check is untested in
 //! either direction.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -173,6 +173,8 @@ mod probe_impl {
         if events.is_dir() {
             Ok(true)
         } else {
+            // Not a usable tracefs after all: leave nothing behind.
+            let _ = unmount_tracefs();
             Err(io::Error::other(format!(
                 "{TRACEFS} mounted but has no events/"
             )))

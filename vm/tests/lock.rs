@@ -68,9 +68,13 @@ fn repository_catalog_and_lock_are_valid() {
         !all.is_empty(),
         "vm/kernels.toml names no series for --kernel all"
     );
+    // Oldest first, by the numbers of MAJOR.MINOR (independent of the catalog's sort).
+    let numbers = |s: &str| -> (u32, u32) {
+        let (major, minor) = s.split_once('.').expect("series are MAJOR.MINOR");
+        (major.parse().unwrap(), minor.parse().unwrap())
+    };
     assert!(
-        all.windows(2)
-            .all(|w| compare(&w[0], &w[1]) == Ordering::Less),
+        all.windows(2).all(|w| numbers(&w[0]) < numbers(&w[1])),
         "oldest first: {all:?}"
     );
     for s in &all {

@@ -18,7 +18,7 @@ use capring_spec::caps::{Cap, CapSet};
 use super::fixtures::*;
 use super::{implemented, Verdict, HAND_MADE_FAILURES};
 use crate::run::RunRecord;
-use crate::timeline::{Entry, FaultKind, Stream, ThreadCaps};
+use crate::timeline::{Entry, Event, FaultKind, Status, Stream, ThreadCaps};
 
 /// One hand-made run of a clause.
 struct Case {
@@ -196,12 +196,16 @@ const TABLE: &[Clause] = &[
         passing: &[
             case!(drops_to_required_before_loading, "0.000 %"),
             case!(raises_ptrace_alone_per_event, "0.808 %"),
+            // An exited thread holds nothing.
+            case!(a_raised_helper_exits_before_readiness, "0.000 %"),
         ],
         failing: &[
             case!(keeps_ptrace_for_a_tenth_of_the_time, "10.101 %"),
             case!(never_drops, "100.000 %"),
             // The leader is empty; its second thread is not: the tree counts.
-            case!(a_second_thread_keeps_required, "%"),
+            case!(a_second_thread_keeps_required, "90.909 %"),
+            // Raised from readiness (10 ms) until it exits at 100 ms: 90 of 990 ms.
+            case!(a_raised_helper_exits_in_the_steady_state, "9.091 %"),
         ],
     },
     Clause {
@@ -1021,6 +1025,37 @@ fn keeps_ptrace_for_a_tenth_of_the_time() -> RunRecord {
         capset(500, PID, CapSet::EMPTY),
         sample(600, CapSet::EMPTY, None),
     ])
+}
+
+/// A helper thread seen with every capability while configuring, which exits at `exit_ms`;
+/// the leader drops to ∅ and is sampled alone afterwards.
+fn raised_helper_exiting_at(exit_ms: u64) -> RunRecord {
+    let mut e = vec![
+        capset(1, PID, required()),
+        load(2, required()),
+        sample(4, CapSet::EMPTY, Some(all())),
+        capset(5, PID, CapSet::EMPTY),
+    ];
+    e.extend((1..=5).map(|i| sample(100 * i, CapSet::EMPTY, None)));
+    let exit = entry(
+        exit_ms,
+        OTHER,
+        Event::ThreadExit {
+            status: Status::Code(0),
+        },
+        vec![],
+    );
+    e.push(exit);
+    e.sort_by_key(|e| e.t_ns);
+    steady(e)
+}
+
+fn a_raised_helper_exits_before_readiness() -> RunRecord {
+    raised_helper_exiting_at(6)
+}
+
+fn a_raised_helper_exits_in_the_steady_state() -> RunRecord {
+    raised_helper_exiting_at(100)
 }
 
 // ----- help.* -----------------------------------------------------------------------------

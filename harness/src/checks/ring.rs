@@ -9,6 +9,7 @@ use capring_spec::oracle::Rings;
 use super::view::{Stretch, View, REQUESTED_MAX_NS};
 use super::{fail, fail_at, judge, na, pass, Check};
 use crate::minimize::table::Measurement;
+use crate::timeline::{Event, Timeline};
 
 fn sets_text(sets: &[CapSet]) -> String {
     sets.iter()
@@ -484,19 +485,29 @@ pub fn unprivileged_most_of_time(v: &View) -> Check {
     }
     // Step function over the whole tree: E≠∅ counts while any live thread of any process
     // was last seen with a non-empty effective set (SPEC: the tracer is every process and
-    // every thread it has).
-    let mut raised: BTreeMap<i32, bool> = BTreeMap::new();
+    // every thread it has). A thread stops counting when it exits.
+    let mut raised: BTreeMap<i32, (i32, bool)> = BTreeMap::new();
+    let any = |m: &BTreeMap<i32, (i32, bool)>| m.values().any(|(_, up)| *up);
     let (mut non_empty, mut last) = (0u64, t0);
-    for s in v.states() {
-        let t = s.t.clamp(t0, end);
-        if raised.values().any(|r| *r) {
+    for e in v.entries() {
+        let t = e.t_ns.clamp(t0, end);
+        if any(&raised) {
             non_empty += t - last;
         }
         last = t;
-        let up = !s.thread.is_dead() && !s.thread.effective.is_empty();
-        raised.insert(s.thread.tid, up);
+        match e.event {
+            Event::ThreadExit { .. } => {
+                raised.remove(&e.tid);
+            }
+            Event::ProcessExit { .. } => raised.retain(|_, (pid, _)| *pid != e.pid),
+            _ => {
+                for th in Timeline::states_of(e) {
+                    raised.insert(th.tid, (th.pid, !th.effective.is_empty()));
+                }
+            }
+        }
     }
-    if raised.values().any(|r| *r) {
+    if any(&raised) {
         non_empty += end - last;
     }
     let share = non_empty as f64 / (end - t0) as f64 * 100.0;
