@@ -8,11 +8,19 @@ use std::path::{Path, PathBuf};
 use capring_vm::closure::{needed, place, place_program};
 use capring_vm::initramfs::{EntryKind, Initramfs};
 
-/// A scratch directory outside /tmp (the guest's /tmp is its own: nothing is placed there).
+/// A scratch directory outside /tmp (the guest's /tmp is its own: nothing is placed there):
+/// cargo's target tmp directory, unless the checkout itself lives under /tmp (a CI clone
+/// often does), then /var/tmp.
 fn scratch() -> tempfile::TempDir {
+    let target_tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let base = if target_tmp.starts_with("/tmp") {
+        Path::new("/var/tmp")
+    } else {
+        target_tmp
+    };
     tempfile::Builder::new()
-        .prefix("closure")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .prefix("capring-closure")
+        .tempdir_in(base)
         .unwrap()
 }
 
