@@ -331,3 +331,44 @@ fn completions_and_man_pages() {
         "the hidden command has no page"
     );
 }
+
+/// JUnit of a real run whose tracer writes ANSI colours, a NUL byte, a bell and XML
+/// delimiters to stderr: a strict XML parser reads it, the text survives without the
+/// control characters.
+#[test]
+fn junit_of_a_tracer_writing_control_bytes_parses_strictly() {
+    need_root();
+    let dir = scratch("hostile");
+    let profile = dir.join("hostile.toml");
+    let script = r"printf '\033[1;31mfatal\033[0m \000 nul \a bell ]]> </failure> &\n' >&2; echo second >&2; exit 2";
+    std::fs::write(
+        &profile,
+        format!(
+            "name = \"hostile\"\nbinary = \"/bin/sh\"\nargs = [\"-c\", {script:?}, \"hostile\"]\n\
+             [capabilities]\nraw = [\"--capabilities\", \"{{value}}\"]\n"
+        ),
+    )
+    .unwrap();
+    let out = capring(&[
+        "check",
+        "--tracer",
+        profile.to_str().unwrap(),
+        "--scenario",
+        "usage-unknown-key",
+        "--format",
+        "junit",
+    ]);
+    let junit = String::from_utf8(out.stdout).expect("JUnit is UTF-8");
+    // usage.exit is a SHOULD: its failure (two lines) is reported, the exit status stays 0.
+    assert_eq!(out.status.code(), Some(0), "{junit}");
+    assert!(!junit.contains('\0') && !junit.contains('\x1b') && !junit.contains('\x07'));
+    let doc = roxmltree::Document::parse(&junit).unwrap_or_else(|e| panic!("{e}: {junit}"));
+    let failure = doc
+        .descendants()
+        .find(|n| n.has_tag_name("failure"))
+        .unwrap_or_else(|| panic!("no failure element: {junit}"));
+    let text: String = failure.descendants().filter_map(|n| n.text()).collect();
+    assert!(text.contains("fatal") && text.contains("nul"), "{text:?}");
+    assert!(text.contains("]]> </failure> &"), "{text:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
