@@ -140,6 +140,29 @@ fn reserved(guest: &str) -> Option<&'static str> {
     RESERVED.iter().copied().find(|r| *r == first)
 }
 
+/// Where the guest finds a host data file (a profile, a catalog): the same path, or the same
+/// path under `/host` when it starts in a directory the guest keeps for itself (a checkout
+/// in `/tmp`). Relative paths between such files stay valid, since all move alike.
+pub fn guest_path(host: &Path) -> PathBuf {
+    match reserved(&host.to_string_lossy()) {
+        Some(_) => Path::new("/host").join(lexical(host).strip_prefix("/").unwrap_or(host)),
+        None => host.to_path_buf(),
+    }
+}
+
+/// Copies a host data file (not a program) to [`guest_path`]: its own path when it can, or its
+/// content under `/host`. Returns the guest path.
+pub fn place_data(fs: &mut Initramfs, host: &Path) -> Result<PathBuf> {
+    let guest = guest_path(host);
+    if guest == host {
+        place(fs, host)?;
+    } else {
+        let data = std::fs::read(host).ctx(host)?;
+        fs.file(&guest.to_string_lossy(), data, 0o644)?;
+    }
+    Ok(guest)
+}
+
 /// Places host `path` (a file, or a directory and everything under it) at the same absolute
 /// path of `fs`, turning every symbolic link on the way into a link of the archive. A
 /// directory the guest already has where the host has a link (the guest's own `/bin`, the

@@ -64,7 +64,7 @@ struct Raw {
 pub struct TracerFiles {
     /// The profile's `name` (snapshots go under `snapshots/<name>/`).
     pub name: String,
-    /// The profile, absolute: the same path in the guest.
+    /// The profile, absolute (in the guest: `closure::guest_path` of it).
     pub profile: PathBuf,
     /// Host programs to copy with what they need (closure).
     pub programs: Vec<PathBuf>,

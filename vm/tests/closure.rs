@@ -5,7 +5,7 @@
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use capring_vm::closure::{needed, place, place_program};
+use capring_vm::closure::{guest_path, needed, place, place_data, place_program};
 use capring_vm::initramfs::{EntryKind, Initramfs};
 
 /// A scratch directory outside /tmp (the guest's /tmp is its own: nothing is placed there):
@@ -188,4 +188,41 @@ fn a_host_program_and_its_loader_resolve_inside_the_archive() {
         .find(|p| p.to_string_lossy().contains("ld-linux"))
         .expect("an ELF loader");
     assert!(resolve(&fs, interp).is_some());
+}
+
+/// A profile and its catalog in a checkout under /tmp (which the guest keeps for itself) go
+/// under /host, side by side as on the host; elsewhere they keep their path.
+#[test]
+fn data_files_under_a_reserved_directory_move_under_host() {
+    let dir = tempfile::Builder::new()
+        .prefix("capring-data")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let profile = dir.path().join("p/tracer.toml");
+    let catalog = dir.path().join("p/tracer.catalog.toml");
+    std::fs::create_dir_all(profile.parent().unwrap()).unwrap();
+    std::fs::write(&profile, "name = \"t\"\n").unwrap();
+    std::fs::write(&catalog, "[[event]]\n").unwrap();
+    let mut fs = Initramfs::new();
+    let guest_profile = place_data(&mut fs, &profile).unwrap();
+    let guest_catalog = place_data(&mut fs, &catalog).unwrap();
+    let expected = Path::new("/host").join(profile.strip_prefix("/").unwrap());
+    assert_eq!(guest_profile, expected);
+    assert_eq!(guest_catalog.parent(), guest_profile.parent());
+    assert_eq!(
+        resolve(&fs, &guest_profile).map(|(_, k)| k),
+        Some(EntryKind::File)
+    );
+    assert_eq!(
+        resolve(&fs, &profile),
+        None,
+        "nothing under the guest's /tmp"
+    );
+
+    let elsewhere = scratch();
+    let file = elsewhere.path().join("x.toml");
+    std::fs::write(&file, "x").unwrap();
+    assert_eq!(guest_path(&file), file);
+    assert_eq!(place_data(&mut fs, &file).unwrap(), file);
+    assert_eq!(resolve(&fs, &file).map(|(_, k)| k), Some(EntryKind::File));
 }

@@ -246,7 +246,11 @@ fn add_tracer(
             .with_context(|| format!("copying {} into the guest", p.display()))?
             .len();
     }
-    for p in t.data.iter().chain(extra) {
+    for p in &t.data {
+        closure::place_data(fs, p)
+            .with_context(|| format!("copying {} into the guest", p.display()))?;
+    }
+    for p in extra {
         let abs = std::path::absolute(p).with_context(|| p.display().to_string())?;
         closure::place(fs, &abs)
             .with_context(|| format!("copying {} into the guest", p.display()))?;
@@ -278,7 +282,11 @@ fn commands(p: &Prepared, a: &VmTestArgs, kernel: &str) -> Result<Vec<GuestComma
         }],
         (None, Some(t)) => vec![p
             .guest
-            .tracer_command(&t.profile.to_string_lossy(), a.scenario.as_deref(), vcpus)
+            .tracer_command(
+                &closure::guest_path(&t.profile).to_string_lossy(),
+                a.scenario.as_deref(),
+                vcpus,
+            )
             .map_err(|e| anyhow!("{}: {e}", p.paths.guest.display()))?],
         (None, None) => p.guest.commands_with(
             a.minimize.then_some("minimize"),
