@@ -233,6 +233,36 @@ mod probe_impl {
         "bpf_ringbuf_output",
     ];
 
+    /// The kernel's BTF: mapped where sysfs allows it (6.16+), one pass of page faults
+    /// instead of some 1,300 reads of 4 KiB (sysfs hands out a page per read: ~4 ms on this
+    /// host, ~40 ms under TCG); read otherwise.
+    enum KernelBtf {
+        Mapped(memmap2::Mmap),
+        Read(Vec<u8>),
+    }
+
+    impl std::ops::Deref for KernelBtf {
+        type Target = [u8];
+        fn deref(&self) -> &[u8] {
+            match self {
+                KernelBtf::Mapped(m) => m,
+                KernelBtf::Read(v) => v,
+            }
+        }
+    }
+
+    fn kernel_btf() -> Option<KernelBtf> {
+        const PATH: &str = "/sys/kernel/btf/vmlinux";
+        let file = fs::File::open(PATH).ok()?;
+        // SAFETY: a private, read-only mapping of the kernel's own BTF, which the kernel never
+        // changes or truncates while the system runs.
+        let mapped = unsafe { memmap2::MmapOptions::new().map_copy_read_only(&file) };
+        match mapped {
+            Ok(m) => Some(KernelBtf::Mapped(m)),
+            Err(_) => fs::read(PATH).ok().map(KernelBtf::Read),
+        }
+    }
+
     /// Whether the kernel's BTF names `symbol` (BTF strings are NUL-terminated: whole
     /// names only).
     fn btf_names(btf: &[u8], symbol: &str) -> bool {
@@ -326,9 +356,9 @@ mod probe_impl {
             source,
         })?;
         let (memlock_soft, memlock_hard) = probe_memlock();
-        // The kernel's BTF (5 MiB, ~10 ms, ~40 ms under TCG) answers BPF tokens always, and
-        // memcg accounting and the ring buffer when the memlock limit could matter.
-        let btf = fs::read("/sys/kernel/btf/vmlinux").ok();
+        // The kernel's BTF (5 MiB) answers BPF tokens always, and memcg accounting and the
+        // ring buffer when the memlock limit could matter.
+        let btf = kernel_btf();
         let (bpf_memcg, bpf_ringbuf) = if memlock_soft < MEMLOCK_RINGBUF {
             let (memcg, ringbuf) = probe_bpf_symbols(btf.as_deref());
             (Some(memcg), Some(ringbuf))
@@ -364,6 +394,16 @@ mod probe_impl {
             assert!(f
                 .permitted
                 .is_subset(crate::caps::CapSet::all_up_to(f.cap_last_cap)));
+        }
+
+        /// The mapped BTF is byte for byte what reading the file gives.
+        #[test]
+        fn the_mapped_btf_is_the_file() {
+            let read = std::fs::read("/sys/kernel/btf/vmlinux")
+                .expect("this test needs the kernel's BTF at /sys/kernel/btf/vmlinux");
+            let btf = super::kernel_btf().expect("the BTF opens");
+            assert_eq!(btf.len(), read.len());
+            assert!(btf[..] == read[..], "contents differ");
         }
     }
 }
