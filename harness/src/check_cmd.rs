@@ -33,9 +33,6 @@ pub struct CheckArgs {
     /// A scenario catalog other than the built-in one.
     #[arg(long, value_name = "FILE")]
     pub scenarios: Option<PathBuf>,
-    /// What to print on standard output.
-    #[arg(long, value_enum, default_value = "human")]
-    pub(crate) format: Format,
     /// Also write results.json, report.tap, junit.xml, runs/<scenario>.json (each run's plan
     /// and timeline, readable back by `RunRecord::load`) and summaries/<scenario>.json (the
     /// per-kernel snapshot material) here.
@@ -51,20 +48,9 @@ pub struct CheckArgs {
     /// N at or below the CPU count.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,
-    /// Colour the human table: auto (only on a terminal), always, never.
-    #[arg(long, value_enum, default_value = "auto", value_name = "WHEN")]
-    pub(crate) color: crate::report_cmd::ColorWhen,
-    /// Quiet: the human table shows only the failures that count (nothing when all pass);
-    /// no progress or summary on stderr. Other formats are printed whole.
-    #[arg(long, short)]
-    pub quiet: bool,
-    /// Write the HTML report (one self-contained page: verdicts, SPEC text, per-thread ring
-    /// timelines) to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub html: Option<PathBuf>,
-    /// Write one Perfetto (Chrome Trace Event JSON) file per scenario into DIR.
-    #[arg(long, value_name = "DIR")]
-    pub perfetto: Option<PathBuf>,
+    /// How the report is shown.
+    #[command(flatten)]
+    pub output: crate::report_cmd::OutputArgs,
 }
 
 /// The scenario catalog at `path` (`--scenarios`), else the built-in one.
@@ -350,10 +336,10 @@ fn print_progress(p: Progress<'_>) {
 /// `--html` and `--perfetto`.
 fn write_pictures(args: &CheckArgs, report: &Report, runs: &[ScenarioRun]) -> Result<()> {
     use crate::report_cmd::{records_of_runs, views_of_runs, write_html, write_perfetto_dir};
-    if let Some(path) = &args.html {
-        write_html(path, report, || views_of_runs(runs), args.quiet)?;
+    if let Some(path) = &args.output.html {
+        write_html(path, report, || views_of_runs(runs), args.output.quiet)?;
     }
-    if let Some(dir) = &args.perfetto {
+    if let Some(dir) = &args.output.perfetto {
         write_perfetto_dir(dir, report, &records_of_runs(runs))?;
     }
     Ok(())
@@ -377,16 +363,21 @@ pub fn execute(args: &CheckArgs) -> Result<i32> {
     let started = std::time::Instant::now();
     let jobs = usize::from(args.jobs);
     let progress = |p: Progress<'_>| {
-        if !args.quiet {
+        if !args.output.quiet {
             print_progress(p)
         }
     };
     let (report, runs) = run_catalog(&profile, &selected, !args.no_observe, jobs, progress)?;
-    crate::report_cmd::print_report(&report, args.format, args.color, args.quiet)?;
+    crate::report_cmd::print_report(
+        &report,
+        args.output.format,
+        args.output.color,
+        args.output.quiet,
+    )?;
     if let Some(dir) = &args.out {
         let writing = std::time::Instant::now();
         write_outputs(dir, &report, &runs)?;
-        if !args.quiet {
+        if !args.output.quiet {
             eprintln!(
                 "capring: wrote {} in {:.2} s",
                 dir.display(),
@@ -395,7 +386,7 @@ pub fn execute(args: &CheckArgs) -> Result<i32> {
         }
     }
     write_pictures(args, &report, &runs)?;
-    if !args.quiet {
+    if !args.output.quiet {
         eprintln!(
             "capring: {} ({:.1} s)",
             report.summary(),

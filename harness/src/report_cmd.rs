@@ -40,13 +40,10 @@ impl ColorWhen {
     }
 }
 
-/// `capring report`'s options (the subcommand's help text is in the binary).
+/// How a judged report is shown: the same options for `capring check` and `capring report`,
+/// so that a report read back later prints exactly as the run did.
 #[derive(Debug, clap::Args)]
-pub struct ReportArgs {
-    /// A `capring check --out` directory (results.json, runs/<scenario>.json), or a directory
-    /// of recorded runs (*.json, *.json.gz) or one such file, which are judged again.
-    #[arg(value_name = "DIR")]
-    pub dir: PathBuf,
+pub struct OutputArgs {
     /// What to print on standard output.
     #[arg(long, value_enum, default_value = "human")]
     pub(crate) format: Format,
@@ -54,15 +51,28 @@ pub struct ReportArgs {
     #[arg(long, value_enum, default_value = "auto", value_name = "WHEN")]
     pub(crate) color: ColorWhen,
     /// Quiet: the human table shows only the failures that count (nothing when all pass);
-    /// nothing else on stderr. Other formats are printed whole.
+    /// no progress or summary on stderr. Other formats are printed whole.
     #[arg(long, short)]
     pub quiet: bool,
-    /// Write the HTML report (one self-contained page) to FILE.
+    /// Write the HTML report (one self-contained page: verdicts, SPEC text, per-thread ring
+    /// timelines) to FILE.
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
     /// Write one Perfetto (Chrome Trace Event JSON) file per scenario into DIR.
     #[arg(long, value_name = "DIR")]
     pub perfetto: Option<PathBuf>,
+}
+
+/// `capring report`'s options (the subcommand's help text is in the binary).
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// A `capring check --out` directory (results.json, runs/<scenario>.json), or a directory
+    /// of recorded runs (*.json, *.json.gz) or one such file, which are judged again.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// How the report is shown.
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// Prints the report on standard output in `format`.
@@ -391,16 +401,16 @@ pub fn execute(a: &ReportArgs) -> Result<i32> {
             return Ok(2);
         }
     };
-    print_report(&report, a.format, a.color, a.quiet)?;
-    if let Some(path) = &a.html {
+    print_report(&report, a.output.format, a.output.color, a.output.quiet)?;
+    if let Some(path) = &a.output.html {
         write_html(
             path,
             &report,
             || views_of_records(&report, &records),
-            a.quiet,
+            a.output.quiet,
         )?;
     }
-    if let Some(dir) = &a.perfetto {
+    if let Some(dir) = &a.output.perfetto {
         let named: Vec<NamedRun<'_>> = records.iter().map(|(n, r)| (n.as_str(), r)).collect();
         write_perfetto_dir(dir, &report, &named)?;
     }

@@ -34,7 +34,7 @@ fn cap(name: &str) -> Cap {
 }
 
 fn set(names: &[&str]) -> CapSet {
-    names.iter().map(|n| cap(n)).collect()
+    CapSet::from_names(names.iter().copied()).unwrap()
 }
 
 fn observe(spec: &LaunchSpec) -> Observation {

@@ -275,6 +275,14 @@ impl CapSet {
         }
     }
 
+    /// The set of the named capabilities, in any spelling [`parse_name`] accepts; the first
+    /// name it rejects is the error.
+    pub fn from_names<'a>(
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<CapSet, CapNameError> {
+        names.into_iter().map(parse_name).collect()
+    }
+
     /// Parses the hex masks of `/proc/PID/status` (`CapEff:\t000001ffffffffff`).
     pub fn from_hex(hex: &str) -> Option<CapSet> {
         u64::from_str_radix(hex.trim(), 16).ok().map(CapSet)
@@ -396,6 +404,20 @@ impl<'de> Deserialize<'de> for CapSet {
 mod tests {
     use super::*;
     use rstest::rstest;
+
+    #[test]
+    fn a_set_from_names_takes_every_spelling_and_names_the_bad_one() {
+        let set = CapSet::from_names(["cap_kill", "CAP_BPF", "perfmon"]).unwrap();
+        assert_eq!(
+            set,
+            CapSet::EMPTY
+                .with(Cap::KILL)
+                .with(Cap::BPF)
+                .with(Cap::PERFMON)
+        );
+        let err = CapSet::from_names(["cap_kill", "frobnicate"]).unwrap_err();
+        assert!(err.to_string().contains("frobnicate"), "{err}");
+    }
 
     #[rstest]
     #[case("cap_sys_admin", 21)]

@@ -316,7 +316,7 @@ mod tests {
     }
 
     fn set(names: &[&str]) -> CapSet {
-        names.iter().map(|n| caps::parse_name(n).unwrap()).collect()
+        CapSet::from_names(names.iter().copied()).unwrap()
     }
 
     // Seed: "the --capabilities bypass=1 flag can be used"

@@ -647,10 +647,7 @@ mod tests {
     }
 
     fn set(names: &[&str]) -> CapSet {
-        names
-            .iter()
-            .map(|n| crate::caps::parse_name(n).unwrap())
-            .collect()
+        CapSet::from_names(names.iter().copied()).unwrap()
     }
 
     // Seed: "Unprivileged (ring 3): no capabilities are Effective at all (most of the time)"

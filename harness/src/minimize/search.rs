@@ -257,10 +257,7 @@ mod tests {
     use super::*;
 
     fn set(names: &[&str]) -> CapSet {
-        names
-            .iter()
-            .map(|n| capring_spec::caps::parse_name(n).unwrap())
-            .collect()
+        CapSet::from_names(names.iter().copied()).unwrap()
     }
 
     /// A monotone predicate given by its minimal sets: a set works when it holds one.

@@ -555,10 +555,7 @@ mod tests {
     use super::*;
 
     fn set(names: &[&str]) -> CapSet {
-        names
-            .iter()
-            .map(|n| capring_spec::caps::parse_name(n).unwrap())
-            .collect()
+        CapSet::from_names(names.iter().copied()).unwrap()
     }
 
     fn entry(events: &[&str], sets: Vec<CapSet>) -> EventSetResult {
