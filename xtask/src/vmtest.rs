@@ -51,44 +51,32 @@ fn build_guest_packages(paths: &Paths, guest: &GuestConfig) -> Result<()> {
         return Ok(());
     }
     prereq::bpf_toolchain()?;
-    eprintln!(
-        "building guest binaries: cargo build --release --target {MUSL_TARGET} -p {}",
-        guest.packages.join(" -p ")
-    );
-    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    c.current_dir(&paths.workspace)
-        .args(["build", "--release", "--target", MUSL_TARGET]);
-    for p in &guest.packages {
-        c.arg("-p").arg(p);
+    let packages: Vec<String> = guest
+        .packages
+        .iter()
+        .flat_map(|p| ["-p".to_string(), p.clone()])
+        .collect();
+    musl_build(paths, &packages, &guest.packages.join(", "))?;
+    for f in &guest.feature_builds {
+        musl_build(paths, &f.cargo_args(), &f.bins.join(", "))?;
     }
-    let st = c
+    Ok(())
+}
+
+/// `cargo build --release --target MUSL_TARGET ARGS`; a failure is a warning naming `what`.
+fn musl_build(paths: &Paths, args: &[String], what: &str) -> Result<()> {
+    eprintln!(
+        "building guest binaries: cargo build --release --target {MUSL_TARGET} {}",
+        args.join(" ")
+    );
+    let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(&paths.workspace)
+        .args(["build", "--release", "--target", MUSL_TARGET])
+        .args(args)
         .status()
         .context("running cargo build for the guest binaries")?;
     if !st.success() {
-        eprintln!(
-            "warning: the musl build of {} failed ({st}); using whatever binaries exist",
-            guest.packages.join(", ")
-        );
-    }
-    for f in &guest.feature_builds {
-        let args = f.cargo_args();
-        eprintln!(
-            "building guest binaries: cargo build --release --target {MUSL_TARGET} {}",
-            args.join(" ")
-        );
-        let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        c.current_dir(&paths.workspace)
-            .args(["build", "--release", "--target", MUSL_TARGET])
-            .args(&args);
-        let st = c
-            .status()
-            .context("running cargo build for the guest binaries")?;
-        if !st.success() {
-            eprintln!(
-                "warning: the musl build of {} failed ({st}); using whatever binaries exist",
-                f.bins.join(", ")
-            );
-        }
+        eprintln!("warning: the musl build of {what} failed ({st}); using whatever binaries exist");
     }
     Ok(())
 }
