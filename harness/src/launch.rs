@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use capring_spec::caps::CapSet;
+use capring_spec::sys::signal_name;
 
 use crate::timeline::{FaultKind, Stream};
 use seccompiler::{
@@ -276,13 +277,6 @@ impl std::fmt::Display for ExitInfo {
         }
         Ok(())
     }
-}
-
-/// The signal's name (`SIGTERM`), or `signal N` for a number Linux does not name.
-pub fn signal_name(sig: i32) -> String {
-    nix::sys::signal::Signal::try_from(sig)
-        .map(|s| s.as_str().to_string())
-        .unwrap_or_else(|_| format!("signal {sig}"))
 }
 
 /// Why observing failed (the command itself failing is not an error: see [`ExitInfo`]).

@@ -6,11 +6,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use capring_harness::launch::signal_name;
 use capring_harness::observer::cap_last_cap;
 use capring_harness::timeline::FaultKind;
 use capring_harness::{run, LaunchSpec};
 use capring_spec::caps::{parse_name, Cap, CapSet};
+use capring_spec::sys::signal_name;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]

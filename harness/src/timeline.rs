@@ -27,7 +27,7 @@ impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Status::Code(c) => write!(f, "code {c}"),
-            Status::Signal(s) => write!(f, "signal {}", crate::launch::signal_name(*s)),
+            Status::Signal(s) => write!(f, "signal {}", capring_spec::sys::signal_name(*s)),
         }
     }
 }
@@ -1033,7 +1033,7 @@ pub fn entry_text(e: &Entry, last: u8) -> String {
         Event::ProcessExit { status } => format!("process_exit {status}"),
         Event::Signal { signal, reason } => format!(
             "capring sent {} ({reason})",
-            crate::launch::signal_name(*signal)
+            capring_spec::sys::signal_name(*signal)
         ),
         Event::Sample { cause } => match cause {
             SampleCause::EventLine { n } => format!("sample (event line {n})"),

@@ -2,10 +2,10 @@
 //!
 //! Why a module of its own: the reference tracer (verifying its own rings), the harness's
 //! observer (judging any tracer) and the facts probe all read `/proc/PID/task/TID/status`,
-//! `cap_last_cap`, syscall numbers, errno values and the kernel's BPF program list. Before
-//! this module each had its own parser with its own fallbacks, and they disagreed in small
-//! ways (a missing `cap_last_cap` meant 40 in one place and `LAST_NAMED` in another). Here
-//! there is one [`ThreadCaps`], one parser and one answer.
+//! `cap_last_cap`, syscall numbers, errno and signal values, and the kernel's BPF program
+//! list. Before this module each had its own parser with its own fallbacks, and they
+//! disagreed in small ways (a missing `cap_last_cap` meant 40 in one place and `LAST_NAMED`
+//! in another). Here there is one [`ThreadCaps`], one parser and one answer.
 //!
 //! The data types and the pure parser are always available; everything that reads the
 //! running system is behind the `probe` feature, like `crate::facts::probe`.
@@ -334,6 +334,14 @@ mod probe_impl {
         }
     }
 
+    /// The signal's name (`SIGTERM`), or `signal N` for a number Linux does not name (from
+    /// nix, which takes it from libc).
+    pub fn signal_name(sig: i32) -> String {
+        nix::sys::signal::Signal::try_from(sig)
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|_| format!("signal {sig}"))
+    }
+
     /// The name of an x86_64 system call the observer traces (libc's numbers); `None` for
     /// others.
     pub fn syscall_name(nr: i64) -> Option<&'static str> {
@@ -382,6 +390,8 @@ mod probe_impl {
             assert_eq!(errno_name(libc::EPERM).as_deref(), Some("EPERM"));
             assert_eq!(errno_name(libc::EACCES).as_deref(), Some("EACCES"));
             assert_eq!(errno_name(99999), None);
+            assert_eq!(signal_name(libc::SIGTERM), "SIGTERM");
+            assert_eq!(signal_name(99), "signal 99");
             assert_eq!(syscall_name(126), Some("capset"));
             assert_eq!(syscall_name(321), Some("bpf"));
             assert_eq!(syscall_name(0), None);
@@ -392,8 +402,8 @@ mod probe_impl {
 #[cfg(feature = "probe")]
 pub use probe_impl::{
     cap_last_cap, capset_thread, errno_name, is_root, loaded_programs, monotonic_ns, mount_tracefs,
-    own_thread, read_process, read_thread, syscall_name, task_ids, tgid_of, thread_status,
-    unmount_tracefs, NAMES as SYSCALLS, TRACEFS,
+    own_thread, read_process, read_thread, signal_name, syscall_name, task_ids, tgid_of,
+    thread_status, unmount_tracefs, NAMES as SYSCALLS, TRACEFS,
 };
 
 #[cfg(test)]
