@@ -10,7 +10,7 @@
 //!   `fixtures/tracers/handmade/must-fail.toml` says.
 //!
 //! And then the point of it: every check must have been seen both passing and failing on
-//! these runs (or on the hand-made timelines of `checks::handmade`), so no check is untested in
+//! these runs (or on the hand-made timelines of `checks::cases`), so no check is untested in
 //! either direction.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -174,7 +174,7 @@ fn recorded_runs_are_judged_as_recorded_and_every_check_is_seen_both_ways() {
     problems.extend(handmade(&mut seen_verdicts));
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     // Clauses that no recorded run can make fail (no control exists for them) are covered
-    // by the hand-made timelines of `checks::handmade` (every clause, both ways).
+    // by the hand-made timelines of `checks::cases` (every clause, both ways).
     let hand_made = capring_harness::checks::HAND_MADE_FAILURES;
     let mut untested = Vec::new();
     for id in checks::implemented() {

@@ -3,8 +3,9 @@
 //! Every check reads only the typed timeline, the exit status, the output and the kernel's
 //! program list: the tracer is a black box, judged over its whole process tree. Each verdict
 //! carries what the clause expected and what was observed, in capability names, naming the
-//! pid/tid where it matters. Files follow SPEC.md's sections: [`ring`], [`threads`], [`help`],
-//! [`bypass`], [`drop_failure`], [`add_drop`], [`usage`], [`rules`].
+//! pid/tid where it matters. Files follow SPEC.md's sections and clause prefixes: [`ring`],
+//! [`threads`], [`syscalls`], [`help`], [`bypass`], [`drop_failure`], [`add_drop`], [`usage`],
+//! [`caps`], [`rules`].
 //!
 //! Two rules hold for every check:
 //! * "Nothing to judge" is N/A, with its reason, only where the scenario allows it (the run is
@@ -14,10 +15,12 @@
 
 mod add_drop;
 mod bypass;
+mod caps;
 mod drop_failure;
 mod help;
 mod ring;
 mod rules;
+mod syscalls;
 mod threads;
 mod usage;
 mod view;
@@ -181,7 +184,7 @@ const CHECKS: &[(&str, CheckFn)] = &[
         ring::inheritable_ambient_empty,
     ),
     ("threads.same-ring", threads::same_ring),
-    ("syscalls.privileged-in-ring", threads::privileged_in_ring),
+    ("syscalls.privileged-in-ring", syscalls::privileged_in_ring),
     ("help.lists-kernel-caps", help::lists_kernel_caps),
     ("bypass.flag", bypass::flag),
     ("bypass.env", bypass::env),
@@ -202,9 +205,9 @@ const CHECKS: &[(&str, CheckFn)] = &[
     ("usage.add-drop-conflict", usage::add_drop_conflict),
     (
         "caps.missing-required.aborts",
-        usage::missing_required_aborts,
+        caps::missing_required_aborts,
     ),
-    ("caps.missing-required", usage::missing_required),
+    ("caps.missing-required", caps::missing_required),
     ("rules.unprivileged", rules::unprivileged),
     ("rules.allcaps", rules::allcaps),
     ("rules.bypass-env", rules::bypass_env),
@@ -214,7 +217,7 @@ const CHECKS: &[(&str, CheckFn)] = &[
 
 /// Clauses no negative control exists for (the tracer's usage errors and the rules engine's
 /// refusal): no recorded run fails them, so their only failing cases are the hand-made
-/// timelines of `checks::handmade`, whose table covers every clause both ways (and checks
+/// timelines of `checks::cases`, whose table covers every clause both ways (and checks
 /// that each clause listed here has failing cases in it).
 pub const HAND_MADE_FAILURES: &[&str] = &[
     "usage.exit",
@@ -244,8 +247,8 @@ pub fn level(clause: &str, strict: bool) -> Level {
 }
 
 #[cfg(test)]
-mod fixtures;
+mod cases;
 #[cfg(test)]
-mod handmade;
+mod test_runs;
 #[cfg(test)]
 mod tests;

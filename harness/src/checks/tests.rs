@@ -1,4 +1,4 @@
-//! What the pass/fail table of [`super::handmade`] does not hold: every clause has exactly
+//! What the pass/fail table of [`super::cases`] does not hold: every clause has exactly
 //! one check, names are matched as whole words, and the verdicts that are neither pass nor
 //! fail (not applicable: a fault never hit, a single thread with nothing to compare). The
 //! recorded runs (`harness/tests/recorded.rs`) test every check both ways on real tracers.
@@ -6,7 +6,7 @@
 use capring_spec::caps::Cap;
 use capring_spec::facts::EnvFacts;
 
-use super::fixtures::*;
+use super::test_runs::*;
 use super::*;
 use crate::timeline::{Call, Event, FaultKind};
 

@@ -15,7 +15,7 @@
 
 use capring_spec::caps::{Cap, CapSet};
 
-use super::fixtures::*;
+use super::test_runs::*;
 use super::{implemented, Verdict, HAND_MADE_FAILURES};
 use crate::run::RunRecord;
 use crate::timeline::{Entry, Event, FaultKind, Status, Stream, ThreadCaps};

@@ -1,5 +1,5 @@
 //! Builders of small hand-made runs, shared by the checks' unit tests ([`super::tests`],
-//! [`super::handmade`]): one copy, so a timeline reads the same wherever it is built.
+//! [`super::cases`]): one copy, so a timeline reads the same wherever it is built.
 //!
 //! A run is a real [`Plan`] (a built-in scenario planned for a profile with every interface
 //! and [`EnvFacts::example`]'s environment: 40 capabilities, all permitted) with a timeline
