@@ -28,7 +28,7 @@ use capring_spec::clauses::{self, Clause};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use crate::lanes::{failure_marks, FailureMark, Lane, Lanes, Mark, Ring};
-use crate::report::{ClauseResult, Report};
+use crate::results::{ClauseResult, Report};
 use crate::run::RunRecord;
 
 /// Chromium set up to render these pages headless: as root, with no network of its own, no

@@ -22,7 +22,7 @@ use capring_spec::oracle::Outcome;
 use serde::Serialize;
 
 use crate::plan::{Expectation, Plan};
-use crate::report::ClauseResult;
+use crate::results::ClauseResult;
 use crate::timeline::{compact, entry_text, Event, Status, ThreadCaps, Timeline};
 
 /// The ring a thread's effective set is in.

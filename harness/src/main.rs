@@ -116,7 +116,7 @@ fn run_mutants(a: MutantsArgs) -> Result<i32> {
     if let Some(g) = &a.only {
         list.retain(|m| scenario::glob_match(g, &m.name));
     }
-    if let Err(e) = capring_harness::check_cmd::check_programs(&profile) {
+    if let Err(e) = capring_harness::catalog::check_programs(&profile) {
         eprintln!("capring: {e}");
         return Ok(2);
     }
@@ -163,7 +163,7 @@ struct ListArgs {
 }
 
 fn list_scenarios(a: ListArgs) -> Result<i32> {
-    let scenarios = capring_harness::check_cmd::load_scenarios(a.scenarios.as_deref())?;
+    let scenarios = capring_harness::catalog::load_scenarios(a.scenarios.as_deref())?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&scenarios)?);
         return Ok(0);
@@ -184,7 +184,7 @@ fn list_scenarios(a: ListArgs) -> Result<i32> {
 }
 
 fn list_clauses(a: ListArgs) -> Result<i32> {
-    let scenarios = capring_harness::check_cmd::load_scenarios(a.scenarios.as_deref())?;
+    let scenarios = capring_harness::catalog::load_scenarios(a.scenarios.as_deref())?;
     let clauses = capring_spec::clauses::all();
     let covering = |id: &str| -> Vec<String> {
         scenarios

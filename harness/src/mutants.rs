@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use capring_spec::facts;
 use serde::{Deserialize, Serialize};
 
-use crate::check_cmd::{judge, run_scenario, Outcome};
+use crate::catalog::{judge, run_scenario, Outcome};
 use crate::profile::Profile;
 use crate::scenario::Scenario;
 

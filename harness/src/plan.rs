@@ -19,6 +19,7 @@ use capring_spec::oracle::{self, Outcome, Rings};
 use serde::{Deserialize, Serialize};
 
 use crate::launch::{Companion, EventLines, LaunchSpec};
+use crate::measured::Measurement;
 use crate::profile::{LevelChoice, Profile, ReadyOn, RingModel};
 use crate::scenario::{Chosen, Need, Scenario, Target};
 use crate::timeline::{FaultKind, Stream};
@@ -172,10 +173,11 @@ pub struct Plan {
     pub capability_code: i32,
     /// How this tracer spells bypass (its flag and variable), for messages that name it.
     pub bypass_spellings: Vec<String>,
-    /// The measured minimal sets the Required ring is judged against (attached by
-    /// `check_cmd::run_scenario` from `snapshots/minimal-sets/`; plan() looks nothing up).
+    /// The measured minimal sets the Required ring is judged against: what
+    /// [`Options::measure`] found for the plan's facts and events (`capring check` looks in
+    /// `snapshots/minimal-sets/`), [`Measurement::NotLooked`] without it.
     #[serde(default)]
-    pub measured: crate::minimize::table::Measurement,
+    pub measured: Measurement,
 }
 
 /// Why a scenario has no plan here.
@@ -250,8 +252,30 @@ pub fn scenario_facts(base: &EnvFacts, bounding_drop: CapSet, paranoid: Option<i
     f
 }
 
-/// Resolves `scenario` for `profile` on a machine with `base` facts.
-pub fn plan(profile: &Profile, scenario: &Scenario, base: &EnvFacts) -> Result<Plan, NoPlan> {
+/// Finds the measurement for a run with these facts and events (see [`Options::measure`]).
+pub type Measure<'a> = &'a dyn Fn(&EnvFacts, &[String]) -> Measurement;
+
+/// What [`plan`] is given besides the profile, the scenario and the machine's facts. Both
+/// are settled while the plan is built, so that nothing changes a plan afterwards.
+/// `Options::default()`: nothing looked up, the profile's timeout.
+#[derive(Clone, Copy, Default)]
+pub struct Options<'a> {
+    /// Finds the measured minimal sets for the run's facts and events
+    /// (`crate::measured::lookup` for `capring check`); `None` looks nothing up.
+    pub measure: Option<Measure<'a>>,
+    /// The longest the run may take, when that is shorter than the profile's timeout
+    /// (`capring minimize --run-timeout`).
+    pub max_timeout: Option<Duration>,
+}
+
+/// Resolves `scenario` for `profile` on a machine with `base` facts, its measurement and
+/// timeout settled by `options`.
+pub fn plan(
+    profile: &Profile,
+    scenario: &Scenario,
+    base: &EnvFacts,
+    options: Options<'_>,
+) -> Result<Plan, NoPlan> {
     let selectable = profile.events.is_some();
     let chosen = scenario
         .choose(profile.catalog(), selectable, &profile.default_events())
@@ -284,12 +308,16 @@ pub fn plan(profile: &Profile, scenario: &Scenario, base: &EnvFacts) -> Result<P
         delay_ms: profile.ready.delay_ms,
     };
     let ends_by_itself = profile.stop.ends_by_itself;
+    let measured = options
+        .measure
+        .map_or(Measurement::NotLooked, |m| m(&facts, &chosen.events));
+    let timeout = timeout(profile, runs);
     Ok(Plan {
         tracer: profile.name.clone(),
         faults: s.faults(),
         paranoid: s.paranoid,
         stop_after_events: if ends_by_itself { None } else { s.lines },
-        timeout: timeout(profile, runs),
+        timeout: options.max_timeout.map_or(timeout, |t| timeout.min(t)),
         strict: profile.level == LevelChoice::Strict,
         event_stream: profile.output.events,
         event_pattern: profile.output.event_pattern.clone(),
@@ -311,7 +339,7 @@ pub fn plan(profile: &Profile, scenario: &Scenario, base: &EnvFacts) -> Result<P
         dropped,
         shadowed_add,
         shadowed_drop,
-        measured: Default::default(),
+        measured,
     })
 }
 
@@ -682,7 +710,7 @@ fn rules_command<'a>(
     let mut args = s.rules_args.clone();
     let input = std::env::var_os("CAPRING_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| crate::fixtures_dir(profile))
+        .unwrap_or_else(|| profile.fixtures_dir())
         .join("scenarios/rules-input.jsonl");
     args.push("--input".into());
     args.push(input.display().to_string());

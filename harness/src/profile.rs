@@ -690,6 +690,17 @@ impl Profile {
         }
     }
 
+    /// The fixtures directory the profile belongs to: the nearest ancestor of the profile
+    /// that holds `scenarios/rules-input.jsonl` (the rules engine's input), else the
+    /// profile's grandparent.
+    pub fn fixtures_dir(&self) -> PathBuf {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        dir.ancestors()
+            .find(|d| d.join("scenarios/rules-input.jsonl").is_file())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| dir.join(".."))
+    }
+
     /// Resolves a program named in the profile (see [`Profile::binary`]): `None` when it
     /// cannot be found, with the places looked at.
     pub fn resolve_program(&self, name: &str) -> Result<PathBuf, String> {

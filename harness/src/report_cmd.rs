@@ -11,12 +11,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::check_cmd::{Format, Outcome, ScenarioRun};
-use crate::checks;
+use crate::catalog::{judge_records, Outcome, ScenarioRun};
+use crate::check_cmd::Format;
 use crate::html::{self, Meta, ScenarioView};
 use crate::lanes::{failure_marks, Lanes, RingSets};
 use crate::perfetto::{self, TraceInfo};
-use crate::report::{ClauseResult, Report, TableStyle};
+use crate::report::TableStyle;
+use crate::results::Report;
 use crate::run::RunRecord;
 use crate::Observation;
 
@@ -229,45 +230,6 @@ pub fn write_observation(
         write_file(path, &serde_json::to_vec(&doc)?)?;
     }
     Ok(())
-}
-
-/// Judges recorded runs again (no profile: no expected failures); each run's results carry
-/// its name.
-pub(crate) fn judge_records(records: &[(String, RunRecord)]) -> Report {
-    let results: Vec<ClauseResult> = records
-        .iter()
-        .flat_map(|(name, r)| {
-            r.plan.scenario.clauses.iter().map(move |clause| {
-                let c = checks::check(clause, r);
-                ClauseResult {
-                    scenario: name.clone(),
-                    clause: clause.clone(),
-                    level: checks::level(clause, r.plan.strict),
-                    verdict: c.verdict,
-                    expected_failure: None,
-                    expected: c.expected,
-                    observed: c.observed,
-                    at_ns: c.at_ns,
-                }
-            })
-        })
-        .collect();
-    // The facts of a run the scenario did not adjust are the machine's.
-    let facts = records
-        .iter()
-        .map(|(_, r)| r)
-        .find(|r| r.plan.bounding_drop.is_empty() && r.plan.paranoid.is_none())
-        .or(records.first().map(|(_, r)| r))
-        .map(|r| &r.plan.facts);
-    Report {
-        tracer: records
-            .first()
-            .map_or(String::new(), |(_, r)| r.plan.tracer.clone()),
-        feature_key: facts.map_or(String::new(), |f| f.feature_key()),
-        kernel: facts.map_or(String::new(), |f| f.kernel_release.clone()),
-        results,
-        interrupted: false,
-    }
 }
 
 /// Why a directory cannot be reported on (bad input).

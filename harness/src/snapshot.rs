@@ -15,18 +15,6 @@ use crate::run::RunRecord;
 use crate::timeline::{compact, Call, Entry, Event, ThreadCaps};
 use capring_spec::oracle::Outcome;
 
-/// The `*.json` files of `dir`, in file-name order: how snapshot summaries and measured
-/// tables are read back (file-name order keeps reports and comparisons stable).
-pub fn json_files(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
-    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    files.sort();
-    Ok(files)
-}
-
 /// One credential call of the configuration phase (repeats folded into one, `×N`), and the
 /// acting thread's sets after it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

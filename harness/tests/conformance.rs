@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use capring_harness::check_cmd::{judge, run_scenario, Outcome};
+use capring_harness::catalog::{judge, run_scenario, Outcome};
 use capring_harness::checks::Verdict;
 use capring_harness::profile::Profile;
 use capring_harness::{mutants, scenario, snapshot};
@@ -28,7 +28,7 @@ fn require_root() -> Result<(), Failed> {
 }
 
 fn require_binaries(profile: &Profile) -> Result<(), Failed> {
-    capring_harness::check_cmd::check_programs(profile)
+    capring_harness::catalog::check_programs(profile)
         .map_err(|e| format!("{e}: build the workspace first (cargo build --workspace)").into())
 }
 

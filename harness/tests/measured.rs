@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 
 use capring_harness::checks::{self, Verdict};
-use capring_harness::minimize::table::{
+use capring_harness::measured::{
     preferred_of, Measured, Measurement, RequestedVerdict, Table, Tables,
 };
 use capring_harness::profile::Profile;

@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use capring_harness::check_cmd::run_catalog;
+use capring_harness::catalog::run_catalog;
 use capring_harness::checks::Verdict;
 use capring_harness::profile::Profile;
 use capring_harness::scenario;
@@ -23,7 +23,7 @@ fn the_stranger_is_judged_through_its_profile() {
     let path =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/tracers/handmade/stranger.toml");
     let profile = Profile::load(&path).unwrap();
-    capring_harness::check_cmd::check_programs(&profile)
+    capring_harness::catalog::check_programs(&profile)
         .unwrap_or_else(|e| panic!("{e}: build the workspace first"));
     let (report, _) = run_catalog(&profile, &scenario::builtin(), true, 1, |_| {}).unwrap();
     // Misbehaviour (not "unsupported") only where the fixture is known to be imperfect: its

@@ -19,10 +19,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use capring_harness::check_cmd::{check_programs, judge, run_scenario};
+use capring_harness::catalog::{check_programs, judge, run_scenario};
 use capring_harness::checks::Verdict;
 use capring_harness::profile::{ExpectedVerdict, Profile};
-use capring_harness::report::ClauseResult;
+use capring_harness::results::ClauseResult;
 use capring_harness::run::TracefsMount;
 use capring_harness::scenario::{self, Scenario};
 use libtest_mimic::{Arguments, Failed, Trial};

@@ -672,7 +672,7 @@ fn steady(entries: Vec<Entry>) -> RunRecord {
 /// `steady` judged against a measured table: {cap_bpf, cap_perfmon} preferred, or
 /// {cap_sys_admin}.
 fn measured_steady(entries: Vec<Entry>) -> RunRecord {
-    let plan = measured(plan_for("steady-state"), &[required(), sys_admin()]);
+    let plan = measured_plan_for("steady-state", &[required(), sys_admin()]);
     record(plan, entries, events(20), 0)
 }
 

@@ -8,7 +8,7 @@ use capring_spec::oracle::Rings;
 
 use super::view::{Stretch, View, REQUESTED_MAX_NS};
 use super::{fail, fail_at, judge, na, pass, Check};
-use crate::minimize::table::Measurement;
+use crate::measured::Measurement;
 use crate::timeline::{Event, Timeline};
 
 fn sets_text(sets: &[CapSet]) -> String {
@@ -78,7 +78,7 @@ struct RequiredTruth {
     measured: bool,
 }
 
-/// The measured truth for this run (see [`crate::minimize::table::Measurement`]), or the
+/// The measured truth for this run (see [`crate::measured::Measurement`]), or the
 /// oracle's prediction when no table holds here.
 fn required_truth(v: &View, rings: &Rings) -> RequiredTruth {
     let p = v.plan();

@@ -12,9 +12,9 @@ use capring_spec::caps::{Cap, CapSet};
 use capring_spec::facts::EnvFacts;
 
 use super::{check, Check};
-use crate::minimize::table::{Measured, Measurement};
+use crate::measured::{Measured, Measurement};
 use crate::observer::{Line, Observation};
-use crate::plan::Plan;
+use crate::plan::{Options, Plan};
 use crate::profile::Profile;
 use crate::run::RunRecord;
 use crate::scenario::{self, Scenario};
@@ -70,23 +70,36 @@ pub(super) fn all() -> CapSet {
 
 /// The built-in scenario `name`, planned for the hand-made profile.
 pub(super) fn plan_for(name: &str) -> Plan {
+    planned(name, Options::default())
+}
+
+/// The built-in scenario `name`, planned with a measured table holding `sets` (preferred
+/// first).
+pub(super) fn measured_plan_for(name: &str, sets: &[CapSet]) -> Plan {
+    let measure = |_: &EnvFacts, _: &[String]| {
+        Measurement::Found(Measured {
+            source: "hand-made.json".into(),
+            minimal_sets: sets.to_vec(),
+            derived: false,
+            exhaustive: true,
+        })
+    };
+    planned(
+        name,
+        Options {
+            measure: Some(&measure),
+            max_timeout: None,
+        },
+    )
+}
+
+fn planned(name: &str, options: Options<'_>) -> Plan {
     let profile = Profile::parse(PROFILE, Path::new("/tmp/hand-made.toml")).unwrap();
     let s: Scenario = scenario::builtin()
         .into_iter()
         .find(|s| s.name == name)
         .unwrap_or_else(|| panic!("no scenario {name}"));
-    crate::plan::plan(&profile, &s, &EnvFacts::example()).unwrap()
-}
-
-/// `plan` judged against a measured table holding `sets` (preferred first).
-pub(super) fn measured(mut plan: Plan, sets: &[CapSet]) -> Plan {
-    plan.measured = Measurement::Found(Measured {
-        source: "hand-made.json".into(),
-        minimal_sets: sets.to_vec(),
-        derived: false,
-        exhaustive: true,
-    });
-    plan
+    crate::plan::plan(&profile, &s, &EnvFacts::example(), options).unwrap()
 }
 
 /// A thread of the tracer with E = P = `effective` (I, B, A empty).

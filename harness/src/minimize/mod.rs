@@ -37,13 +37,13 @@ use capring_spec::caps::{Cap, CapSet};
 use capring_spec::facts::{self, EnvFacts};
 use capring_spec::oracle::{self, Outcome};
 
+use crate::measured::{
+    by_preference, Cost, EventSetResult, Mode, Prediction, RequestedResult, RequestedVerdict, Table,
+};
 use crate::profile::Profile;
 use crate::run::{RunRecord, TracefsMount};
 use search::{Search, Stop};
-use table::{
-    by_preference, Cost, EventSetResult, Prediction, RequestedResult, RequestedVerdict, Table,
-};
-use trial::{Criteria, Mode, Purpose, Setup, Trial};
+use trial::{Criteria, Purpose, Setup, Trial};
 
 /// The capabilities an eBPF tracer plausibly needs: where the search starts (with what the
 /// catalog declares), instead of all 41.
@@ -591,7 +591,7 @@ pub fn execute(args: &MinimizeArgs) -> Result<i32> {
         Ok(p) => p,
         Err(e) => return input_error(e),
     };
-    if let Err(e) = crate::check_cmd::check_programs(&profile) {
+    if let Err(e) = crate::catalog::check_programs(&profile) {
         return input_error(e);
     }
     let sets = match event_sets(&profile, args.events.as_deref()) {

@@ -25,6 +25,8 @@
 
 use capring_spec::caps::{Cap, CapSet};
 
+use crate::measured::keep_minimal;
+
 /// Why a search stopped before it finished.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stop {
@@ -237,19 +239,6 @@ pub fn minimal_transversals(sets: &[CapSet]) -> Vec<CapSet> {
     }
     ts.sort_by_key(|t| (t.len(), t.bits()));
     ts
-}
-
-/// The sets of `sets` that contain no other (duplicates removed).
-pub fn keep_minimal(mut sets: Vec<CapSet>) -> Vec<CapSet> {
-    sets.sort_by_key(|s| (s.len(), s.bits()));
-    sets.dedup();
-    let mut out: Vec<CapSet> = Vec::new();
-    for s in sets {
-        if !out.iter().any(|o| o.is_subset(s)) {
-            out.push(s);
-        }
-    }
-    out
 }
 
 #[cfg(test)]

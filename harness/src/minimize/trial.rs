@@ -36,45 +36,12 @@ use serde::{Deserialize, Serialize};
 
 use super::search::Stop;
 use crate::checks::View;
+use crate::measured::Mode;
 use crate::plan::{self, NoPlan};
 use crate::profile::Profile;
 use crate::run::{self, RunRecord, Skip};
 use crate::scenario::{Need, Scenario, Target};
 use crate::timeline::Call;
-
-/// How a trial keeps the tracer from managing its capabilities.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Mode {
-    /// The profile's `capabilities.bypass_on` arguments.
-    BypassFlag,
-    /// The profile's `environment.bypass` variable.
-    BypassEnv,
-    /// Neither exists: the tracer runs as it is.
-    Plain,
-}
-
-impl Mode {
-    /// The mode a profile allows: its bypass flag, else its bypass variable, else plain.
-    pub fn of(profile: &Profile) -> Mode {
-        if profile.capabilities.bypass_on.is_some() {
-            Mode::BypassFlag
-        } else if profile.environment.bypass.is_some() {
-            Mode::BypassEnv
-        } else {
-            Mode::Plain
-        }
-    }
-
-    /// The mode in words, for the human table.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Mode::BypassFlag => "bypass flag",
-            Mode::BypassEnv => "bypass variable",
-            Mode::Plain => "plain (no bypass interface)",
-        }
-    }
-}
 
 /// What a run was for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -299,7 +266,11 @@ pub(crate) fn launch(
     base: &EnvFacts,
     timeout: Option<Duration>,
 ) -> Result<RunRecord, Stop> {
-    let mut p = plan::plan(profile, scenario, base).map_err(|no| match no {
+    let options = plan::Options {
+        measure: None,
+        max_timeout: timeout,
+    };
+    let p = plan::plan(profile, scenario, base, options).map_err(|no| match no {
         NoPlan::NotApplicable(why) | NoPlan::BadInput(why) => Stop::Harness(why),
         NoPlan::Unsupported(missing) => Stop::Harness(
             missing
@@ -309,9 +280,6 @@ pub(crate) fn launch(
                 .join("; "),
         ),
     })?;
-    if let Some(t) = timeout {
-        p.timeout = p.timeout.min(t);
-    }
     let rec = run::execute(&p, true).map_err(|e| match e {
         Skip::NotApplicable(w) | Skip::Harness(w) => Stop::Harness(w),
     })?;

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use capring_spec::facts::EnvFacts;
 
-use super::{plan, NoPlan};
+use super::{plan, NoPlan, Options};
 use crate::profile::Profile;
 use crate::scenario::{self, Need, Scenario};
 
@@ -28,10 +28,11 @@ fn a_profiles_needs_join_every_scenarios() {
         &profile("needs = [\"tracefs\"]\n"),
         &s,
         &EnvFacts::example(),
+        Options::default(),
     )
     .unwrap();
     assert!(p.scenario.needs.contains(&Need::Tracefs));
-    let p = plan(&profile(""), &s, &EnvFacts::example()).unwrap();
+    let p = plan(&profile(""), &s, &EnvFacts::example(), Options::default()).unwrap();
     assert!(!p.scenario.needs.contains(&Need::Tracefs));
 }
 
@@ -40,8 +41,13 @@ fn a_profile_need_the_machine_lacks_makes_every_scenario_not_applicable() {
     let mut facts = EnvFacts::example();
     facts.cgroup2 = None;
     let s = steady_state();
-    assert!(plan(&profile(""), &s, &facts).is_ok());
-    match plan(&profile("needs = [\"cgroup2\"]\n"), &s, &facts) {
+    assert!(plan(&profile(""), &s, &facts, Options::default()).is_ok());
+    match plan(
+        &profile("needs = [\"cgroup2\"]\n"),
+        &s,
+        &facts,
+        Options::default(),
+    ) {
         Err(NoPlan::NotApplicable(why)) => assert!(why.contains("cgroup v2"), "{why}"),
         other => panic!("expected not applicable, got {other:?}"),
     }
