@@ -22,10 +22,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use capring_harness::checks;
-use capring_harness::mutants;
-use capring_harness::run::RunRecord;
-use capring_harness::timeline::{BpfCmd, Call};
+use capring_judge::checks;
+use capring_judge::mutants;
+use capring_judge::run::RunRecord;
+use capring_observe::timeline::{BpfCmd, Call};
 use serde_json::Value;
 
 fn root() -> PathBuf {

@@ -9,10 +9,10 @@
 
 use std::path::{Path, PathBuf};
 
-use capring_harness::catalog::{judge, run_scenario, Outcome};
-use capring_harness::checks::Verdict;
-use capring_harness::profile::Profile;
-use capring_harness::{mutants, scenario, snapshot};
+use capring_judge::catalog::{judge, run_scenario, Outcome};
+use capring_judge::checks::Verdict;
+use capring_judge::profile::Profile;
+use capring_judge::{mutants, scenario, snapshot};
 use capring_spec::clauses::Level;
 use libtest_mimic::{Arguments, Failed, Trial};
 
@@ -28,7 +28,7 @@ fn require_root() -> Result<(), Failed> {
 }
 
 fn require_binaries(profile: &Profile) -> Result<(), Failed> {
-    capring_harness::catalog::check_programs(profile)
+    capring_judge::catalog::check_programs(profile)
         .map_err(|e| format!("{e}: build the workspace first (cargo build --workspace)").into())
 }
 

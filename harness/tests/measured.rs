@@ -14,12 +14,12 @@
 
 use std::path::{Path, PathBuf};
 
-use capring_harness::checks::{self, Verdict};
-use capring_harness::measured::{
+use capring_judge::checks::{self, Verdict};
+use capring_judge::measured::{
     preferred_of, Measured, Measurement, RequestedVerdict, Table, Tables,
 };
-use capring_harness::profile::Profile;
-use capring_harness::run::RunRecord;
+use capring_judge::profile::Profile;
+use capring_judge::run::RunRecord;
 use capring_spec::caps::{Cap, CapSet};
 use capring_spec::facts::EnvFacts;
 use capring_spec::oracle::{self, Outcome};

@@ -8,10 +8,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use capring_harness::timeline::{
+use capring_observe::timeline::{
     Call, Condition, Event, FaultKind, PrctlOp, SampleCause, Status, Stream,
 };
-use capring_harness::{run, Entry, LaunchSpec, Observation, ObserveError, ThreadCaps};
+use capring_observe::{run, Entry, LaunchSpec, Observation, ObserveError, ThreadCaps};
 use capring_spec::caps::{parse_name, Cap, CapSet};
 
 fn need_root() {
@@ -46,7 +46,7 @@ fn dump(obs: &Observation) -> String {
         "exit: {}\n{}stderr: {}",
         obs.exit,
         obs.timeline
-            .render(capring_harness::observer::cap_last_cap()),
+            .render(capring_observe::observer::cap_last_cap()),
         obs.stderr()
     )
 }
@@ -398,7 +398,7 @@ fn threads_are_seen_and_per_thread_sets_disagree() {
         .unwrap_or_else(|| panic!("{text}"));
     assert!(keeper.effective.contains(cap("cap_net_raw")), "{text}");
     assert!(!keeper.same_sets(dropper), "{text}");
-    let line = capring_harness::timeline::render_entry(c, 40);
+    let line = capring_observe::timeline::render_entry(c, 40);
     assert!(line.contains("threads disagree"), "{line}");
 
     // The helper printed one line after the drop: its sample shows the drop too.
@@ -698,7 +698,7 @@ fn cli_observe_prints_and_propagates_the_exit_code() {
     );
     assert!(stdout.contains("process_exit code 3"), "{stdout}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("stdout| hi"));
-    let t: capring_harness::Timeline =
+    let t: capring_observe::Timeline =
         serde_json::from_slice(&std::fs::read(&out_file).unwrap()).unwrap();
     assert!(t.entries.iter().any(|e| e.event
         == Event::ProcessExit {
@@ -708,7 +708,7 @@ fn cli_observe_prints_and_propagates_the_exit_code() {
 
     let out = capring(&["observe", "--json", "--", "sh", "-c", "kill -TERM $$"]);
     assert_eq!(out.status.code(), Some(128 + libc::SIGTERM));
-    let t: capring_harness::Timeline = serde_json::from_slice(&out.stdout).unwrap();
+    let t: capring_observe::Timeline = serde_json::from_slice(&out.stdout).unwrap();
     assert!(t.entries.iter().any(|e| e.event
         == Event::ProcessExit {
             status: Status::Signal(libc::SIGTERM)
@@ -767,7 +767,7 @@ fn check_out_dir_holds_reports_timelines_and_summaries() {
     .unwrap();
     assert_eq!(summary["outcome"], "exit 2");
     // The recorded run reads back, plan and all.
-    let rec = capring_harness::run::RunRecord::load(&dir.join("runs/usage-bad-bypass.json"))
+    let rec = capring_judge::run::RunRecord::load(&dir.join("runs/usage-bad-bypass.json"))
         .expect("a recorded run reads back");
     assert_eq!(rec.plan.scenario.name, "usage-bad-bypass");
     assert_eq!(rec.observation.exit.code, Some(2));

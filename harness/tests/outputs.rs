@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use capring_harness::run::RunRecord;
+use capring_judge::run::RunRecord;
 use serde_json::{json, Value};
 
 fn root() -> PathBuf {

@@ -18,9 +18,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use capring_grammar_model::grammar::{self, Environment, Resolved, Source, NAMED_CAPABILITIES};
-use capring_harness::catalog::judge;
-use capring_harness::profile::Profile;
-use capring_harness::scenario::{Scenario, ScenarioFaults, Target};
+use capring_judge::catalog::judge;
+use capring_judge::profile::Profile;
+use capring_judge::scenario::{Scenario, ScenarioFaults, Target};
 use capring_spec::clauses::Level;
 use capring_spec::facts;
 use proptest::prelude::*;
@@ -419,7 +419,7 @@ fn sampled_runs_conform() {
                 rules_args: vec![],
                 clauses: clauses.clone(),
             };
-            let outcome = capring_harness::catalog::run_scenario(&profile, &s, &base, true);
+            let outcome = capring_judge::catalog::run_scenario(&profile, &s, &base, true);
             let failed: Vec<String> = judge(&profile, &s, &outcome, &base)
                 .into_iter()
                 .filter(|r| r.counts_as_failure() && r.level == Level::Must)

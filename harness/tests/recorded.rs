@@ -16,9 +16,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use capring_harness::checks::{self, Verdict};
-use capring_harness::mutants;
-use capring_harness::run::RunRecord;
+use capring_judge::checks::{self, Verdict};
+use capring_judge::mutants;
+use capring_judge::run::RunRecord;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -62,7 +62,7 @@ fn seen(into: &mut Seen, clause: &str, v: Verdict) {
 /// The clauses a recorded run is judged by: those it was recorded with, and those its
 /// scenario lists today (a clause added since is judged on the same run).
 fn clauses_of(rec: &RunRecord) -> BTreeSet<String> {
-    let today = capring_harness::scenario::builtin()
+    let today = capring_judge::scenario::builtin()
         .into_iter()
         .find(|s| s.name == rec.plan.scenario.name)
         .map(|s| s.clauses)
@@ -175,7 +175,7 @@ fn recorded_runs_are_judged_as_recorded_and_every_check_is_seen_both_ways() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     // Clauses that no recorded run can make fail (no control exists for them) are covered
     // by the hand-made timelines of `checks::cases` (every clause, both ways).
-    let hand_made = capring_harness::checks::HAND_MADE_FAILURES;
+    let hand_made = capring_judge::checks::HAND_MADE_FAILURES;
     let mut untested = Vec::new();
     for id in checks::implemented() {
         let v = seen_verdicts.get(id).cloned().unwrap_or_default();

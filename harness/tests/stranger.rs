@@ -11,10 +11,10 @@
 
 use std::path::Path;
 
-use capring_harness::catalog::run_catalog;
-use capring_harness::checks::Verdict;
-use capring_harness::profile::Profile;
-use capring_harness::scenario;
+use capring_judge::catalog::run_catalog;
+use capring_judge::checks::Verdict;
+use capring_judge::profile::Profile;
+use capring_judge::scenario;
 use capring_spec::clauses::Level;
 
 #[test]
@@ -23,7 +23,7 @@ fn the_stranger_is_judged_through_its_profile() {
     let path =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/tracers/handmade/stranger.toml");
     let profile = Profile::load(&path).unwrap();
-    capring_harness::catalog::check_programs(&profile)
+    capring_judge::catalog::check_programs(&profile)
         .unwrap_or_else(|e| panic!("{e}: build the workspace first"));
     let (report, _) = run_catalog(&profile, &scenario::builtin(), true, 1, |_| {}).unwrap();
     // Misbehaviour (not "unsupported") only where the fixture is known to be imperfect: its

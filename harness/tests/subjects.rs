@@ -19,12 +19,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use capring_harness::catalog::{check_programs, judge, run_scenario};
-use capring_harness::checks::Verdict;
-use capring_harness::profile::{ExpectedVerdict, Profile};
-use capring_harness::results::ClauseResult;
-use capring_harness::run::TracefsMount;
-use capring_harness::scenario::{self, Scenario};
+use capring_judge::catalog::{check_programs, judge, run_scenario};
+use capring_judge::checks::Verdict;
+use capring_judge::profile::{ExpectedVerdict, Profile};
+use capring_judge::results::ClauseResult;
+use capring_judge::run::TracefsMount;
+use capring_judge::scenario::{self, Scenario};
 use libtest_mimic::{Arguments, Failed, Trial};
 use serde::Deserialize;
 
@@ -142,7 +142,7 @@ fn load(subject: &Subject) -> Result<Profile, Failed> {
 
 /// Problems with one expectation: its scenario, its clause and its cited lines.
 fn expectation_problems(
-    x: &capring_harness::profile::Expect,
+    x: &capring_judge::profile::Expect,
     catalog: &[Scenario],
     strace: &BTreeSet<&str>,
 ) -> Vec<String> {

@@ -79,7 +79,7 @@ fn junit(path: &Path) -> (Vec<String>, usize) {
 }
 
 fn clauses_of(scenario: &str) -> usize {
-    capring_harness::scenario::builtin()
+    capring_judge::scenario::builtin()
         .into_iter()
         .find(|s| s.name == scenario)
         .unwrap()

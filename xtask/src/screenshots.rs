@@ -36,7 +36,7 @@ const SHOTS: &[(&str, &str, u32, u32)] = &[
 fn shoot(chromium: &Path, page: &Path, png: &Path, size: (u32, u32), profile: &Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(profile);
     let url = format!("file://{}", page.canonicalize()?.display());
-    let out = capring_harness::html::headless_chromium(chromium, profile)
+    let out = capring_report::html::headless_chromium(chromium, profile)
         .arg(format!("--window-size={},{}", size.0, size.1))
         .arg(format!("--screenshot={}", png.display()))
         .arg(&url)

@@ -106,7 +106,7 @@ pub fn compare(
     if !summaries.is_dir() {
         return Ok(None);
     }
-    let files = capring_harness::measured::json_files(&summaries)
+    let files = capring_judge::measured::json_files(&summaries)
         .with_context(|| format!("reading {}", summaries.display()))?;
     let mut c = Comparison::default();
     for path in files {
@@ -189,7 +189,7 @@ fn compare_one(snap: &Path, value: &Value, policy: Policy) -> Result<One> {
 /// review (`INSTA_UPDATE=always` overwrites). True when every table matches (or was written).
 pub fn minimal_sets(kernel: &str, results: &Path, policy: Policy, require: bool) -> Result<bool> {
     let dir = results.join("minimal-sets");
-    let files = capring_harness::measured::json_files(&dir)
+    let files = capring_judge::measured::json_files(&dir)
         .with_context(|| format!("[{kernel}] the guest returned no {}", dir.display()))?;
     if files.is_empty() {
         println!("[{kernel}] minimal sets: the guest returned no table");

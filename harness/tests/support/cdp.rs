@@ -66,7 +66,7 @@ impl Cdp {
         let (reply_read, reply_write) = std::io::pipe().expect("pipe");
         let (child_in, child_out) = (high(&cmd_read), high(&reply_write));
         let (fd_in, fd_out) = (child_in.as_raw_fd(), child_out.as_raw_fd());
-        let mut cmd = capring_harness::html::headless_chromium(chromium, profile);
+        let mut cmd = capring_report::html::headless_chromium(chromium, profile);
         cmd.arg("--remote-debugging-pipe")
             .arg("about:blank")
             .stdin(Stdio::null())
