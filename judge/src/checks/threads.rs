@@ -4,7 +4,7 @@ use capring_spec::caps::CapSet;
 
 use super::view::View;
 use super::{fail_at, na, pass, Check};
-use capring_observe::timeline::ThreadCaps;
+use capring_observe::timeline::{Call, ThreadCaps};
 
 /// A transition is broadcast to every thread; under ptrace each thread's capset is a traced
 /// stop, so samples taken meanwhile show threads apart. A split is in flight when, within
@@ -63,9 +63,7 @@ pub fn same_ring(v: &View) -> Check {
     }
     let capsets: Vec<(u64, i32, CapSet)> = v
         .calls()
-        .filter(|(_, c, r, _)| {
-            matches!(c, capring_observe::timeline::Call::Capset { .. }) && *r >= 0
-        })
+        .filter(|(_, c, r, _)| matches!(c, Call::Capset { .. }) && *r >= 0)
         .filter_map(|(e, ..)| e.own().map(|t| (e.t_ns, e.tid, t.effective)))
         .collect();
     let in_flight = |t: u64, tid: i32, from: CapSet, to: CapSet, leader: i32| {
