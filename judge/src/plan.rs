@@ -12,6 +12,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use capring_observe::launch::{Companion, EventLines, LaunchSpec};
+use capring_observe::timeline::{FaultKind, Stream};
 use capring_spec::caps::{self, CapSet};
 use capring_spec::facts::EnvFacts;
 use capring_spec::options::{self, CapEnv, CapOptions};
@@ -21,8 +23,6 @@ use serde::{Deserialize, Serialize};
 use crate::measured::Measurement;
 use crate::profile::{LevelChoice, Profile, ReadyOn, RingModel};
 use crate::scenario::{Chosen, Need, Scenario, Target};
-use capring_observe::launch::{Companion, EventLines, LaunchSpec};
-use capring_observe::timeline::{FaultKind, Stream};
 
 /// What the spec says should happen in a scenario.
 #[derive(Debug, Clone, Serialize, Deserialize)]

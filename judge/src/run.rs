@@ -6,12 +6,12 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use capring_observe::observer::{self, Observation};
 use capring_spec::sys::loaded_programs;
 use serde::{Deserialize, Serialize};
 
 use crate::plan::Plan;
 use crate::scenario::Need;
-use capring_observe::observer::{self, Observation};
 
 /// Everything one run produced: the plan it executed and what was observed.
 #[derive(Debug, Clone, Serialize, Deserialize)]

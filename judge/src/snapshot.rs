@@ -7,13 +7,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use capring_observe::timeline::{compact, Call, Entry, Event, ThreadCaps};
 use capring_spec::caps::CapSet;
+use capring_spec::oracle::Outcome;
 use serde::Serialize;
 
 use crate::plan::Expectation;
 use crate::run::RunRecord;
-use capring_observe::timeline::{compact, Call, Entry, Event, ThreadCaps};
-use capring_spec::oracle::Outcome;
 
 /// One credential call of the configuration phase (repeats folded into one, `×N`), and the
 /// acting thread's sets after it.

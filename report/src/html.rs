@@ -24,12 +24,12 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
 
+use capring_judge::results::{ClauseResult, Report};
+use capring_judge::run::RunRecord;
 use capring_spec::clauses::{self, Clause};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use crate::lanes::{failure_marks, FailureMark, Lane, Lanes, Mark, Ring};
-use capring_judge::results::{ClauseResult, Report};
-use capring_judge::run::RunRecord;
 
 /// Chromium set up to render these pages headless: as root, with no network of its own, no
 /// first-run dialogs and no scrollbars, its state in `profile` (a fresh directory per run).

@@ -1,9 +1,10 @@
 //! SPEC.md "Usage", `caps.*`: a Required capability that is not usable.
 
+use capring_spec::oracle::Outcome;
+
 use super::view::{names_cap, tokens, View};
 use super::{judge, na, Check};
 use crate::plan::Expectation;
-use capring_spec::oracle::Outcome;
 
 fn cannot_run<'a>(
     v: &View<'a>,

@@ -13,12 +13,12 @@
 //! The clauses no negative control exists for ([`HAND_MADE_FAILURES`]) fail nowhere else:
 //! their failing cases here are the only ones.
 
+use capring_observe::timeline::{Entry, Event, FaultKind, Status, Stream, ThreadCaps};
 use capring_spec::caps::{Cap, CapSet};
 
 use super::test_runs::*;
 use super::{implemented, Verdict, HAND_MADE_FAILURES};
 use crate::run::RunRecord;
-use capring_observe::timeline::{Entry, Event, FaultKind, Status, Stream, ThreadCaps};
 
 /// One hand-made run of a clause.
 struct Case {

@@ -1,11 +1,12 @@
 //! SPEC.md "Drop failures": the harness makes capset or prctl(PR_CAPBSET_DROP) fail with
 //! EPERM. A fault the tracer never ran into is "not exercised" (N/A), never a verdict.
 
+use capring_observe::timeline::{Call, PrctlOp};
+use capring_spec::oracle::Outcome;
+
 use super::view::{names_cap, tokens, View};
 use super::{fail_at, judge, na, Check};
 use crate::plan::Expectation;
-use capring_observe::timeline::{Call, PrctlOp};
-use capring_spec::oracle::Outcome;
 
 /// The run is a non-bypass run whose drop failed: the first injected failure.
 fn failed_drop<'a>(v: &View<'a>) -> Result<&'a capring_observe::timeline::Entry, Check> {

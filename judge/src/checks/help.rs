@@ -1,12 +1,12 @@
 //! SPEC.md "Listing capabilities".
 
+use capring_observe::timeline::Stream;
 use capring_spec::caps::{Cap, CapSet, LAST_NAMED};
+use capring_spec::oracle::Outcome;
 
 use super::view::{names_cap, tokens, View};
 use super::{judge, na, Check};
 use crate::plan::Expectation;
-use capring_observe::timeline::Stream;
-use capring_spec::oracle::Outcome;
 
 pub fn lists_kernel_caps(v: &View) -> Check {
     if !matches!(v.plan().expectation, Expectation::Outcome(Outcome::Help)) {

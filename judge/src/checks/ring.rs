@@ -3,13 +3,13 @@
 
 use std::collections::BTreeMap;
 
+use capring_observe::timeline::{Event, Timeline};
 use capring_spec::caps::CapSet;
 use capring_spec::oracle::Rings;
 
 use super::view::{Stretch, View, REQUESTED_MAX_NS};
 use super::{fail, fail_at, judge, na, pass, Check};
 use crate::measured::Measurement;
-use capring_observe::timeline::{Event, Timeline};
 
 fn sets_text(sets: &[CapSet]) -> String {
     sets.iter()

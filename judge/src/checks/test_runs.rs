@@ -8,6 +8,11 @@
 use std::path::Path;
 use std::time::Duration;
 
+use capring_observe::observer::{Line, Observation};
+use capring_observe::timeline::{
+    BpfCmd, Call, CapData, Condition, Entry, Event, FaultKind, PrctlOp, SampleCause, Stream,
+    ThreadCaps,
+};
 use capring_spec::caps::{Cap, CapSet};
 use capring_spec::facts::EnvFacts;
 
@@ -17,11 +22,6 @@ use crate::plan::{Options, Plan};
 use crate::profile::Profile;
 use crate::run::RunRecord;
 use crate::scenario::{self, Scenario};
-use capring_observe::observer::{Line, Observation};
-use capring_observe::timeline::{
-    BpfCmd, Call, CapData, Condition, Entry, Event, FaultKind, PrctlOp, SampleCause, Stream,
-    ThreadCaps,
-};
 
 /// The tracer's process (and main thread).
 pub(super) const PID: i32 = 100;

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use capring_observe::timeline::{Call, Entry, Event, FaultKind, ThreadCaps};
 use capring_spec::caps::{Cap, CapSet};
 use capring_spec::oracle::{Outcome, Rings};
 
@@ -11,7 +12,6 @@ use super::{na, Check};
 use crate::plan::{Expectation, Plan};
 use crate::profile::ReadyOn;
 use crate::run::RunRecord;
-use capring_observe::timeline::{Call, Entry, Event, FaultKind, ThreadCaps};
 
 /// How long a thread may stay in a Requested ring for its single operation. The operations
 /// are a file open or two; under emulation and ptrace (every capset of every thread is a

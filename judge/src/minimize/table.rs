@@ -2,10 +2,10 @@
 //! the JSON, and the tables' file names under `snapshots/minimal-sets/`. The data and how a
 //! check finds its measurement are in [`crate::measured`].
 
+use capring_observe::timeline::compact;
 use capring_spec::caps::CapSet;
 
 use crate::measured::{EventSetResult, Prediction, Table};
-use capring_observe::timeline::compact;
 
 /// The snapshot file name of a table: `<tracer>@<label>.json` (`label`: the feature key,
 /// `vm-<kernel>.<feature key>` for VM snapshots).

@@ -30,6 +30,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use capring_observe::timeline::Call;
 use capring_spec::caps::CapSet;
 use capring_spec::facts::EnvFacts;
 use serde::{Deserialize, Serialize};
@@ -41,7 +42,6 @@ use crate::plan::{self, NoPlan};
 use crate::profile::Profile;
 use crate::run::{self, RunRecord, Skip};
 use crate::scenario::{Need, Scenario, Target};
-use capring_observe::timeline::Call;
 
 /// What a run was for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
