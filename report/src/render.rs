@@ -1,5 +1,5 @@
 //! A [`Report`]'s four renderings: a human table, JSON (with timelines), JUnit XML for CI,
-//! and TAP for VM consoles; [`print`] writes the one asked for (`--format`, `--color`).
+//! and TAP for VM consoles; [`print()`] writes the one asked for (`--format`, `--color`).
 //!
 //! JUnit goes through `quick-junit`, whose escaping is tested by nextest's users; what a
 //! stranger's tracer prints (ANSI colours, NUL bytes) reaches the XML only after

@@ -22,7 +22,9 @@
 //!    and what is too permissive (in no minimal set).
 //!
 //! Each run prints one line on stderr; Ctrl-C stops at the current run (the partial table is
-//! still printed, marked so).
+//! still printed, marked so). The subcommand's options, the printing and the exit code are
+//! the binary's (`harness/src/cmd/minimize.rs`); the tables as the checks read them are
+//! [`crate::measured`].
 
 pub mod search;
 pub mod table;
